@@ -1,0 +1,54 @@
+"""A Twilio SDK HTTP client that talks to the phone network sandbox.
+
+    from twilio.rest import Client
+    client = Client(sid, token, http_client=SandboxHttpClient("http://127.0.0.1:8089"))
+
+Every request the SDK would send to ``https://api.twilio.com`` (or a regional
+``https://api.<edge>.<region>.twilio.com``) goes to ``base_url`` instead; the
+path, query, body and Basic auth are unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional, Tuple
+
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+
+_TWILIO_API = re.compile(r"^https://api(\.[A-Za-z0-9-]+)*\.twilio\.com(?=/|$)")
+
+
+class SandboxHttpClient(TwilioHttpClient):
+    """``TwilioHttpClient`` that rewrites ``https://api.twilio.com`` to ``base_url``."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0, **kwargs):
+        if timeout is None or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        super().__init__(timeout=timeout, **kwargs)
+        self.base_url = base_url.rstrip("/")
+
+    def rewrite(self, url: str) -> str:
+        return _TWILIO_API.sub(self.base_url, url, count=1)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: Optional[Dict[str, object]] = None,
+        data: Optional[Dict[str, object]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        auth: Optional[Tuple[str, str]] = None,
+        timeout: Optional[float] = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        return super().request(
+            method,
+            self.rewrite(url),
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )

@@ -1,0 +1,168 @@
+"""End-to-end: real SDK -> sandbox -> real signed webhooks -> real TwiML."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from infrastructure.telephony.sandbox import SandboxHttpClient
+
+from .conftest import ACCOUNT_SID, AUTH_TOKEN
+
+ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+
+def place(client, receiver, to, path="/voice", events=ALL_EVENTS, **kw):
+    return client.calls.create(
+        to=to,
+        from_="+15557654321",
+        url=receiver.base_url + path,
+        status_callback=receiver.base_url + "/status",
+        status_callback_event=events,
+        **kw,
+    )
+
+
+def assert_all_signed(receiver, sid):
+    reqs = receiver.by_sid(sid)
+    assert reqs, "no webhook received"
+    assert all(r.valid for r in reqs), [(r.path, r.signature) for r in reqs if not r.valid]
+
+
+def test_person_answers_and_presses_1(client, sandbox, receiver, number):
+    call = place(client, receiver, number("5"))
+    assert call.sid.startswith("CA") and len(call.sid) == 34
+    assert call.status == "queued"
+    report = sandbox.wait_for_call(call.sid)
+    assert report["status"] == "completed"
+    assert report["digits"] == ["1"]
+    assert receiver.statuses(call.sid) == ["initiated", "ringing", "in-progress", "completed"]
+    assert_all_signed(receiver, call.sid)
+    voice = receiver.by_sid(call.sid, "/voice")
+    assert len(voice) == 1
+    assert voice[0].params["CallStatus"] == "in-progress"
+    assert voice[0].params["Direction"] == "outbound-api"
+    assert "AnsweredBy" not in voice[0].params
+    gather = receiver.by_sid(call.sid, "/gather")
+    assert [g.params["Digits"] for g in gather] == ["1"]
+    final = receiver.by_sid(call.sid, "/status")[-1].params
+    assert int(final["CallDuration"]) > 0
+    assert final["CallbackSource"] == "call-progress-events"
+    assert [r.params["SequenceNumber"] for r in receiver.by_sid(call.sid, "/status")] == [
+        "0", "1", "2", "3"
+    ]
+    verbs = [v["verb"] for v in report["verbs"]]
+    assert verbs == ["Say", "Say", "Gather", "Say", "Hangup"]
+    fetched = client.calls(call.sid).fetch()
+    assert fetched.status == "completed"
+    assert int(fetched.duration) == int(final["CallDuration"])
+
+
+def test_busy_first_attempt_then_answers(client, sandbox, receiver, number):
+    to = number("0")
+    first = place(client, receiver, to)
+    report = sandbox.wait_for_call(first.sid)
+    assert report["status"] == "busy"
+    assert receiver.statuses(first.sid) == ["initiated", "busy"]
+    assert receiver.by_sid(first.sid, "/status")[-1].params["SipResponseCode"] == "486"
+    assert receiver.by_sid(first.sid, "/voice") == []
+    assert client.calls(first.sid).fetch().status == "busy"
+
+    second = place(client, receiver, to)
+    report = sandbox.wait_for_call(second.sid)
+    assert report["status"] == "completed"
+    assert report["digits"] == ["1"]
+    assert receiver.statuses(second.sid)[-1] == "completed"
+
+
+def test_no_answer_after_timeout(client, sandbox, receiver, number):
+    call = place(client, receiver, number("1"), timeout=15)
+    report = sandbox.wait_for_call(call.sid)
+    assert report["status"] == "no-answer"
+    assert receiver.statuses(call.sid) == ["initiated", "ringing", "no-answer"]
+    final = receiver.by_sid(call.sid, "/status")[-1].params
+    assert final["SipResponseCode"] == "487"
+    assert "CallDuration" not in final
+    assert client.calls(call.sid).fetch().status == "no-answer"
+    assert_all_signed(receiver, call.sid)
+
+
+def test_machine_with_amd(client, sandbox, receiver, number):
+    call = place(client, receiver, number("2"), machine_detection="Enable")
+    report = sandbox.wait_for_call(call.sid)
+    assert report["status"] == "completed"
+    assert report["answered_by"] == "machine_start"
+    assert report["digits"] == []
+    voice = receiver.by_sid(call.sid, "/voice")[0]
+    assert voice.params["AnsweredBy"] == "machine_start"
+    assert receiver.by_sid(call.sid, "/gather") == []  # never presses keys
+    # after the Gather timed out the machine heard the rest of the document
+    assert [v["verb"] for v in report["verbs"]] == ["Say", "Say", "Gather", "Say", "Hangup"]
+    final = receiver.by_sid(call.sid, "/status")[-1].params
+    assert final["AnsweredBy"] == "machine_start"
+    assert client.calls(call.sid).fetch().answered_by == "machine_start"
+
+
+def test_machine_detect_message_end_and_human_amd(client, sandbox, receiver, number):
+    m = place(client, receiver, number("2"), machine_detection="DetectMessageEnd")
+    h = place(client, receiver, number("7"), machine_detection="DetectMessageEnd")
+    sandbox.wait_for_call(m.sid)
+    sandbox.wait_for_call(h.sid)
+    assert receiver.by_sid(m.sid, "/voice")[0].params["AnsweredBy"] == "machine_end_beep"
+    assert receiver.by_sid(h.sid, "/voice")[0].params["AnsweredBy"] == "human"
+
+
+def test_machine_without_amd_has_no_answered_by(client, sandbox, receiver, number):
+    call = place(client, receiver, number("2"))
+    report = sandbox.wait_for_call(call.sid)
+    assert report["status"] == "completed"
+    assert "AnsweredBy" not in receiver.by_sid(call.sid, "/voice")[0].params
+    assert client.calls(call.sid).fetch().answered_by is None
+
+
+def test_unreachable_fails_without_ringing(client, sandbox, receiver, number):
+    call = place(client, receiver, number("3"))
+    report = sandbox.wait_for_call(call.sid)
+    assert report["status"] == "failed"
+    assert receiver.statuses(call.sid) == ["initiated", "failed"]
+    assert receiver.by_sid(call.sid, "/status")[-1].params["SipResponseCode"] == "404"
+    assert client.calls(call.sid).fetch().status == "failed"
+
+
+def test_final_callback_sent_even_if_not_requested(client, sandbox, receiver, number):
+    call = place(client, receiver, number("1"), events=["answered"], timeout=5)
+    sandbox.wait_for_call(call.sid)
+    assert receiver.statuses(call.sid) == ["no-answer"]
+
+
+def test_wrong_auth_raises_401(sandbox, receiver):
+    bad = Client(ACCOUNT_SID, "wrong-token", http_client=SandboxHttpClient(sandbox.base_url))
+    with pytest.raises(TwilioRestException) as exc:
+        bad.calls.create(to="+15551234567", from_="+15557654321", url=receiver.base_url + "/voice")
+    assert exc.value.status == 401
+    assert exc.value.code == 20003
+
+
+def test_other_account_is_404_and_missing_to_is_400(sandbox):
+    other = "AC" + "f" * 32
+    r = httpx.post(
+        f"{sandbox.base_url}/2010-04-01/Accounts/{other}/Calls.json",
+        data={"To": "+15551234567", "From": "+15557654321", "Url": "http://x/"},
+        auth=(ACCOUNT_SID, AUTH_TOKEN),
+    )
+    assert r.status_code == 404
+    r = httpx.post(
+        f"{sandbox.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
+        data={"From": "+15557654321", "Url": "http://x/"},
+        auth=(ACCOUNT_SID, AUTH_TOKEN),
+    )
+    assert r.status_code == 400
+    assert r.json()["code"] == 21201
+
+
+def test_missing_url_raises_via_sdk(client):
+    with pytest.raises(TwilioRestException) as exc:
+        client.calls.create(to="+15551234567", from_="+15557654321")
+    assert exc.value.status == 400
