@@ -126,7 +126,7 @@ class Receiver:
                 r.pause(length=2)
         else:
             return Response(content="not found", status_code=404)
-        return Response(content=str(r), media_type="application/xml")
+        return Response(content=str(r), media_type="application/xml", status_code=200)
 
     def start(self) -> "Receiver":
         self.server = uvicorn.Server(

@@ -179,6 +179,11 @@ class TwimlInterpreter:
     async def _fetch(
         self, kind: str, base_url: str, target: str | None, method: str | None, extra: dict
     ) -> tuple[str, str]:
+        if self.documents >= self.max_documents:
+            self.session.record_error(
+                11215, f"more than {self.max_documents} TwiML documents for one call"
+            )
+            raise CallEnded("too-many-documents")
         url = urljoin(base_url, target) if target else base_url
         method = (method or "POST").upper()
         body = await self.session.fetch_twiml(kind, url, method, extra)
