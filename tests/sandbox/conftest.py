@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -87,11 +88,11 @@ class Receiver:
                 )
             if not valid:
                 return Response(content="bad signature", status_code=403)
-            return receiver.answer(kind, params)
+            return await receiver.answer(kind, params)
 
         return Litestar(route_handlers=[hook])
 
-    def answer(self, kind: str, params: dict[str, str]) -> Response:
+    async def answer(self, kind: str, params: dict[str, str]) -> Response:
         r = VoiceResponse()
         if kind == "status":
             return Response(content="", status_code=204)
@@ -112,6 +113,14 @@ class Receiver:
             r.redirect("menu")
         elif kind == "loop":
             r.redirect("loop")
+        elif kind == "slow":
+            await asyncio.sleep(1.0)
+            r.say("Too late.")
+        elif kind == "other":
+            r.say("Redirected by the API.")
+            r.hangup()
+        elif kind == "garbage":
+            return Response(content="<html>oops</html>", media_type="text/html", status_code=200)
         elif kind == "error":
             return Response(content="boom", status_code=500)
         elif kind == "record":

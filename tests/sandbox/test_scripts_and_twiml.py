@@ -181,3 +181,54 @@ def test_control_endpoints(sandbox):
     calls = httpx.get(f"{sandbox.base_url}/_sandbox/calls").json()
     assert isinstance(calls, list)
     assert httpx.delete(f"{sandbox.base_url}/_sandbox/scripts").status_code == 200
+
+
+def test_redirect_live_call_via_update(client, sandbox, receiver, number):
+    call = place(client, receiver, number("4"), path="/long")
+    deadline = time.monotonic() + 5
+    while not receiver.by_sid(call.sid, "/long"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    client.calls(call.sid).update(url=receiver.base_url + "/other", method="POST")
+    report = sandbox.wait_for_call(call.sid)
+    assert len(receiver.by_sid(call.sid, "/other")) == 1
+    assert report["verbs"][-2:] == [
+        {"verb": "Say", "text": "Redirected by the API.", "voice": None, "language": None},
+        {"verb": "Hangup"},
+    ]
+    assert report["end_reason"] == "twiml-hangup"
+
+
+def test_webhook_timeout_and_config_scripts(receiver, number):
+    from twilio.rest import Client
+
+    from infrastructure.telephony.sandbox import SandboxConfig, SandboxHttpClient, run_sandbox_in_thread
+
+    from .conftest import ACCOUNT_SID, AUTH_TOKEN
+
+    to = number("4")
+    config = SandboxConfig(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        time_scale=0.01,
+        webhook_timeout=0.3,
+        scripts={to: {"then": {"behaviour": "machine"}}},
+    )
+    with run_sandbox_in_thread(config, "127.0.0.1", 0) as sb:
+        c = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=SandboxHttpClient(sb.base_url, timeout=5))
+        slow = place(c, receiver, number("5"), path="/slow")
+        scripted = place(c, receiver, to, machine_detection="Enable")
+        report = sb.wait_for_call(slow.sid)
+        assert report["status"] == "completed"
+        assert report["end_reason"] == "application-error"
+        assert "timeout" in report["webhooks"][-2]["error"] or "timeout" in str(report["errors"])
+        assert receiver.statuses(slow.sid)[-1] == "completed"
+        assert sb.wait_for_call(scripted.sid)["answered_by"] == "machine_start"
+
+
+def test_invalid_twiml_ends_call(client, sandbox, receiver, number):
+    call = place(client, receiver, number("4"), path="/garbage")
+    report = sandbox.wait_for_call(call.sid)
+    assert report["status"] == "completed"
+    assert report["end_reason"] == "application-error"
+    assert [e["code"] for e in report["errors"]] == [12100]
