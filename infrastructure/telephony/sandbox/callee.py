@@ -56,7 +56,8 @@ A script (``PUT /_sandbox/scripts/{number}`` with a JSON body, or
   to ``numDigits``; an entry containing the Gather's ``finishOnKey`` stops there.
 * ``hangupAfterVerbs``: the callee hangs up after hearing N TwiML verbs (nested
   Gather prompts count; the Gather itself counts once its input is collected
-  and its action has been requested).  The call ends ``completed``.
+  (keys pressed still reach the Gather ``action``; the callee hangs up
+  instead of hearing the next verb).  The call ends ``completed``.
 * ``answerDelayMs``: ring time before answering (unscaled milliseconds of
   simulated time, replaces ``ring_seconds``).  If it exceeds the call's
   ``Timeout`` the call ends ``no-answer``.
