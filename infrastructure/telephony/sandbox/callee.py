@@ -55,9 +55,9 @@ A script (``PUT /_sandbox/scripts/{number}`` with a JSON body, or
   nothing" (the Gather times out).  An entry longer than ``numDigits`` is cut
   to ``numDigits``; an entry containing the Gather's ``finishOnKey`` stops there.
 * ``hangupAfterVerbs``: the callee hangs up after hearing N TwiML verbs (nested
-  Gather prompts count; the Gather itself counts once its input is collected
-  (keys pressed still reach the Gather ``action``; the callee hangs up
-  instead of hearing the next verb).  The call ends ``completed``.
+  Gather prompts count; the Gather itself counts once its input is collected,
+  and keys pressed still reach the Gather ``action``); the callee hangs up
+  instead of hearing the next verb.  The call ends ``completed``.
 * ``answerDelayMs``: ring time before answering (unscaled milliseconds of
   simulated time, replaces ``ring_seconds``).  If it exceeds the call's
   ``Timeout`` the call ends ``no-answer``.
