@@ -1,0 +1,96 @@
+"""The calls application: the hot Call streams, in their own events table so that call
+traffic never waits on the campaigns table's lock. Saves are batched where one
+request produces many events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from domain.call import Call
+from domain.contact import Contact
+from domain.execution import Execution
+
+T = TypeVar("T")
+QUEUE_BATCH = 500
+
+
+class CallsApp(Application[UUID]):
+    name = "calls"
+
+    def queue_calls(
+        self, execution: Execution, contacts: Iterable[Contact], not_before: datetime
+    ) -> int:
+        """Create one Call per contact (idempotent: existing calls are left as they are)."""
+        batch: list[Call] = []
+        count = 0
+        for contact in contacts:
+            call = Call(
+                execution.id,
+                contact.id,
+                execution.organization_id,
+                execution.program_id,
+                contact.phone,
+                contact.snapshot(),
+                not_before,
+            )
+            batch.append(call)
+            if len(batch) >= QUEUE_BATCH:
+                count += self._save_new(batch)
+                batch = []
+        if batch:
+            count += self._save_new(batch)
+        return count
+
+    def _save_new(self, calls: list[Call]) -> int:
+        try:
+            self.save(*calls)
+            return len(calls)
+        except IntegrityError:
+            # Some already exist (a launch resumed after a crash): save the others one by one.
+            saved = 0
+            for call in calls:
+                try:
+                    self.save(call)
+                    saved += 1
+                except IntegrityError:
+                    pass
+            return saved
+
+    def call(self, id_: UUID | str) -> Call:
+        c = self.repository.get(UUID(str(id_)))
+        assert isinstance(c, Call)
+        return c
+
+    def find(self, id_: UUID | str) -> Call | None:
+        try:
+            return self.call(id_)
+        except (AggregateNotFoundError, ValueError):
+            return None
+
+    def update(self, id_: UUID | str, change: Callable[[Call], T], attempts: int = 20) -> T:
+        """Load, change, save; on a concurrent append (optimistic concurrency) do it again.
+
+        Provider callbacks for one call can arrive at the same moment; each is applied
+        to the latest state, and duplicates then find nothing to do."""
+        for n in range(attempts):
+            call = self.call(id_)
+            result = change(call)
+            if not call.pending_events:
+                return result
+            try:
+                self.save(call)
+                return result
+            except IntegrityError:
+                time.sleep(0.005 * (n + 1))
+        raise RuntimeError(f"could not append to call {id_} after {attempts} attempts")
+
+
+def snapshot_of(execution: Execution) -> dict[str, Any]:
+    return execution.program

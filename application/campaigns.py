@@ -1,0 +1,346 @@
+"""The campaigns application: organizations, contacts, audiences, flows, programs and
+executions (the low-traffic streams). Commands load, decide in the domain, save."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+
+from domain.audience import Audience, check_description, check_name
+from domain.contact import Contact, clean_fields, contact_id
+from domain.errors import (
+    AudienceEmptyError,
+    Conflict,
+    ContactNotFoundError,
+    ExecutionAlreadyRunningError,
+    FlowNotFoundError,
+    NotFound,
+    ValidationError,
+)
+from domain.execution import ACTIVE, Execution
+from domain.flow import Flow
+from domain.flows.graph import require_graph
+from domain.organization import ROLES, Organization, new_api_key, organization_of_key, slugify
+from domain.phone import to_e164
+from domain.program import Program
+from domain.retry import RetryStrategy
+from domain.timeparse import format_instant, parse_instant
+
+
+class Principal:
+    """Who is calling: an API key of an organization, with its role."""
+
+    def __init__(self, organization_id: UUID, key_id: str, role: str, organization: Organization):
+        self.organization_id = organization_id
+        self.key_id = key_id
+        self.role = role
+        self.organization = organization
+
+    @property
+    def actor(self) -> str:
+        return f"apikey:{self.key_id}"
+
+
+class CampaignsApp(Application[UUID]):
+    name = "campaigns"
+
+    # -- organizations and keys -----------------------------------------------------
+
+    def create_organization(
+        self, name: str, country: str = "MA", timezone: str = "Africa/Casablanca"
+    ) -> tuple[UUID, str]:
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError.single("name", "is required")
+        org = Organization(name.strip(), slugify(name), country.upper(), timezone)
+        key = self._issue(org, "admin", "initial admin key")
+        self.save(org)
+        return org.id, key
+
+    def _issue(self, org: Organization, role: str, name: str) -> str:
+        from domain.organization import hash_key
+
+        if role not in ROLES:
+            raise ValidationError.single("role", f"must be one of {', '.join(ROLES)}")
+        key = new_api_key(org.id)
+        org.issue_api_key(uuid4().hex[:12], hash_key(key), key[:8], role, name)
+        return key
+
+    def issue_api_key(self, organization_id: UUID, role: str, name: str) -> str:
+        org = self.organization(organization_id)
+        key = self._issue(org, role, name)
+        self.save(org)
+        return key
+
+    def organization(self, organization_id: UUID) -> Organization:
+        try:
+            org = self.repository.get(organization_id)
+        except AggregateNotFoundError:
+            raise NotFound("Organization not found") from None
+        assert isinstance(org, Organization)
+        return org
+
+    def authenticate(self, key: str) -> Principal | None:
+        org_id = organization_of_key(key)
+        if org_id is None:
+            return None
+        try:
+            org = self.repository.get(org_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(org, Organization) or org.status != "active":
+            return None
+        found = org.role_for(key)
+        if found is None:
+            return None
+        return Principal(org.id, found[0], found[1], org)
+
+    # -- loading, scoped to the organization ----------------------------------------
+
+    def _get(self, cls: type, id_: UUID | str, org: UUID, error: type[NotFound], what: str) -> Any:
+        try:
+            agg = self.repository.get(UUID(str(id_)))
+        except (AggregateNotFoundError, ValueError):
+            raise error(f"{what} not found") from None
+        if not isinstance(agg, cls) or agg.organization_id != org or getattr(agg, "deleted", False):
+            raise error(f"{what} not found")
+        return agg
+
+    # -- contacts -------------------------------------------------------------------
+
+    def create_contact(self, org: Organization, data: dict[str, Any]) -> Contact:
+        raw_phone = data.get("primaryPhone")
+        phone = to_e164(raw_phone, org.country)
+        fields = clean_fields(data)
+        cid = contact_id(org.id, phone)
+        try:
+            existing = self.repository.get(cid)
+        except AggregateNotFoundError:
+            existing = None
+        if existing is not None and existing.deleted_at is None:
+            raise Conflict("Phone number already exists", field="primaryPhone", contactId=str(cid))
+        if existing is not None:
+            existing.restore(fields)
+            contact = existing
+        else:
+            contact = Contact(org.id, phone, str(raw_phone), fields)
+        self.save(contact)
+        return contact
+
+    def contact(self, org: UUID, id_: UUID | str) -> Contact:
+        c = self._get(Contact, id_, org, ContactNotFoundError, "Contact")
+        if c.deleted_at is not None:
+            raise ContactNotFoundError("Contact not found")
+        return c  # type: ignore[no-any-return]
+
+    def update_contact(self, org: Organization, id_: str, data: dict[str, Any]) -> Contact:
+        contact = self.contact(org.id, id_)
+        if "primaryPhone" in data and to_e164(data["primaryPhone"], org.country) != contact.phone:
+            raise ValidationError.single(
+                "primaryPhone", "cannot be changed: a contact is identified by its number"
+            )
+        fields = clean_fields(data)
+        if fields:
+            contact.update(fields)
+            self.save(contact)
+        return contact
+
+    def delete_contact(self, org: UUID, id_: str) -> Contact:
+        contact = self.contact(org, id_)
+        contact.delete()
+        self.save(contact)
+        return contact
+
+    # -- audiences ------------------------------------------------------------------
+
+    def create_audience(self, org: UUID, data: dict[str, Any]) -> Audience:
+        audience = Audience(org, check_name(data.get("name")), check_description(data.get("description")))
+        self.save(audience)
+        return audience
+
+    def audience(self, org: UUID, id_: UUID | str) -> Audience:
+        return self._get(Audience, id_, org, NotFound, "Audience")  # type: ignore[no-any-return]
+
+    def update_audience(self, org: UUID, id_: str, data: dict[str, Any]) -> Audience:
+        audience = self.audience(org, id_)
+        name = check_name(data["name"]) if "name" in data else audience.name
+        desc = check_description(data["description"]) if "description" in data else audience.description
+        audience.rename(name, desc)
+        self.save(audience)
+        return audience
+
+    def delete_audience(self, org: UUID, id_: str) -> Audience:
+        audience = self.audience(org, id_)
+        audience.delete()
+        self.save(audience)
+        return audience
+
+    def add_audience_contacts(self, org: UUID, id_: str, contacts: Any) -> int:
+        audience = self.audience(org, id_)
+        if not isinstance(contacts, list) or not contacts or len(contacts) > 10000:
+            raise ValidationError.single("contacts", "must be a list of 1 to 10000 contact ids")
+        ids: list[str] = []
+        for i, c in enumerate(contacts):
+            try:
+                ids.append(str(UUID(str(c))))
+            except ValueError:
+                raise ValidationError.single(f"contacts[{i}]", f"'{c}' is not a UUID") from None
+        new = audience.new_members(ids)
+        for cid in new:
+            try:
+                self.contact(org, cid)
+            except ContactNotFoundError:
+                raise ContactNotFoundError(f"Contact {cid} not found", contactId=cid) from None
+        if new:
+            audience.add_members(new)
+            self.save(audience)
+        return len(new)
+
+    # -- flows ----------------------------------------------------------------------
+
+    def create_flow(self, org: UUID, data: dict[str, Any]) -> Flow:
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise ValidationError.single("name", "must be a string of 1 to 255 characters")
+        desc = data.get("description")
+        if desc is not None and not isinstance(desc, str):
+            raise ValidationError.single("description", "must be a string")
+        graph = require_graph(data.get("graph"))
+        flow = Flow(org, name.strip(), desc, graph.to_json())
+        self.save(flow)
+        return flow
+
+    def flow(self, org: UUID, id_: UUID | str) -> Flow:
+        return self._get(Flow, id_, org, FlowNotFoundError, "Flow")  # type: ignore[no-any-return]
+
+    def update_flow(self, org: UUID, id_: str, data: dict[str, Any]) -> Flow:
+        flow = self.flow(org, id_)
+        name = data.get("name", flow.name)
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise ValidationError.single("name", "must be a string of 1 to 255 characters")
+        graph = require_graph(data["graph"]).to_json() if "graph" in data else None
+        flow.update(name.strip(), data.get("description", flow.description), graph)
+        self.save(flow)
+        return flow
+
+    # -- programs -------------------------------------------------------------------
+
+    def _program_settings(self, org: Organization, data: dict[str, Any], partial: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        required = ("name", "audienceId", "flowId", "startAt", "didPool", "retryStrategy")
+        if not partial:
+            missing = [f for f in required if data.get(f) in (None, "", [])]
+            if missing:
+                raise ValidationError(
+                    f"Missing required field(s): {', '.join(missing)}",
+                    {f: ["is required"] for f in missing},
+                )
+        if "name" in data:
+            if not isinstance(data["name"], str) or not data["name"].strip():
+                raise ValidationError.single("name", "must be a non-empty string")
+            out["name"] = data["name"].strip()
+        if "audienceId" in data:
+            try:
+                self.audience(org.id, data["audienceId"])
+            except NotFound:
+                raise NotFound("Audience not found", field="audienceId") from None
+            out["audienceId"] = str(UUID(str(data["audienceId"])))
+        if "flowId" in data:
+            self.flow(org.id, data["flowId"])
+            out["flowId"] = str(UUID(str(data["flowId"])))
+        if "startAt" in data:
+            out["startAt"] = format_instant(parse_instant(data["startAt"], "startAt"))
+        if "stopAt" in data:
+            out["stopAt"] = (
+                None if data["stopAt"] is None else format_instant(parse_instant(data["stopAt"], "stopAt"))
+            )
+        if "didPool" in data:
+            pool = data["didPool"]
+            if not isinstance(pool, list) or not pool:
+                raise ValidationError.single("didPool", "must be a list of at least one caller id")
+            numbers = []
+            for i, n in enumerate(pool):
+                from domain.phone import to_caller_id
+
+                numbers.append(to_caller_id(n, org.country, f"didPool[{i}]"))
+            out["didPool"] = numbers
+        if "retryStrategy" in data:
+            out["retryStrategy"] = RetryStrategy.parse(data["retryStrategy"]).to_json()
+        if "pauseWindows" in data:
+            out["pauseWindows"] = data["pauseWindows"]
+        return out
+
+    def create_program(self, org: Organization, data: dict[str, Any]) -> Program:
+        settings = self._program_settings(org, data, partial=False)
+        settings.setdefault("stopAt", None)
+        settings.setdefault("pauseWindows", None)
+        program = Program(org.id, settings)
+        self.save(program)
+        return program
+
+    def program(self, org: UUID, id_: UUID | str) -> Program:
+        p = self._get(Program, id_, org, NotFound, "Program")
+        if p.status == "deleted":
+            raise NotFound("Program not found")
+        return p  # type: ignore[no-any-return]
+
+    def update_program(self, org: Organization, id_: str, data: dict[str, Any]) -> Program:
+        program = self.program(org.id, id_)
+        status = data.get("status")
+        if status is not None and status not in ("archived", program.status):
+            raise ValidationError.single("status", "can only be set to 'archived'")
+        changes = self._program_settings(org, {k: v for k, v in data.items() if k != "status"}, True)
+        if changes:
+            program.configure(changes)
+        if status == "archived" and program.status != "archived":
+            program.archive()
+        self.save(program)
+        return program
+
+    def launch_program(self, org: Organization, id_: str, now: datetime) -> Execution:
+        program = self.program(org.id, id_)
+        if program.status == "archived":
+            raise Conflict("An archived program cannot be launched")
+        last = program.last_execution_id
+        if last is not None and self.execution(org.id, last).status in ACTIVE:
+            raise ExecutionAlreadyRunningError("Program already has a running execution")
+        s = program.settings
+        audience = self.audience(org.id, s["audienceId"])
+        members = [m for m in audience.members if self._is_live_contact(org.id, m)]
+        if not members:
+            raise AudienceEmptyError("Audience has no contacts")
+        flow = self.flow(org.id, s["flowId"])
+        start_at = parse_instant(s["startAt"], "startAt")
+        stop_at = parse_instant(s["stopAt"], "stopAt") if s.get("stopAt") else None
+        execution = Execution(
+            org.id,
+            program.id,
+            {**s, "programId": str(program.id)},
+            {"flowId": str(flow.id), "flowName": flow.name, "flowVersion": flow.latest_version, "graph": flow.graph},
+            members,
+            start_at,
+            stop_at,
+        )
+        if start_at <= now:
+            execution.start(now)
+        program.record_launch(str(execution.id))
+        self.save(execution, program)
+        return execution
+
+    def _is_live_contact(self, org: UUID, cid: str) -> bool:
+        try:
+            self.contact(org, cid)
+        except ContactNotFoundError:
+            return False
+        return True
+
+    def execution(self, org: UUID | None, id_: UUID | str) -> Execution:
+        try:
+            e = self.repository.get(UUID(str(id_)))
+        except (AggregateNotFoundError, ValueError):
+            raise NotFound("Execution not found") from None
+        if not isinstance(e, Execution) or (org is not None and e.organization_id != org):
+            raise NotFound("Execution not found")
+        return e

@@ -1,0 +1,47 @@
+"""The ports the application needs from the outside world (small Protocols)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Telephony(Protocol):
+    def place_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        call_id: str,
+        attempt: int,
+        timeout_seconds: int,
+        machine_detection: bool,
+    ) -> str:
+        """Ask the phone network to dial; returns the provider's call id."""
+        ...
+
+
+class TelephonyError(Exception):
+    """The provider refused or could not be reached; the attempt fails."""
+
+
+class DialQueue(Protocol):
+    def enqueue_dial(self, call_id: str, attempt: int) -> None: ...
+
+
+class ProgressQueries(Protocol):
+    """What the dispatcher reads from the progress read model."""
+
+    def executions_due_to_start(self, now_key: str) -> list[str]: ...
+
+    def executions_to_complete(self) -> list[str]: ...
+
+    def due_calls(self, now_key: str, lease_key: str, limit: int) -> list[tuple[str, int]]: ...
+
+    def mark_dispatched(self, items: list[tuple[str, int]], at_key: str) -> None: ...
+
+    def execution(self, execution_id: str) -> dict[str, Any] | None: ...

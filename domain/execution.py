@@ -1,0 +1,100 @@
+"""An execution: one run of a program. Its stream holds the lifecycle only; call outcomes
+live on the Call streams and progress is a projection (no hot aggregate)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.base import AuditedAggregate
+from domain.errors import InvalidStateTransition
+
+ACTIVE = ("scheduled", "running", "paused", "paused_threshold")
+FINAL = ("completed", "stopped", "cancelled")
+
+
+class Execution(AuditedAggregate):
+    """``program`` is a frozen copy of the program, the flow version and the audience
+    snapshot taken at launch: editing any of them later never changes this run."""
+
+    def __init__(
+        self,
+        organization_id: UUID,
+        program_id: UUID,
+        program: dict[str, Any],
+        flow: dict[str, Any],
+        contact_ids: list[str],
+        scheduled_start_at: datetime,
+        scheduled_stop_at: datetime | None,
+    ) -> None:
+        self.organization_id = organization_id
+        self.program_id = program_id
+        self.program = program
+        self.flow = flow
+        self.contact_ids = contact_ids
+        self.scheduled_start_at = scheduled_start_at
+        self.scheduled_stop_at = scheduled_stop_at
+        self.status = "scheduled"
+        self.calls_queued = False
+        self.actual_start_at: datetime | None = None
+        self.actual_end_at: datetime | None = None
+        self.created_at = self.modified_on
+
+    @property
+    def total_contacts(self) -> int:
+        return len(self.contact_ids)
+
+    @event("CallsQueued")
+    def record_calls_queued(self, count: int) -> None:
+        self.calls_queued = True
+
+    def start(self, at: datetime) -> None:
+        if self.status != "scheduled":
+            raise InvalidStateTransition(f"Invalid state transition: {self.status} -> running")
+        self._start(at)
+
+    @event("Started")
+    def _start(self, at: datetime) -> None:
+        self.status = "running"
+        self.actual_start_at = at
+
+    def complete(self, at: datetime) -> None:
+        if self.status not in ("running",):
+            raise InvalidStateTransition(f"Invalid state transition: {self.status} -> completed")
+        self._complete(at)
+
+    @event("Completed")
+    def _complete(self, at: datetime) -> None:
+        self.status = "completed"
+        self.actual_end_at = at
+
+    def pause(self) -> None:
+        if self.status != "running":
+            raise InvalidStateTransition(f"Invalid state transition: {self.status} -> paused")
+        self._pause()
+
+    @event("Paused")
+    def _pause(self) -> None:
+        self.status = "paused"
+
+    def resume(self) -> None:
+        if self.status not in ("paused", "paused_threshold"):
+            raise InvalidStateTransition(f"Invalid state transition: {self.status} -> running")
+        self._resume()
+
+    @event("Resumed")
+    def _resume(self) -> None:
+        self.status = "running"
+
+    def cancel(self, at: datetime) -> None:
+        if self.status not in ACTIVE:
+            raise InvalidStateTransition(f"Invalid state transition: {self.status} -> cancelled")
+        self._cancel(at)
+
+    @event("Cancelled")
+    def _cancel(self, at: datetime) -> None:
+        self.status = "cancelled"
+        self.actual_end_at = at

@@ -1,0 +1,70 @@
+"""An organization (tenant) and the API keys that act on its behalf."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.base import AuditedAggregate
+
+ROLES = ("admin", "manager", "agent", "auditor")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key(organization_id: UUID, prefix: str = "gm") -> str:
+    """A key names its organization (so it is checked against one short stream) and a secret."""
+    return f"{prefix}_{organization_id.hex}_{secrets.token_urlsafe(24)}"
+
+
+KEY_RE = re.compile(r"^(?P<prefix>[A-Za-z0-9]{1,16})_(?P<org>[0-9a-f]{32})_(?P<secret>[A-Za-z0-9_\-]{16,})$")
+
+
+def organization_of_key(key: str) -> UUID | None:
+    m = KEY_RE.match(key)
+    return UUID(m.group("org")) if m else None
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "org"
+
+
+class Organization(AuditedAggregate):
+    def __init__(self, name: str, slug: str, country: str, timezone: str) -> None:
+        self.name = name
+        self.slug = slug
+        self.country = country
+        self.timezone = timezone
+        self.status = "active"
+        self.plan = "trial"
+        self.type = "enterprise"
+        self.keys: dict[str, dict[str, Any]] = {}
+
+    @event("ApiKeyIssued")
+    def issue_api_key(self, key_id: str, key_hash: str, prefix: str, role: str, name: str) -> None:
+        self.keys[key_id] = {
+            "hash": key_hash,
+            "prefix": prefix,
+            "role": role,
+            "name": name,
+            "active": True,
+        }
+
+    @event("ApiKeyRevoked")
+    def revoke_api_key(self, key_id: str) -> None:
+        self.keys[key_id]["active"] = False
+
+    def role_for(self, key: str) -> tuple[str, str] | None:
+        """The (key id, role) of an active key, or None."""
+        digest = hash_key(key)
+        for key_id, k in self.keys.items():
+            if k["active"] and secrets.compare_digest(k["hash"], digest):
+                return key_id, str(k["role"])
+        return None

@@ -1,0 +1,84 @@
+"""Retry strategies of programs (DOMAIN.md §6.3): when a contact's next attempt is due."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from domain.errors import InvalidRetryStrategyError
+from domain.timeparse import parse_instant
+
+# Outcomes that trigger a retry (voicemail only when asked to).
+RETRYABLE = frozenset({"busy", "no_answer", "rejected", "failed"})
+
+
+@dataclass(frozen=True)
+class RetryStrategy:
+    type: str
+    delay_minutes: float = 0
+    max_retries: int = 0
+    retry_dates: tuple[datetime, ...] = ()
+    retry_voicemail: bool = False
+
+    @classmethod
+    def parse(cls, data: Any) -> RetryStrategy:
+        if not isinstance(data, dict) or "type" not in data:
+            raise InvalidRetryStrategyError(
+                "retryStrategy must be an object with a type: none, fixed_delay or scheduled",
+                field="retryStrategy",
+            )
+        kind = data["type"]
+        voicemail = data.get("retryOnVoicemail", False)
+        if not isinstance(voicemail, bool):
+            raise InvalidRetryStrategyError("retryStrategy.retryOnVoicemail must be a boolean")
+        if kind == "none":
+            return cls("none")
+        if kind == "fixed_delay":
+            delay, retries = data.get("delayMinutes"), data.get("maxRetries")
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 43200:
+                raise InvalidRetryStrategyError(
+                    "retryStrategy.delayMinutes must be a number of minutes between 0 and 43200"
+                )
+            if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20:
+                raise InvalidRetryStrategyError(
+                    "retryStrategy.maxRetries must be an integer between 0 and 20"
+                )
+            return cls("fixed_delay", float(delay), retries, retry_voicemail=voicemail)
+        if kind == "scheduled":
+            dates = data.get("retryDates")
+            if not isinstance(dates, list) or not dates or len(dates) > 20:
+                raise InvalidRetryStrategyError(
+                    "retryStrategy.retryDates must be a list of 1 to 20 ISO 8601 date-times"
+                )
+            parsed = tuple(sorted(parse_instant(d, "retryStrategy.retryDates") for d in dates))
+            return cls("scheduled", 0, len(parsed), parsed, voicemail)
+        raise InvalidRetryStrategyError(
+            f"retryStrategy.type '{kind}' is unknown (none, fixed_delay or scheduled)"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        if self.type == "none":
+            return {"type": "none"}
+        if self.type == "fixed_delay":
+            delay: float | int = int(self.delay_minutes) if self.delay_minutes.is_integer() else self.delay_minutes
+            out: dict[str, Any] = {"type": "fixed_delay", "delayMinutes": delay, "maxRetries": self.max_retries}
+        else:
+            from domain.timeparse import format_instant
+
+            out = {"type": "scheduled", "retryDates": [format_instant(d) for d in self.retry_dates]}
+        if self.retry_voicemail:
+            out["retryOnVoicemail"] = True
+        return out
+
+    def next_attempt_at(self, attempt: int, outcome: str, ended_at: datetime) -> datetime | None:
+        """When attempt ``attempt + 1`` is due after ``outcome``, or None if the contact is done."""
+        if outcome not in RETRYABLE and not (outcome == "voicemail" and self.retry_voicemail):
+            return None
+        if attempt > self.max_retries:
+            return None
+        if self.type == "fixed_delay":
+            return ended_at + timedelta(minutes=self.delay_minutes)
+        if self.type == "scheduled":
+            return max(self.retry_dates[attempt - 1], ended_at)
+        return None

@@ -1,0 +1,110 @@
+"""The composition root: settings decide SQLite or PostgreSQL, in-memory or Redis jobs,
+sandbox or real Twilio. Each process (api, worker, dispatcher, projector, or all of
+them in one for the embedded default) builds a Container and starts its parts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from twilio.rest import Client
+
+from application.calls import CallsApp
+from application.campaigns import CampaignsApp
+from application.conversation import Conversation
+from application.dialing import Dialer
+from application.dispatcher import Dispatcher
+from application.executions import ExecutionCache
+from application.ports import Clock
+from domain import base
+from infrastructure.clock import FileOffsetClock, SystemClock
+from infrastructure.jobs import DramatiqDialQueue, build_broker, start_worker
+from infrastructure.settings import Settings
+from infrastructure.telephony.twilio.provider import TwilioTelephony
+from projections.call_history import CallHistoryView
+from projections.progress import ProgressView
+from projections.runner import ProjectionRunner
+from projections.store import make_view
+
+log = logging.getLogger("gomobile")
+
+PROJECTIONS = {"progress": ProgressView, "call_history": CallHistoryView}
+
+
+class Container:
+    def __init__(self, settings: Settings | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings or Settings()
+        s = self.settings
+        self.clock: Clock = clock or (FileOffsetClock(s.clock_offset_file) if s.clock_offset_file else SystemClock())
+        base.set_clock(self.clock.now)
+        env = s.persistence_env()
+        self.env = env
+        self.campaigns = CampaignsApp(env=env)
+        self.calls = CallsApp(env=env)
+        self.views: dict[str, Any] = {name: make_view(cls, name, env) for name, cls in PROJECTIONS.items()}
+        self.progress: ProgressView = self.views["progress"]
+        self.history: CallHistoryView = self.views["call_history"]
+        self.executions = ExecutionCache(self.campaigns)
+        self.conversation = Conversation(self.calls, self.executions, self.clock)
+        self.broker = build_broker(s.redis_url, s.redis_namespace)
+        self.queue = DramatiqDialQueue(self.broker)
+        self._telephony: TwilioTelephony | None = None
+        self._dialer: Dialer | None = None
+        self.runners: list[ProjectionRunner] = []
+        self.dispatcher: Dispatcher | None = None
+        self.worker: Any = None
+
+    # -- parts --------------------------------------------------------------------------
+
+    @property
+    def telephony(self) -> TwilioTelephony:
+        if self._telephony is None:
+            s = self.settings
+            http_client = None
+            if s.telephony == "sandbox":
+                from infrastructure.telephony.sandbox.http_client import SandboxHttpClient
+
+                http_client = SandboxHttpClient(s.sandbox_url, timeout=10)
+            client = Client(s.twilio_account_sid, s.twilio_auth_token, http_client=http_client)
+            self._telephony = TwilioTelephony(client, s.public_base_url)
+        return self._telephony
+
+    @property
+    def dialer(self) -> Dialer:
+        if self._dialer is None:
+            self._dialer = Dialer(
+                self.campaigns, self.calls, self.executions, self.telephony, self.clock, f"{os.getpid()}"
+            )
+        return self._dialer
+
+    def runner(self, name: str) -> ProjectionRunner:
+        upstreams = [self.campaigns, self.calls]
+        return ProjectionRunner(name, self.views[name], upstreams, poll_interval=self.settings.projection_interval)
+
+    # -- processes ------------------------------------------------------------------
+
+    def start_projections(self) -> None:
+        for name in self.views:
+            self.runners.append(self.runner(name).start())
+
+    def start_dispatcher(self) -> None:
+        self.dispatcher = Dispatcher(self.campaigns, self.calls, self.progress, self.queue, self.clock)
+        self.dispatcher.start(self.settings.dispatch_interval)
+
+    def start_worker(self) -> None:
+        self.queue.set_handler(self.dialer.dial)
+        self.worker = start_worker(self.broker, self.settings.worker_threads)
+
+    def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.worker is not None:
+            self.worker.stop(timeout=5000)
+        for r in self.runners:
+            r.stop()
+        self.broker.close()
+        self.campaigns.close()
+        self.calls.close()
+        for v in self.views.values():
+            v.datastore.close()

@@ -1,0 +1,230 @@
+"""The ``gomobile`` command: run the platform (all in one, or one process per role),
+manage organizations, and operate read models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gomobile")
+
+
+def _container(**kw: Any) -> Any:
+    from infrastructure.bootstrap import Container
+
+    return Container(**kw)
+
+
+def _serve_api(container: Any) -> None:
+    import uvicorn
+
+    from interfaces.http.app import create_app
+
+    s = container.settings
+    uvicorn.run(create_app(container), host=s.host, port=s.port, log_level="warning", access_log=False)
+
+
+def _sandbox_config(settings: Any) -> Any:
+    from infrastructure.telephony.sandbox.app import SandboxConfig
+
+    return SandboxConfig(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token,
+        time_scale=settings.sandbox_time_scale,
+        public_base_url=settings.sandbox_url,
+    )
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Everything in one process on the embedded default."""
+    from infrastructure.settings import Settings
+
+    settings = Settings()
+    sandbox = None
+    if settings.telephony == "sandbox" and not os.environ.get("GOMOBILE_SANDBOX_URL"):
+        from infrastructure.telephony.sandbox.server import run_sandbox_in_thread
+
+        sandbox = run_sandbox_in_thread(_sandbox_config(settings), "127.0.0.1", settings.sandbox_port)
+    container = _container(settings=settings)
+    container.start_projections()
+    container.start_worker()
+    container.start_dispatcher()
+    creds = _demo_credentials(container)
+    backend = "PostgreSQL" if settings.uses_postgres else f"SQLite under {settings.data_dir.resolve()}"
+    print(f"Gomobile platform (embedded): event store on {backend}", flush=True)
+    print(f"  API base URL:  http://{settings.host}:{settings.port}/api", flush=True)
+    print(f"  OpenAPI docs:  http://{settings.host}:{settings.port}/docs", flush=True)
+    if sandbox is not None:
+        print(f"  Phone network: Twilio-compatible sandbox at {sandbox.base_url}", flush=True)
+    print(f"  Demo organization {creds['organizationId']}, admin API key: {creds['apiKey']}", flush=True)
+    try:
+        _serve_api(container)
+    finally:
+        container.close()
+        if sandbox is not None:
+            sandbox.stop()
+    return 0
+
+
+def _demo_credentials(container: Any) -> dict[str, str]:
+    path = Path(container.settings.data_dir) / "demo-credentials.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    org_id, key = container.campaigns.create_organization("Demo Organization")
+    creds = {"organizationId": str(org_id), "apiKey": key}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(creds))
+    path.chmod(0o600)
+    return creds
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    container = _container()
+    try:
+        _serve_api(container)
+    finally:
+        container.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    container = _container()
+    container.start_worker()
+    print("worker started", flush=True)
+    _wait_for_signal()
+    container.close()
+    return 0
+
+
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    container = _container()
+    container.start_dispatcher()
+    print("dispatcher started", flush=True)
+    _wait_for_signal()
+    container.close()
+    return 0
+
+
+def cmd_projector(args: argparse.Namespace) -> int:
+    container = _container()
+    container.start_projections()
+    print("projector started", flush=True)
+    _wait_for_signal()
+    container.close()
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from infrastructure.settings import Settings
+    from infrastructure.telephony.sandbox.server import serve
+
+    settings = Settings()
+    serve(_sandbox_config(settings), args.host, args.port or settings.sandbox_port)
+    return 0
+
+
+def cmd_org_create(args: argparse.Namespace) -> int:
+    container = _container()
+    try:
+        org_id, key = container.campaigns.create_organization(args.name, args.country, args.timezone)
+    finally:
+        container.close()
+    print(json.dumps({"organizationId": str(org_id), "apiKey": key}))
+    return 0
+
+
+def cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    container = _container()
+    try:
+        if args.name not in container.views:
+            print(f"unknown read model '{args.name}' (known: {', '.join(container.views)})", file=sys.stderr)
+            return 2
+        view = container.views[args.name]
+        view.reset()
+        runner = container.runner(args.name)
+        total = runner.catch_up(lambda n: print(f"\r{args.name}: {n} events applied", end="", file=sys.stderr, flush=True))
+        print(file=sys.stderr)
+        print(json.dumps({"projection": args.name, "eventsApplied": total}))
+    finally:
+        container.close()
+    return 0
+
+
+def cmd_projections_status(args: argparse.Namespace) -> int:
+    container = _container()
+    try:
+        out = []
+        for name in container.views:
+            runner = container.runner(name)
+            out.append(
+                {
+                    "projection": name,
+                    "positions": {a.name: runner.position(a) for a in runner.upstreams},
+                    "lag": runner.lag(),
+                }
+            )
+        print(json.dumps(out, indent=2))
+    finally:
+        container.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gomobile", description="Automated outbound voice campaigns")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run everything in one process (embedded default)").set_defaults(func=cmd_run)
+    sub.add_parser("api", help="run the HTTP API").set_defaults(func=cmd_api)
+    sub.add_parser("worker", help="run a Dramatiq dial worker").set_defaults(func=cmd_worker)
+    sub.add_parser("dispatcher", help="run the dispatcher").set_defaults(func=cmd_dispatcher)
+    sub.add_parser("projector", help="run the read-model projections").set_defaults(func=cmd_projector)
+    sb = sub.add_parser("sandbox", help="run the Twilio-compatible sandbox")
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=0)
+    sb.set_defaults(func=cmd_sandbox)
+    org = sub.add_parser("org", help="organizations").add_subparsers(dest="org_command", required=True)
+    oc = org.add_parser("create", help="create an organization and print its admin API key")
+    oc.add_argument("name")
+    oc.add_argument("--country", default="MA")
+    oc.add_argument("--timezone", default="Africa/Casablanca")
+    oc.set_defaults(func=cmd_org_create)
+    proj = sub.add_parser("projections", help="read models").add_subparsers(dest="proj_command", required=True)
+    rb = proj.add_parser("rebuild", help="drop a read model and rebuild it from the events")
+    rb.add_argument("name")
+    rb.set_defaults(func=cmd_projections_rebuild)
+    proj.add_parser("status", help="each read model's position and lag").set_defaults(func=cmd_projections_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("GOMOBILE_LOG_LEVEL", "WARNING"),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # a clear message, not a traceback, for operator errors
+        from domain.errors import DomainError
+
+        if isinstance(exc, (DomainError, ValueError)):
+            print(f"gomobile: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

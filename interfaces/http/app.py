@@ -1,0 +1,35 @@
+"""Assembles the litestar application: routes, error bodies, OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from domain.errors import DomainError
+from interfaces.http.common import domain_error_handler, http_error_handler, internal_error_handler
+from interfaces.http.executions import EXECUTION_HANDLERS
+from interfaces.http.resources import RESOURCE_HANDLERS
+from interfaces.webhooks.twilio import WEBHOOK_HANDLERS
+
+
+@get("/health", sync_to_thread=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def create_app(container: Any) -> Litestar:
+    app = Litestar(
+        route_handlers=[health, *RESOURCE_HANDLERS, *EXECUTION_HANDLERS, *WEBHOOK_HANDLERS],
+        exception_handlers={
+            DomainError: domain_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
+        openapi_config=OpenAPIConfig(title="Gomobile-compatible voice campaigns API", version="0.1.0", path="/docs"),
+        debug=False,
+    )
+    app.state.container = container
+    return app

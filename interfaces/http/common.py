@@ -1,0 +1,142 @@
+"""What every HTTP handler shares: the caller's identity, error bodies, list envelopes."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import ValidationException as LitestarValidationException
+
+from application.campaigns import CampaignsApp, Principal
+from domain.base import audit_context
+from domain.errors import DomainError, ValidationError
+
+READ_ONLY_ROLES = {"auditor"}
+
+
+def api_key_of(request: Request[Any, Any, Any]) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def authenticate(request: Request[Any, Any, Any], campaigns: CampaignsApp) -> Principal:
+    key = api_key_of(request)
+    if not key:
+        raise NotAuthorizedException("Missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'")
+    principal = campaigns.authenticate(key)
+    if principal is None:
+        raise NotAuthorizedException("Invalid, expired or revoked API key")
+    if request.method not in ("GET", "HEAD") and principal.role in READ_ONLY_ROLES:
+        raise HTTPException(status_code=403, detail=f"The '{principal.role}' role is read-only")
+    return principal
+
+
+def acting(principal: Principal, request: Request[Any, Any, Any]) -> Any:
+    """Audit context for commands issued by this request."""
+    return audit_context(
+        actor=principal.actor,
+        organizationId=str(principal.organization_id),
+        requestId=request.headers.get("x-request-id") or str(uuid.uuid4()),
+        correlationId=request.headers.get("x-correlation-id"),
+        role=principal.role,
+    )
+
+
+def body_object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationError.single("body", "must be a JSON object")
+    return data
+
+
+def paging(page: Any, limit: Any) -> tuple[int, int]:
+    errors: dict[str, list[str]] = {}
+    try:
+        p = int(page) if page is not None else 1
+        if p < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        errors["page"] = ["must be an integer of at least 1"]
+        p = 1
+    try:
+        lim = int(limit) if limit is not None else 20
+        if not 1 <= lim <= 100:
+            raise ValueError
+    except (TypeError, ValueError):
+        errors["limit"] = ["must be an integer from 1 to 100"]
+        lim = 20
+    if errors:
+        raise ValidationError("Invalid pagination", errors)
+    return p, lim
+
+
+def envelope(data: list[Any], page: int, limit: int, total: int) -> dict[str, Any]:
+    pages = math.ceil(total / limit) if total else 0
+    return {
+        "data": data,
+        "meta": {
+            "page": page,
+            "limit": limit,
+            "total": total,
+            "totalPages": pages,
+            "hasNextPage": page < pages,
+            "hasPreviousPage": page > 1,
+        },
+    }
+
+
+def _problem(request: Request[Any, Any, Any], status: int, code: str, message: str, **extra: Any) -> Response[Any]:
+    body = {
+        "statusCode": status,
+        "error": code,
+        "message": message,
+        **extra,
+        "type": f"https://docs.gomobile.ma/errors/{code}",
+        "title": code,
+        "status": status,
+        "detail": message,
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "path": request.url.path,
+    }
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    extra: dict[str, Any] = {}
+    if isinstance(exc, ValidationError):
+        extra["fieldErrors"] = exc.field_errors
+    if exc.details:
+        extra["details"] = exc.details
+    return _problem(request, exc.status, exc.code, exc.message, **extra)
+
+
+CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "CONFLICT", 429: "TOO_MANY_REQUESTS"}
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if isinstance(exc, LitestarValidationException):
+        return _problem(request, 400, "VALIDATION_FAILED", "Invalid request: " + str(exc.detail), fieldErrors={"body": [str(exc.extra or exc.detail)]})
+    return _problem(request, status, CODES.get(status, "ERROR"), str(exc.detail))
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    import logging
+
+    logging.getLogger("gomobile.api").exception("unhandled error on %s", request.url.path)
+    return _problem(request, 500, "INTERNAL_ERROR", "Internal server error")
+
+
+def iso(value: datetime | None) -> str | None:
+    from domain.timeparse import format_instant
+
+    return format_instant(value)

@@ -1,0 +1,271 @@
+"""Contacts, audiences, flows and programs: HTTP to commands and back, nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, delete, get, patch, post, put
+
+from domain.audience import Audience
+from domain.contact import Contact
+from domain.errors import NotFound
+from domain.flow import Flow
+from domain.flows.graph import parse_graph
+from domain.program import Program
+from interfaces.http.common import acting, authenticate, body_object, envelope, iso, paging
+
+
+def _c(request: Request[Any, Any, Any]) -> Any:
+    return request.app.state.container
+
+
+def contact_dto(c: Contact) -> dict[str, Any]:
+    fields = {k: c.fields.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail", "address", "city", "state", "zip", "occupation", "preferredChannel", "gender")}
+    return {
+        "id": str(c.id),
+        "organizationId": str(c.organization_id),
+        "primaryPhone": c.phone,
+        **fields,
+        "customAttributes": dict(c.custom_attributes),
+        "channels": [],
+        "createdAt": iso(c.created_on),
+        "updatedAt": iso(c.modified_on),
+        "deletedAt": iso(c.deleted_at),
+    }
+
+
+def audience_dto(a: Audience) -> dict[str, Any]:
+    return {
+        "id": str(a.id),
+        "organizationId": str(a.organization_id),
+        "name": a.name,
+        "description": a.description,
+        "contactCount": len(a.members),
+        "createdAt": iso(a.created_on),
+        "updatedAt": iso(a.modified_on),
+    }
+
+
+def flow_dto(f: Flow) -> dict[str, Any]:
+    return {
+        "id": str(f.id),
+        "organizationId": str(f.organization_id),
+        "name": f.name,
+        "description": f.description,
+        "version": f.latest_version,
+        "graph": f.graph,
+        "createdAt": iso(f.created_on),
+        "updatedAt": iso(f.modified_on),
+    }
+
+
+def program_dto(p: Program) -> dict[str, Any]:
+    s = p.settings
+    return {
+        "id": str(p.id),
+        "name": s.get("name"),
+        "organizationId": str(p.organization_id),
+        "audienceId": s.get("audienceId"),
+        "flowId": s.get("flowId"),
+        "status": p.status,
+        "startAt": s.get("startAt"),
+        "stopAt": s.get("stopAt"),
+        "didPool": s.get("didPool"),
+        "retryStrategy": s.get("retryStrategy"),
+        "pauseWindows": s.get("pauseWindows"),
+        "createdAt": iso(p.created_on),
+        "updatedAt": iso(p.modified_on),
+    }
+
+
+# -- contacts ---------------------------------------------------------------------------
+
+
+@post("/api/contact", sync_to_thread=True, status_code=201)
+def create_contact(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return contact_dto(c.campaigns.create_contact(who.organization, body_object(data)))
+
+
+@get("/api/contact/{contact_id:str}", sync_to_thread=True)
+def get_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    contact = c.campaigns.contact(who.organization_id, contact_id)
+    dto = contact_dto(contact)
+    dto["customAttributes"] = [
+        {"name": k, "displayName": k, "type": type(v).__name__, "value": v, "isLocked": False}
+        for k, v in contact.custom_attributes.items()
+    ]
+    return dto
+
+
+@put("/api/contact/{contact_id:str}", sync_to_thread=True)
+def update_contact(request: Request[Any, Any, Any], contact_id: str, data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return contact_dto(c.campaigns.update_contact(who.organization, contact_id, body_object(data)))
+
+
+@delete("/api/contact/{contact_id:str}", sync_to_thread=True, status_code=200)
+def delete_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return contact_dto(c.campaigns.delete_contact(who.organization_id, contact_id))
+
+
+# -- audiences --------------------------------------------------------------------------
+
+
+@post("/api/audience", sync_to_thread=True, status_code=201)
+def create_audience(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return audience_dto(c.campaigns.create_audience(who.organization_id, body_object(data)))
+
+
+@get("/api/audience/{audience_id:str}", sync_to_thread=True)
+def get_audience(request: Request[Any, Any, Any], audience_id: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    return audience_dto(c.campaigns.audience(who.organization_id, audience_id))
+
+
+@put("/api/audience/{audience_id:str}", sync_to_thread=True)
+def update_audience(request: Request[Any, Any, Any], audience_id: str, data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return audience_dto(c.campaigns.update_audience(who.organization_id, audience_id, body_object(data)))
+
+
+@delete("/api/audience/{audience_id:str}", sync_to_thread=True, status_code=200)
+def delete_audience(request: Request[Any, Any, Any], audience_id: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return audience_dto(c.campaigns.delete_audience(who.organization_id, audience_id))
+
+
+@post("/api/audience/{audience_id:str}/add-contacts", sync_to_thread=True, status_code=200)
+def add_contacts(request: Request[Any, Any, Any], audience_id: str, data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        added = c.campaigns.add_audience_contacts(who.organization_id, audience_id, body_object(data).get("contacts"))
+    return {"message": "Contacts added successfully", "added": added}
+
+
+@get("/api/audience/{audience_id:str}/contacts", sync_to_thread=True)
+def audience_contacts(
+    request: Request[Any, Any, Any], audience_id: str, page: int | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    p, lim = paging(page, limit)
+    audience = c.campaigns.audience(who.organization_id, audience_id)
+    ids = audience.members[(p - 1) * lim : p * lim]
+    items = []
+    for cid in ids:
+        try:
+            items.append(contact_dto(c.campaigns.contact(who.organization_id, cid)))
+        except NotFound:
+            continue
+    return envelope(items, p, lim, len(audience.members))
+
+
+# -- flows --------------------------------------------------------------------------------
+
+
+@post("/api/flows", sync_to_thread=True, status_code=201)
+def create_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return flow_dto(c.campaigns.create_flow(who.organization_id, body_object(data)))
+
+
+@post("/api/flows/validate", sync_to_thread=True, status_code=201)
+def validate_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
+    c = _c(request)
+    authenticate(request, c.campaigns)
+    body = body_object(data)
+    _, issues = parse_graph(body.get("graph"))
+    return {"valid": not issues, "errors": [i.as_dict() for i in issues]}
+
+
+@get("/api/flows/{flow_id:str}", sync_to_thread=True)
+def get_flow(request: Request[Any, Any, Any], flow_id: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    return flow_dto(c.campaigns.flow(who.organization_id, flow_id))
+
+
+@put("/api/flows/{flow_id:str}", sync_to_thread=True)
+def update_flow(request: Request[Any, Any, Any], flow_id: str, data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return flow_dto(c.campaigns.update_flow(who.organization_id, flow_id, body_object(data)))
+
+
+# -- programs ----------------------------------------------------------------------------
+
+
+@post("/api/programs", sync_to_thread=True, status_code=201)
+def create_program(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return program_dto(c.campaigns.create_program(who.organization, body_object(data)))
+
+
+@get("/api/programs/{program_id:str}", sync_to_thread=True)
+def get_program(request: Request[Any, Any, Any], program_id: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    return program_dto(c.campaigns.program(who.organization_id, program_id))
+
+
+@patch("/api/programs/{program_id:str}", sync_to_thread=True)
+def update_program(request: Request[Any, Any, Any], program_id: str, data: Any) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return program_dto(c.campaigns.update_program(who.organization, program_id, body_object(data)))
+
+
+@post("/api/programs/{program_id:str}/launch", sync_to_thread=True, status_code=201)
+def launch_program(request: Request[Any, Any, Any], program_id: str) -> Response[Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        execution = c.campaigns.launch_program(who.organization, program_id, c.clock.now())
+    return Response({"executionId": str(execution.id), "status": execution.status}, status_code=201)
+
+
+RESOURCE_HANDLERS = [
+    create_contact,
+    get_contact,
+    update_contact,
+    delete_contact,
+    create_audience,
+    get_audience,
+    update_audience,
+    delete_audience,
+    add_contacts,
+    audience_contacts,
+    create_flow,
+    validate_flow,
+    get_flow,
+    update_flow,
+    create_program,
+    get_program,
+    update_program,
+    launch_program,
+]

@@ -1,0 +1,98 @@
+"""Twilio webhooks: signature checked with the SDK's RequestValidator over the public URL
+Twilio called (never the Host header behind a proxy), then translated into commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, post
+from twilio.request_validator import RequestValidator
+
+from infrastructure.telephony.twilio.provider import render_twiml
+
+TWIML = "application/xml"
+
+# Twilio's CallStatus (and SIP code) in our words.
+FINAL = {"completed": "completed", "busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "cancelled"}
+
+
+def _answered_by(value: str | None) -> str | None:
+    if not value:
+        return None
+    return "machine" if value.startswith(("machine", "fax")) else "human"
+
+
+async def _verified_form(request: Request[Any, Any, Any]) -> dict[str, str] | None:
+    c = request.app.state.container
+    form = await request.form()
+    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    url = c.settings.public_base_url + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("x-twilio-signature", "")
+    if not RequestValidator(c.settings.twilio_auth_token).validate(url, params, signature):
+        return None
+    return params
+
+
+def _forbidden() -> Response[str]:
+    return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+
+
+def _twiml(request: Request[Any, Any, Any], call_id: str, attempt: int, reply: Any) -> Response[str]:
+    base = request.app.state.container.settings.public_base_url
+    return Response(render_twiml(reply.instructions, base, call_id, attempt, reply.seq), media_type=TWIML)
+
+
+@post("/twilio/voice/{call_id:str}/{attempt:int}", status_code=200)
+async def voice(request: Request[Any, Any, Any], call_id: str, attempt: int) -> Response[str]:
+    params = await _verified_form(request)
+    if params is None:
+        return _forbidden()
+    conv = request.app.state.container.conversation
+    from litestar.concurrency import sync_to_thread
+
+    reply = await sync_to_thread(conv.answered, call_id, attempt, _answered_by(params.get("AnsweredBy")))
+    return _twiml(request, call_id, attempt, reply)
+
+
+@post("/twilio/voice/{call_id:str}/{attempt:int}/input/{seq:int}", status_code=200)
+async def voice_input(request: Request[Any, Any, Any], call_id: str, attempt: int, seq: int) -> Response[str]:
+    params = await _verified_form(request)
+    if params is None:
+        return _forbidden()
+    conv = request.app.state.container.conversation
+    from litestar.concurrency import sync_to_thread
+
+    reply = await sync_to_thread(conv.input, call_id, attempt, seq, params.get("Digits") or None)
+    if reply is None:
+        return Response("unknown turn", status_code=404, media_type="text/plain")
+    return _twiml(request, call_id, attempt, reply)
+
+
+@post("/twilio/status/{call_id:str}/{attempt:int}", status_code=204)
+async def status(request: Request[Any, Any, Any], call_id: str, attempt: int) -> Response[None]:
+    params = await _verified_form(request)
+    if params is None:
+        return Response(None, status_code=403)
+    call_status = params.get("CallStatus", "")
+    answered_by = _answered_by(params.get("AnsweredBy"))
+    conv = request.app.state.container.conversation
+    from litestar.concurrency import sync_to_thread
+
+    if call_status == "ringing":
+        await sync_to_thread(conv.status, call_id, attempt, "ringing")
+    elif call_status == "in-progress":
+        await sync_to_thread(conv.status, call_id, attempt, "answered", answered_by)
+    elif call_status in FINAL:
+        ours = FINAL[call_status]
+        if ours == "busy" and params.get("SipResponseCode") == "603":
+            ours = "rejected"
+        duration = params.get("CallDuration") or params.get("Duration")
+        duration_ms = int(duration) * 1000 if duration and duration.isdigit() else None
+        reason = params.get("ErrorMessage") or (f"sip:{params['SipResponseCode']}" if params.get("SipResponseCode") else None)
+        await sync_to_thread(conv.status, call_id, attempt, ours, answered_by, duration_ms, reason)
+    return Response(None, status_code=204)
+
+
+WEBHOOK_HANDLERS = [voice, voice_input, status]

@@ -1,0 +1,252 @@
+"""Call history: every attempt of every call, the nodes it passed through, its events.
+
+Serves the documented reports: ``/report/calls`` rows and ``CallAttemptReport`` (with
+``flowExecution.executionPath``, ``finalVariables`` and ``events``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.call import attempt_id
+from domain.timeparse import format_instant
+from projections.store import ViewMixin, dumps, loads
+
+ENDED_STATUS = {
+    "completed": "completed",
+    "voicemail": "completed",
+    "busy": "busy",
+    "no_answer": "no_answer",
+    "rejected": "busy",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+class CallHistoryView(ViewMixin):
+    TABLES = (
+        """CREATE TABLE IF NOT EXISTS history_executions (
+            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, program_id TEXT NOT NULL,
+            flow_id TEXT, flow_name TEXT, flow_version INTEGER)""",
+        """CREATE TABLE IF NOT EXISTS history_jobs (
+            job_id TEXT PRIMARY KEY, execution_id TEXT NOT NULL, organization_id TEXT NOT NULL,
+            contact_id TEXT NOT NULL, to_number TEXT NOT NULL, status TEXT NOT NULL,
+            final_outcome TEXT, attempts INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS history_attempts (
+            call_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+            execution_id TEXT NOT NULL, program_id TEXT NOT NULL, organization_id TEXT NOT NULL,
+            contact_id TEXT NOT NULL, to_number TEXT NOT NULL, from_number TEXT, status TEXT NOT NULL,
+            outcome TEXT, outcome_reason TEXT, answered_by TEXT, provider_call_id TEXT,
+            created_at TEXT NOT NULL, dialed_at TEXT, answered_at TEXT, ended_at TEXT,
+            duration_ms INTEGER, flow_id TEXT, flow_name TEXT, flow_version INTEGER,
+            variables TEXT, step_count INTEGER NOT NULL DEFAULT 0, event_count INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX IF NOT EXISTS history_attempts_execution ON history_attempts (execution_id, created_at)",
+        "CREATE INDEX IF NOT EXISTS history_attempts_job ON history_attempts (job_id, attempt)",
+        """CREATE TABLE IF NOT EXISTS history_steps (
+            call_id TEXT NOT NULL, seq INTEGER NOT NULL, node_id TEXT NOT NULL, node_type TEXT NOT NULL,
+            node_label TEXT, output_path TEXT, at TEXT NOT NULL, PRIMARY KEY (call_id, seq))""",
+        """CREATE TABLE IF NOT EXISTS history_events (
+            call_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL,
+            data TEXT NOT NULL, PRIMARY KEY (call_id, seq))""",
+    )
+    DROP = tuple(
+        f"DROP TABLE IF EXISTS {t}"
+        for t in ("history_events", "history_steps", "history_attempts", "history_jobs", "history_executions")
+    )
+
+    # -- queries --------------------------------------------------------------------
+
+    def attempts_page(
+        self, execution_id: str, page: int, limit: int, status: str | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        where = "execution_id = ?"
+        params: list[Any] = [execution_id]
+        if status:
+            where += " AND status = ?"
+            params.append(status)
+        total = self.one(f"SELECT COUNT(*) AS n FROM history_attempts WHERE {where}", params)
+        rows = self.rows(
+            f"SELECT * FROM history_attempts WHERE {where} ORDER BY created_at, call_id LIMIT ? OFFSET ?",
+            (*params, limit, (page - 1) * limit),
+        )
+        return rows, int(total["n"]) if total else 0
+
+    def attempt(self, call_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM history_attempts WHERE call_id = ?", (call_id,))
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM history_jobs WHERE job_id = ?", (job_id,))
+
+    def job_attempts(self, job_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM history_attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
+
+    def steps(self, call_id: str) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM history_steps WHERE call_id = ? ORDER BY seq", (call_id,))
+
+    def events(self, call_id: str) -> list[dict[str, Any]]:
+        rows = self.rows("SELECT * FROM history_events WHERE call_id = ? ORDER BY seq", (call_id,))
+        for r in rows:
+            r["data"] = loads(r["data"])
+        return rows
+
+    # -- handlers -------------------------------------------------------------------
+
+    def handle(self, c: Any, event: Any) -> None:
+        handler = getattr(self, "on_" + type(event).__qualname__.replace(".", "_"), None)
+        if handler is not None:
+            handler(c, event)
+
+    def on_Execution_Created(self, c: Any, e: Any) -> None:
+        self.ex(
+            c,
+            "INSERT INTO history_executions (id, organization_id, program_id, flow_id, flow_name, flow_version) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (
+                str(e.originator_id),
+                str(e.organization_id),
+                str(e.program_id),
+                e.flow.get("flowId"),
+                e.flow.get("flowName"),
+                e.flow.get("flowVersion"),
+            ),
+        )
+
+    def _new_attempt(self, c: Any, job_id: str, attempt: int, at: str) -> None:
+        self.ex(
+            c,
+            "INSERT INTO history_attempts (call_id, job_id, attempt, execution_id, program_id, "
+            "organization_id, contact_id, to_number, status, created_at, flow_id, flow_name, flow_version) "
+            "SELECT ?, j.job_id, ?, j.execution_id, x.program_id, j.organization_id, j.contact_id, "
+            "j.to_number, 'queued', ?, x.flow_id, x.flow_name, x.flow_version "
+            "FROM history_jobs j JOIN history_executions x ON x.id = j.execution_id WHERE j.job_id = ? "
+            "ON CONFLICT (call_id) DO NOTHING",
+            (str(attempt_id(job_id, attempt)), attempt, at, job_id),
+        )
+        self.ex(c, "UPDATE history_jobs SET attempts = ?, updated_at = ? WHERE job_id = ?", (attempt, at, job_id))
+
+    def on_Call_Created(self, c: Any, e: Any) -> None:
+        job_id, at = str(e.originator_id), format_instant(e.timestamp)
+        self.ex(
+            c,
+            "INSERT INTO history_jobs (job_id, execution_id, organization_id, contact_id, to_number, status, "
+            "attempts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'queued', 1, ?, ?) "
+            "ON CONFLICT (job_id) DO NOTHING",
+            (job_id, str(e.execution_id), str(e.organization_id), str(e.contact_id), e.to, at, at),
+        )
+        self._new_attempt(c, job_id, 1, at)
+
+    def _attempt(self, c: Any, e: Any, **fields: Any) -> str:
+        cid = str(attempt_id(e.originator_id, e.attempt))
+        if fields:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            self.ex(c, f"UPDATE history_attempts SET {sets} WHERE call_id = ?", (*fields.values(), cid))
+        return cid
+
+    def _event(self, c: Any, cid: str, type_: str, at: str | None, data: dict[str, Any]) -> None:
+        row = self.fetch(c, "SELECT event_count FROM history_attempts WHERE call_id = ?", (cid,))
+        if not row:
+            return
+        seq = int(row[0]["event_count"])
+        self.ex(
+            c,
+            "INSERT INTO history_events (call_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?)",
+            (cid, seq, type_, at, dumps(data)),
+        )
+        self.ex(c, "UPDATE history_attempts SET event_count = ? WHERE call_id = ?", (seq + 1, cid))
+
+    def _steps(self, c: Any, cid: str, steps: list[dict[str, Any]], at: str | None) -> None:
+        row = self.fetch(c, "SELECT step_count FROM history_attempts WHERE call_id = ?", (cid,))
+        if not row:
+            return
+        seq = int(row[0]["step_count"])
+        for s in steps:
+            self.ex(
+                c,
+                "INSERT INTO history_steps (call_id, seq, node_id, node_type, node_label, output_path, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cid, seq, s["nodeId"], s["nodeType"], s.get("nodeLabel"), s.get("outputPath"), at),
+            )
+            seq += 1
+        self.ex(c, "UPDATE history_attempts SET step_count = ? WHERE call_id = ?", (seq, cid))
+
+    def on_Call_DialClaimed(self, c: Any, e: Any) -> None:
+        at = format_instant(e.timestamp)
+        self._attempt(c, e, status="dialing", dialed_at=at)
+        self.ex(c, "UPDATE history_jobs SET status = 'active', updated_at = ? WHERE job_id = ?", (at, str(e.originator_id)))
+
+    def on_Call_Placed(self, c: Any, e: Any) -> None:
+        cid = self._attempt(c, e, from_number=e.from_number, provider_call_id=e.provider_call_id)
+        row = self.fetch(c, "SELECT to_number FROM history_attempts WHERE call_id = ?", (cid,))
+        to = row[0]["to_number"] if row else None
+        self._event(c, cid, "dial", format_instant(e.timestamp), {"to": to, "from": e.from_number})
+
+    def on_Call_Ringing(self, c: Any, e: Any) -> None:
+        self.ex(
+            c,
+            "UPDATE history_attempts SET status = 'ringing' WHERE call_id = ? AND status = 'dialing'",
+            (str(attempt_id(e.originator_id, e.attempt)),),
+        )
+
+    def on_Call_Answered(self, c: Any, e: Any) -> None:
+        at = format_instant(e.timestamp)
+        cid = self._attempt(c, e, status="in_progress", answered_at=at, answered_by=e.answered_by)
+        self._event(c, cid, "answer", at, {"answeredBy": e.answered_by})
+
+    def on_Call_FlowAdvanced(self, c: Any, e: Any) -> None:
+        cid = str(attempt_id(e.originator_id, e.attempt))
+        at = format_instant(e.timestamp)
+        turn = e.turn
+        resolved = turn.get("resolved")
+        if resolved:
+            self.ex(
+                c,
+                "UPDATE history_steps SET output_path = ? WHERE call_id = ? AND seq = "
+                "(SELECT MAX(seq) FROM history_steps WHERE call_id = ? AND node_id = ?)",
+                (resolved["outputPath"], cid, cid, resolved["nodeId"]),
+            )
+        if turn.get("input") is not None:
+            inp = turn["input"]
+            self._event(c, cid, "dtmf_collected", at, {"digits": inp["digits"], "mode": inp["mode"], "nodeId": inp["nodeId"]})
+        self._steps(c, cid, turn["steps"], at)
+        for ins in turn["instructions"]:
+            if ins["verb"] in ("say", "play"):
+                self._event(c, cid, "play", at, {k: v for k, v in ins.items() if k != "verb"})
+        self._attempt(c, e, variables=dumps(turn["state"].get("variables", {})))
+
+    def on_Call_AttemptEnded(self, c: Any, e: Any) -> None:
+        at = format_instant(e.at)
+        cid = self._attempt(
+            c,
+            e,
+            status=ENDED_STATUS.get(e.outcome, e.outcome),
+            outcome=e.outcome,
+            outcome_reason=e.reason,
+            ended_at=at,
+            duration_ms=e.duration_ms,
+        )
+        self._steps(c, cid, e.unanswered_steps, at)
+        self._event(c, cid, "hangup", at, {"hangupType": e.outcome, "hangupReason": e.reason})
+
+    def on_Call_RetryScheduled(self, c: Any, e: Any) -> None:
+        self._new_attempt(c, str(e.originator_id), e.attempt, format_instant(e.not_before) or "")
+
+    def on_Call_Finished(self, c: Any, e: Any) -> None:
+        self.ex(
+            c,
+            "UPDATE history_jobs SET status = ?, final_outcome = ?, updated_at = ? WHERE job_id = ?",
+            ("completed" if e.result == "completed" else "failed", e.outcome, format_instant(e.at), str(e.originator_id)),
+        )
+
+    def on_Call_Skipped(self, c: Any, e: Any) -> None:
+        at = format_instant(e.at)
+        job_id = str(e.originator_id)
+        self.ex(
+            c,
+            "UPDATE history_jobs SET status = 'skipped', final_outcome = 'skipped', updated_at = ? WHERE job_id = ?",
+            (at, job_id),
+        )
+        self.ex(
+            c,
+            "UPDATE history_attempts SET status = 'skipped', outcome = 'skipped', outcome_reason = ? "
+            "WHERE job_id = ? AND status = 'queued'",
+            (e.reason, job_id),
+        )

@@ -1,0 +1,113 @@
+"""Read-model storage on either backend, built on eventsourcing's tracking recorders so
+that a view's rows and its tracking position are written in one transaction (each
+event applied exactly once, and any view can be dropped and rebuilt from zero).
+
+SQL is written once with ``?`` placeholders and portable types; on PostgreSQL the
+placeholders become ``%s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
+
+
+class ViewMixin:
+    """Methods shared by every read model, mixed into the backend's tracking recorder."""
+
+    TABLES: Sequence[str] = ()
+    DROP: Sequence[str] = ()
+    datastore: Any
+
+    @property
+    def is_postgres(self) -> bool:
+        return isinstance(self, PostgresTrackingRecorder)
+
+    def q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.is_postgres else sql
+
+    @contextmanager
+    def transaction(self, commit: bool = True) -> Iterator[Any]:
+        with self.datastore.transaction(commit=commit) as c:
+            yield c
+
+    def ex(self, c: Any, sql: str, params: Sequence[Any] = ()) -> None:
+        c.execute(self.q(sql), tuple(params))
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.transaction(commit=False) as c:
+            c.execute(self.q(sql), tuple(params))
+            return [dict(r) for r in c.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        found = self.rows(sql, params)
+        return found[0] if found else None
+
+    def fetch(self, c: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        c.execute(self.q(sql), tuple(params))
+        return [dict(r) for r in c.fetchall()]
+
+    def create_view_tables(self) -> None:
+        with self.transaction() as c:
+            for ddl in self.TABLES:
+                c.execute(ddl)
+
+    def apply_batch(self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None]) -> None:
+        """Apply events and advance the tracking position in one transaction."""
+        if not items:
+            return
+        with self.transaction() as c:
+            for event, _ in items:
+                handle(c, event)
+            self._insert_tracking(c, items[-1][1])  # type: ignore[attr-defined]
+
+    def track_only(self, tracking: Tracking) -> None:
+        with self.transaction() as c:
+            self._insert_tracking(c, tracking)  # type: ignore[attr-defined]
+
+    def reset(self) -> None:
+        """Drop this view's rows and its tracking positions (for a rebuild)."""
+        table = getattr(self, "tracking_table_name", "tracking")
+        with self.transaction() as c:
+            for stmt in self.DROP:
+                c.execute(stmt)
+            c.execute(f"DELETE FROM {table} WHERE application_name <> '__migration__'")
+        self.create_view_tables()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+_classes: dict[tuple[type, type], type] = {}
+
+
+def make_view(mixin: type, name: str, env: dict[str, str]) -> Any:
+    """Construct a view of ``mixin`` on the backend named by ``env`` (PERSISTENCE_MODULE)."""
+    full_env = {**os.environ, **env}
+    factory = InfrastructureFactory[TrackingRecorder].construct(env=Environment(name, full_env))
+    base: type = (
+        PostgresTrackingRecorder
+        if "postgres" in full_env.get("PERSISTENCE_MODULE", "")
+        else SQLiteTrackingRecorder
+    )
+    cls = _classes.get((mixin, base))
+    if cls is None:
+        cls = type(f"{mixin.__name__}On{base.__name__}", (mixin, base), {})
+        _classes[(mixin, base)] = cls
+    view = factory.tracking_recorder(cls)  # type: ignore[arg-type]
+    view.factory = factory
+    view.create_view_tables()
+    return view

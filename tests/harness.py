@@ -1,0 +1,91 @@
+"""Start the whole platform in-process for tests: the real API server (uvicorn), the
+sandbox phone network, Dramatiq worker, dispatcher and projections, on a fresh store."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from infrastructure.bootstrap import Container
+from infrastructure.clock import OffsetClock
+from infrastructure.settings import Settings
+from infrastructure.telephony.sandbox.app import SandboxConfig
+from infrastructure.telephony.sandbox.server import SandboxServer, run_sandbox_in_thread
+from interfaces.http.app import create_app
+
+ACCOUNT_SID = "AC" + "1" * 32
+AUTH_TOKEN = "test-auth-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Platform:
+    def __init__(self, data_dir: Path, *, database_url: str = "", redis_url: str = "", redis_namespace: str = "gomobile-test", time_scale: float = 0.01) -> None:
+        self.port = free_port()
+        self.clock = OffsetClock()
+        self.sandbox: SandboxServer = run_sandbox_in_thread(
+            SandboxConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, time_scale=time_scale), "127.0.0.1", 0
+        )
+        self.settings = Settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_namespace=redis_namespace,
+            telephony="sandbox",
+            twilio_account_sid=ACCOUNT_SID,
+            twilio_auth_token=AUTH_TOKEN,
+            host="127.0.0.1",
+            port=self.port,
+            public_base_url=f"http://127.0.0.1:{self.port}",
+            sandbox_url=self.sandbox.base_url,
+            worker_threads=4,
+            dispatch_interval=0.05,
+            projection_interval=0.02,
+        )
+        self.container = Container(self.settings, clock=self.clock)
+        self.container.start_projections()
+        self.container.start_worker()
+        self.container.start_dispatcher()
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.container), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("API server did not start")
+            time.sleep(0.01)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def client(self, api_key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"x-api-key": api_key}, timeout=30)
+
+    def new_org(self, name: str = "Test Org") -> tuple[str, str]:
+        org_id, key = self.container.campaigns.create_organization(name)
+        return str(org_id), key
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.container.close()
+        self.sandbox.stop()
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
