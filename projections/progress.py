@@ -15,6 +15,11 @@ from projections.store import ViewMixin, dumps
 BUCKETS = ("pending", "in_progress", "completed", "failed", "skipped")
 
 
+# Executions follow two event logs; whatever order a rebuild interleaves them in,
+# ``updated_at`` is the latest event's time, so a rebuilt view equals the live one.
+LATEST = "updated_at = CASE WHEN updated_at < ? THEN ? ELSE updated_at END"
+
+
 def _key(value: Any) -> str:
     return sortable(value)
 
@@ -133,8 +138,8 @@ class ProgressView(ViewMixin):
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.ex(
             c,
-            f"UPDATE progress_executions SET {sets}, updated_at = ? WHERE id = ?",
-            (*fields.values(), format_instant(event.timestamp), str(event.originator_id)),
+            f"UPDATE progress_executions SET {sets}, {LATEST} WHERE id = ?",
+            (*fields.values(), format_instant(event.timestamp), format_instant(event.timestamp), str(event.originator_id)),
         )
 
     def on_Execution_Created(self, c: Any, e: Any) -> None:
@@ -214,8 +219,8 @@ class ProgressView(ViewMixin):
             self.ex(
                 c,
                 f"UPDATE progress_executions SET {old} = {old} - 1, {bucket} = {bucket} + 1, "
-                "updated_at = ? WHERE id = ?",
-                (format_instant(e.timestamp), rows[0]["execution_id"]),
+                f"{LATEST} WHERE id = ?",
+                (format_instant(e.timestamp), format_instant(e.timestamp), rows[0]["execution_id"]),
             )
 
     def on_Call_DialClaimed(self, c: Any, e: Any) -> None:

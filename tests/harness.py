@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 class Platform:
-    def __init__(self, data_dir: Path, *, database_url: str = "", redis_url: str = "", redis_namespace: str = "gomobile-test", time_scale: float = 0.01) -> None:
+    def __init__(self, data_dir: Path, *, database_url: str = "", redis_url: str = "", redis_namespace: str = "gomobile-test", time_scale: float = 0.01, start_dispatcher: bool = True) -> None:
         self.port = free_port()
         self.clock = OffsetClock()
         self.sandbox: SandboxServer = run_sandbox_in_thread(
@@ -55,7 +55,8 @@ class Platform:
         self.container = Container(self.settings, clock=self.clock)
         self.container.start_projections()
         self.container.start_worker()
-        self.container.start_dispatcher()
+        if start_dispatcher:
+            self.container.start_dispatcher()
         self.server = uvicorn.Server(uvicorn.Config(create_app(self.container), host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -1,0 +1,157 @@
+"""End to end on the embedded default (SQLite + in-process Dramatiq + the sandbox)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.scenario import check_call_records, run_campaign
+from tests.harness import Platform, wait_for
+
+
+@pytest.fixture()
+def platform(tmp_path: Path) -> Any:
+    p = Platform(tmp_path / "var")
+    yield p
+    p.close()
+
+
+def _rows(view: Any, tables: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for t in tables:
+        rows = view.rows(f"SELECT * FROM {t}")
+        out[t] = sorted((tuple(sorted(r.items())) for r in rows), key=repr)
+    return out
+
+
+def test_hundred_contact_campaign_with_every_callee_behaviour(platform: Platform) -> None:
+    org, key = platform.new_org()
+    with platform.client(key) as client:
+        result = run_campaign(client, platform.clock.advance)
+        check_call_records(client, result)
+
+    # Busy/no-answer/failed contacts were dialled exactly twice, the others once.
+    calls = platform.sandbox.calls()
+    per_number: dict[str, int] = {}
+    for call in calls:
+        per_number[call["to"]] = per_number.get(call["to"], 0) + 1
+    for phone in result["phones"]:
+        assert per_number[phone] == (2 if phone[-1] in "013" else 1), phone
+
+    # A read model dropped and rebuilt from the events gives the same rows.
+    for r in platform.container.runners:
+        r.stop()
+    tables = {
+        "progress": ["progress_executions", "progress_calls"],
+        "call_history": ["history_executions", "history_jobs", "history_attempts", "history_steps", "history_events"],
+    }
+    for name, names in tables.items():
+        view = platform.container.views[name]
+        before = _rows(view, names)
+        assert all(before[t] for t in names)
+        view.reset()
+        assert not any(_rows(view, names).values())
+        platform.container.runner(name).catch_up()
+        assert _rows(view, names) == before, name
+
+
+def test_first_call_walkthrough(platform: Platform) -> None:
+    """DOMAIN.md §9, as written (the older node shape of its flow included)."""
+    org, key = platform.new_org()
+    with platform.client(key) as c:
+        contact = c.post("/api/contact", json={"firstName": "Test", "lastName": "User", "primaryPhone": "+212612345678"})
+        assert contact.status_code == 201
+        assert contact.json()["createdAt"].endswith("Z") and len(contact.json()["createdAt"]) == 24
+        audience = c.post("/api/audience", json={"name": "Test Audience", "description": "For testing my first call"})
+        assert audience.status_code == 201
+        added = c.post(f"/api/audience/{audience.json()['id']}/add-contacts", json={"contacts": [contact.json()["id"]]})
+        assert added.status_code == 200
+        flow = c.post(
+            "/api/flows",
+            json={
+                "name": "Simple Greeting Flow",
+                "description": "A basic flow that plays a welcome message",
+                "graph": {
+                    "startNodeId": "dial-1",
+                    "nodes": [
+                        {"id": "dial-1", "type": "dial", "label": "Dial Contact", "config": {"timeout": 30000, "enableAMD": False},
+                         "outputs": {"onAnswer": "play-1", "onNoAnswer": "hangup-1", "onBusy": "hangup-1"}},
+                        {"id": "play-1", "type": "play", "label": "Play Greeting", "config": {"audioId": "AUDIO_ID"}, "outputs": {"onEnd": "hangup-1"}},
+                        {"id": "hangup-1", "type": "hangup", "label": "End Call", "config": {"reason": "Call completed", "hangupType": "normal"}},
+                    ],
+                },
+            },
+        )
+        assert flow.status_code == 201, flow.text
+        program = c.post(
+            "/api/programs",
+            json={
+                "name": "My First Campaign",
+                "audienceId": audience.json()["id"],
+                "flowId": flow.json()["id"],
+                "startAt": "2025-01-20T10:00:00Z",
+                "didPool": ["+212500000001"],
+                "retryStrategy": {"type": "none"},
+            },
+        )
+        assert program.status_code == 201, program.text
+        assert program.json()["status"] == "draft"
+        assert program.json()["startAt"] == "2025-01-20T10:00:00.000Z"
+        launch = c.post(f"/api/programs/{program.json()['id']}/launch")
+        assert launch.status_code == 201
+        eid = launch.json()["executionId"]
+        first = c.get(f"/api/program-executions/{eid}").json()
+        assert first["status"] == "running"
+        assert first["totalContacts"] == 1
+        assert first["contactsCompleted"] + first["contactsFailed"] + first["contactsPending"] + first["contactsInProgress"] == 1
+        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(c.get(f"/api/program-executions/{eid}").json()), 20)
+        assert done["contactsCompleted"] == 1 and done["contactsPending"] == 0
+        assert c.get(f"/api/programs/{program.json()['id']}").json()["status"] == "active"
+        # Bearer authentication works the same; a wrong key does not.
+        bearer = c.get(f"/api/program-executions/{eid}", headers={"x-api-key": "", "Authorization": f"Bearer {key}"})
+        assert bearer.status_code == 200
+        assert c.get(f"/api/program-executions/{eid}", headers={"x-api-key": key[:-2] + "xx"}).status_code == 401
+
+
+def test_dial_job_delivered_twice_places_one_call(tmp_path: Path) -> None:
+    platform = Platform(tmp_path / "var", start_dispatcher=False)
+    try:
+        org, key = platform.new_org()
+        with platform.client(key) as c:
+            contact = c.post("/api/contact", json={"primaryPhone": "+212612345679"}).json()
+            audience = c.post("/api/audience", json={"name": "One"}).json()
+            c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
+            flow = c.post("/api/flows", json={"name": "f", "graph": {"startNodeId": "h", "nodes": [{"id": "h", "type": "hangup"}]}}).json()
+            program = c.post("/api/programs", json={"name": "p", "audienceId": audience["id"], "flowId": flow["id"],
+                                                    "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"],
+                                                    "retryStrategy": {"type": "none"}}).json()
+            eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+        container = platform.container
+        execution = container.campaigns.execution(None, eid)
+        from application.dispatcher import Dispatcher
+
+        Dispatcher(container.campaigns, container.calls, container.progress, container.queue, platform.clock)._queue_calls(eid)
+        from domain.call import call_id
+
+        cid = str(call_id(execution.id, contact["id"]))
+        # The same message delivered twice through the broker, and two workers racing directly.
+        container.queue.enqueue_dial(cid, 1)
+        container.queue.enqueue_dial(cid, 1)
+        results: list[Any] = []
+        threads = [threading.Thread(target=lambda: results.append(container.dialer.dial(cid, 1))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait_for(lambda: container.calls.call(cid).status == "finished", 20, what="the call to finish")
+        placed = [call for call in platform.sandbox.calls() if call["to"] == "+212612345679"]
+        assert len(placed) == 1, placed
+        events = list(container.calls.repository.event_store.get(container.calls.call(cid).id))
+        claims = [e for e in events if type(e).__name__ == "DialClaimed"]
+        assert len(claims) == 1
+        assert claims[0].meta["actor"].startswith("worker:")
+    finally:
+        platform.close()
