@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.errors import InvalidRetryStrategyError
+from domain.errors import InvalidRetryStrategyError, ValidationError
 from domain.timeparse import parse_instant
 
 # Outcomes that trigger a retry (voicemail only when asked to).
@@ -51,7 +51,10 @@ class RetryStrategy:
                 raise InvalidRetryStrategyError(
                     "retryStrategy.retryDates must be a list of 1 to 20 ISO 8601 date-times"
                 )
-            parsed = tuple(sorted(parse_instant(d, "retryStrategy.retryDates") for d in dates))
+            try:
+                parsed = tuple(sorted(parse_instant(d, "retryStrategy.retryDates") for d in dates))
+            except ValidationError as exc:  # one error code for every bad retry strategy
+                raise InvalidRetryStrategyError(exc.message, field="retryStrategy.retryDates") from None
             return cls("scheduled", 0, len(parsed), parsed, voicemail)
         raise InvalidRetryStrategyError(
             f"retryStrategy.type '{kind}' is unknown (none, fixed_delay or scheduled)"

@@ -272,7 +272,9 @@ def _retry_or(
         state.retries[node["id"]] = used + 1
         walk.gather(node, audio)
         return Turn(walk.steps, walk.instructions, state, {"nodeId": node["id"], "outputPath": "retry"}, inp)
-    names = (output, "onMaxRetries") if max_retries else (output,)
+    # Once configured retries are used up, onMaxRetries wins over onTimeout/onInvalid
+    # (the guide's flow keeps both and ends "max_retries" after the last retry).
+    names = ("onMaxRetries", output) if max_retries else (output,)
     next_id, path = _route(node, *names)
     if next_id is None:
         walk.end(output.removeprefix("on").lower(), hangup=False)
