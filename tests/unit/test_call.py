@@ -1,0 +1,358 @@
+"""The Call aggregate: one contact of one execution through all its attempts. Provider
+callbacks arrive late, twice or out of order; none of that may change the outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.application import Application
+
+import domain.base as base
+from domain.base import audit_context, set_clock
+from domain.call import AlreadyClaimed, Call, attempt_id, call_id
+from domain.retry import RetryStrategy
+
+T0 = datetime(2025, 1, 20, 10, 0, tzinfo=UTC)
+NONE = RetryStrategy.parse({"type": "none"})
+FIXED = RetryStrategy.parse({"type": "fixed_delay", "delayMinutes": 10, "maxRetries": 3})
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    previous = base._clock[0]
+    fake = Clock(T0)
+    set_clock(fake)
+    try:
+        yield fake
+    finally:
+        set_clock(previous)
+
+
+def new_call(not_before: datetime = T0) -> Call:
+    execution, contact = uuid4(), uuid4()
+    return Call(
+        execution_id=execution,
+        contact_id=contact,
+        organization_id=uuid4(),
+        program_id=uuid4(),
+        to="+212612345678",
+        contact={"id": str(contact), "firstName": "Amina"},
+        not_before=not_before,
+    )
+
+
+def names(events: list[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def answered_call(answered_by: str = "human") -> Call:
+    call = new_call()
+    call.claim(1, T0, "w1")
+    call.record_placed(1, "CA1", "+212500000001")
+    call.record_ringing(1)
+    call.record_answered(1, answered_by)
+    return call
+
+
+# -- identity ------------------------------------------------------------------------------
+
+
+def test_call_ids_are_deterministic_per_execution_and_contact():
+    e, c = uuid4(), uuid4()
+    assert call_id(e, c) == call_id(str(e), str(c)) == Call.create_id(e, c)
+    assert call_id(e, c) != call_id(e, uuid4())
+    assert attempt_id(call_id(e, c), 1) != attempt_id(call_id(e, c), 2)
+    call = new_call()
+    assert call.id == call_id(call.execution_id, call.contact_id)
+
+
+# -- claiming ------------------------------------------------------------------------------
+
+
+def test_claim_twice_raises_already_claimed(clock):
+    call = new_call()
+    call.claim(1, T0, "worker-a")
+    with pytest.raises(AlreadyClaimed):
+        call.claim(1, T0, "worker-b")
+    events = call.collect_events()
+    assert names(events) == ["Created", "DialClaimed"]
+    assert events[1].worker == "worker-a"
+    assert call.status == "dialing"
+
+
+def test_claim_before_not_before_is_refused(clock):
+    call = new_call(not_before=T0 + timedelta(minutes=5))
+    with pytest.raises(AlreadyClaimed, match="not due before"):
+        call.claim(1, T0 + timedelta(minutes=4, seconds=59), "w")
+    assert call.status == "pending"
+    call.claim(1, T0 + timedelta(minutes=5), "w")
+    assert call.status == "dialing"
+
+
+def test_claim_of_another_attempt_is_refused():
+    call = new_call()
+    with pytest.raises(AlreadyClaimed):
+        call.claim(2, T0, "w")
+
+
+# -- the happy path ------------------------------------------------------------------------
+
+
+def test_answered_and_completed_call_finishes_completed(clock):
+    call = answered_call()
+    assert call.is_live(1) and call.status == "in_progress" and call.answered_by == "human"
+    call.record_turn(1, {"type": "answer"}, {"steps": [], "instructions": [], "state": {"ended": True}})
+    assert call.end_attempt(1, "completed", None, 42000, T0 + timedelta(minutes=1), FIXED)
+    events = call.collect_events()
+    assert names(events) == [
+        "Created",
+        "DialClaimed",
+        "Placed",
+        "Ringing",
+        "Answered",
+        "FlowAdvanced",
+        "AttemptEnded",
+        "Finished",
+    ]
+    assert events[-2].outcome == "completed" and events[-2].duration_ms == 42000
+    assert (call.status, call.result, call.outcomes) == ("finished", "completed", ["completed"])
+    assert call.flow_state == {"ended": True}
+    assert not call.is_live(1)
+
+
+def test_answered_without_answered_by_means_human():
+    call = new_call()
+    call.claim(1, T0, "w")
+    call.record_answered(1, None)
+    assert call.answered_by == "human"
+
+
+def test_answered_by_machine_and_completed_is_voicemail():
+    call = answered_call("machine")
+    call.collect_events()
+    call.end_attempt(1, "completed", None, 9000, T0, NONE)
+    ended, finished = call.collect_events()
+    assert ended.outcome == "voicemail"
+    assert (finished.result, finished.outcome) == ("failed", "voicemail")
+    assert call.outcomes == ["voicemail"]
+
+
+def test_voicemail_is_retried_when_the_strategy_asks():
+    strategy = RetryStrategy.parse(
+        {"type": "fixed_delay", "delayMinutes": 60, "maxRetries": 1, "retryOnVoicemail": True}
+    )
+    call = answered_call("machine")
+    call.end_attempt(1, "completed", None, 9000, T0, strategy)
+    assert (call.status, call.attempt, call.not_before) == ("pending", 2, T0 + timedelta(hours=1))
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def test_busy_under_fixed_delay_schedules_attempt_2_after_the_delay(clock):
+    call = new_call()
+    call.claim(1, T0, "w")
+    call.collect_events()
+    ended_at = T0 + timedelta(seconds=20)
+    assert call.end_attempt(1, "busy", "busy", None, ended_at, FIXED)
+    ended, retry = call.collect_events()
+    assert names([ended, retry]) == ["AttemptEnded", "RetryScheduled"]
+    assert ended.outcome == "busy" and ended.attempt == 1
+    assert retry.attempt == 2
+    assert retry.not_before == ended_at + timedelta(minutes=10)
+    assert (call.status, call.attempt) == ("pending", 2)
+    with pytest.raises(AlreadyClaimed):
+        call.claim(2, ended_at + timedelta(minutes=9), "w")
+    call.claim(2, ended_at + timedelta(minutes=10), "w")
+    assert call.status == "dialing"
+
+
+def test_fixed_delay_3_retries_then_failed_after_the_4th_attempt():
+    call = new_call()
+    at = T0
+    for attempt in range(1, 5):
+        call.claim(attempt, at, "w")
+        call.end_attempt(attempt, "no_answer", None, None, at, FIXED)
+        at = call.not_before
+    assert call.outcomes == ["no_answer"] * 4
+    assert (call.status, call.result, call.attempt) == ("finished", "failed", 4)
+    assert names(call.collect_events()).count("RetryScheduled") == 3
+
+
+def test_a_new_attempt_forgets_the_previous_answer():
+    call = answered_call("machine")
+    call.end_attempt(1, "no_answer", None, None, T0, FIXED)
+    call.claim(2, call.not_before, "w")
+    assert call.answered_by is None and call.provider_call_id is None and call.turns == []
+
+
+# -- duplicate and late callbacks ----------------------------------------------------------
+
+
+def test_duplicate_end_attempt_appends_nothing():
+    call = answered_call()
+    assert call.end_attempt(1, "completed", None, 1000, T0, NONE) is True
+    call.collect_events()
+    assert call.end_attempt(1, "completed", None, 1000, T0, NONE) is False
+    assert call.end_attempt(1, "busy", None, None, T0, FIXED) is False
+    assert call.collect_events() == []
+    assert call.outcomes == ["completed"]
+
+
+def test_late_callbacks_after_the_end_are_ignored():
+    call = answered_call()
+    call.end_attempt(1, "completed", None, 1000, T0, NONE)
+    call.collect_events()
+    call.record_ringing(1)
+    call.record_answered(1, "machine")
+    call.record_placed(1, "CA-other", "+212500000002")
+    assert call.collect_events() == []
+    assert (call.status, call.answered_by, call.provider_call_id) == ("finished", "human", "CA1")
+
+
+def test_callbacks_of_a_previous_attempt_do_not_touch_the_retry():
+    call = new_call()
+    call.claim(1, T0, "w")
+    call.end_attempt(1, "busy", None, None, T0, FIXED)
+    call.claim(2, call.not_before, "w")
+    call.collect_events()
+    call.record_ringing(1)
+    call.record_answered(1, "human")
+    assert call.end_attempt(1, "completed", None, 5, T0, FIXED) is False
+    assert call.collect_events() == []
+    assert (call.status, call.attempt) == ("dialing", 2)
+
+
+def test_ringing_after_answer_does_not_go_back():
+    call = answered_call()
+    call.collect_events()
+    call.record_ringing(1)
+    call.record_answered(1, "machine")
+    assert call.collect_events() == []
+    assert call.status == "in_progress" and call.answered_by == "human"
+
+
+def test_duplicate_placed_keeps_the_first_provider_id():
+    call = new_call()
+    call.claim(1, T0, "w")
+    call.record_placed(1, "CA1", "+212500000001")
+    call.collect_events()
+    call.record_placed(1, "CA2", "+212500000009")
+    assert call.collect_events() == []
+    assert (call.provider_call_id, call.from_number) == ("CA1", "+212500000001")
+
+
+# -- skip ----------------------------------------------------------------------------------
+
+
+def test_skip_only_while_pending():
+    pending = new_call()
+    assert pending.skip("cancelled", T0) is True
+    assert (pending.status, pending.result) == ("finished", "skipped")
+    assert names(pending.collect_events())[-1] == "Skipped"
+    assert pending.skip("cancelled", T0) is False
+    with pytest.raises(AlreadyClaimed):
+        pending.claim(1, T0, "w")
+
+    dialing = new_call()
+    dialing.claim(1, T0, "w")
+    dialing.collect_events()
+    assert dialing.skip("cancelled", T0) is False  # a call in progress finishes
+    assert dialing.collect_events() == [] and dialing.status == "dialing"
+
+
+def test_a_contact_waiting_for_a_retry_can_be_skipped():
+    call = new_call()
+    call.claim(1, T0, "w")
+    call.end_attempt(1, "busy", None, None, T0, FIXED)
+    assert call.skip("stopped", T0) is True
+    assert call.result == "skipped"
+
+
+# -- audit and time ------------------------------------------------------------------------
+
+
+def test_every_event_carries_meta_from_audit_context_and_the_clock_time(clock):
+    with audit_context(actor="apikey:k1", requestId="req-1", correlationId=None):
+        call = new_call()
+        call.claim(1, T0, "w")
+    clock.at = T0 + timedelta(minutes=2)
+    with audit_context(actor="twilio", requestId="req-2"):
+        call.record_answered(1, "human")
+        with audit_context(correlationId="corr-9"):
+            call.end_attempt(1, "completed", None, 1, clock.at, NONE)
+    events = call.collect_events()
+    assert [e.meta for e in events] == [
+        {"actor": "apikey:k1", "requestId": "req-1"},
+        {"actor": "apikey:k1", "requestId": "req-1"},
+        {"actor": "twilio", "requestId": "req-2"},
+        {"actor": "twilio", "requestId": "req-2", "correlationId": "corr-9"},
+        {"actor": "twilio", "requestId": "req-2", "correlationId": "corr-9"},
+    ]
+    assert [e.timestamp for e in events] == [T0, T0] + [T0 + timedelta(minutes=2)] * 3
+    assert call.modified_on == T0 + timedelta(minutes=2)
+
+
+def test_outside_any_audit_context_the_actor_is_system(clock):
+    call = new_call()
+    assert [e.meta for e in call.collect_events()] == [{"actor": "system"}]
+
+
+# -- persistence ---------------------------------------------------------------------------
+
+
+def test_event_sequence_survives_a_round_trip_through_an_application(clock):
+    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    with audit_context(actor="apikey:k1"):
+        call = new_call()
+        call.claim(1, T0, "w")
+        call.record_placed(1, "CA1", "+212500000001")
+        call.record_ringing(1)
+        call.end_attempt(1, "no_answer", "timeout", None, T0 + timedelta(seconds=30), FIXED)
+    app.save(call)
+    clock.at = T0 + timedelta(minutes=11)
+    again = app.repository.get(call.id)
+    assert isinstance(again.id, UUID) and again.version == call.version == 6
+    assert (again.status, again.attempt, again.outcomes) == ("pending", 2, ["no_answer"])
+    assert again.not_before == T0 + timedelta(minutes=10, seconds=30)
+    assert again.contact == call.contact and again.execution_id == call.execution_id
+    assert again.provider_call_id == "CA1"
+
+    again.claim(2, clock.at, "w2")
+    again.record_answered(2, "human")
+    again.record_turn(2, {"digits": "1"}, {"steps": [{"nodeId": "a"}], "state": {"visits": 3}})
+    again.end_attempt(2, "completed", None, 5000, clock.at, FIXED)
+    app.save(again)
+
+    final = app.repository.get(call.id)
+    assert (final.status, final.result, final.outcomes) == ("finished", "completed", ["no_answer", "completed"])
+    assert final.turns == again.turns and final.flow_state == {"visits": 3}
+    stored = list(app.events.get(call.id))
+    assert names(stored) == [
+        "Created",
+        "DialClaimed",
+        "Placed",
+        "Ringing",
+        "AttemptEnded",
+        "RetryScheduled",
+        "DialClaimed",
+        "Answered",
+        "FlowAdvanced",
+        "AttemptEnded",
+        "Finished",
+    ]
+    assert all(e.meta == {"actor": "apikey:k1"} for e in stored[:6])
+    assert all(e.meta == {"actor": "system"} for e in stored[6:])
+    assert stored[-1].timestamp == T0 + timedelta(minutes=11)

@@ -1,0 +1,111 @@
+"""Execution lifecycle (DOMAIN.md §7.3): scheduled → running ⇄ paused → completed/cancelled;
+every other move is a 400 "Invalid state transition"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+
+from domain.errors import InvalidStateTransition
+from domain.execution import Execution
+
+T0 = datetime(2025, 1, 20, 10, 0, tzinfo=UTC)
+
+
+def new_execution() -> Execution:
+    return Execution(
+        organization_id=uuid4(),
+        program_id=uuid4(),
+        program={"name": "My First Campaign", "retryStrategy": {"type": "none"}},
+        flow={"id": "f", "version": 1},
+        contact_ids=["c1", "c2", "c3"],
+        scheduled_start_at=T0,
+        scheduled_stop_at=None,
+    )
+
+
+MOVES: dict[str, Callable[[Execution], None]] = {
+    "start": lambda e: e.start(T0),
+    "pause": lambda e: e.pause(),
+    "resume": lambda e: e.resume(),
+    "complete": lambda e: e.complete(T0 + timedelta(hours=1)),
+    "cancel": lambda e: e.cancel(T0 + timedelta(hours=1)),
+}
+
+
+def in_state(*moves: str) -> Execution:
+    execution = new_execution()
+    for move in moves:
+        MOVES[move](execution)
+    return execution
+
+
+def test_walkthrough_lifecycle_scheduled_running_completed():
+    execution = new_execution()
+    assert execution.status == "scheduled"
+    assert execution.total_contacts == 3
+    execution.start(T0 + timedelta(seconds=1))
+    assert (execution.status, execution.actual_start_at) == ("running", T0 + timedelta(seconds=1))
+    execution.record_calls_queued(3)
+    execution.complete(T0 + timedelta(minutes=5))
+    assert (execution.status, execution.actual_end_at) == ("completed", T0 + timedelta(minutes=5))
+    assert execution.calls_queued
+    kinds = [type(e).__name__ for e in execution.collect_events()]
+    assert kinds == ["Created", "Started", "CallsQueued", "Completed"]
+
+
+def test_pause_and_resume():
+    execution = in_state("start", "pause")
+    assert execution.status == "paused"
+    execution.resume()
+    assert execution.status == "running"
+    execution.pause()
+    execution.resume()
+    assert execution.status == "running"
+
+
+@pytest.mark.parametrize("before", [(), ("start",), ("start", "pause")])
+def test_cancel_from_any_active_state(before):
+    execution = in_state(*before)
+    execution.cancel(T0 + timedelta(minutes=3))
+    assert (execution.status, execution.actual_end_at) == ("cancelled", T0 + timedelta(minutes=3))
+
+
+@pytest.mark.parametrize(
+    ("before", "move", "message"),
+    [
+        ((), "pause", "Invalid state transition: scheduled -> paused"),
+        ((), "resume", "Invalid state transition: scheduled -> running"),
+        ((), "complete", "Invalid state transition: scheduled -> completed"),
+        (("start",), "start", "Invalid state transition: running -> running"),
+        (("start",), "resume", "Invalid state transition: running -> running"),
+        (("start", "pause"), "pause", "Invalid state transition: paused -> paused"),
+        (("start", "pause"), "start", "Invalid state transition: paused -> running"),
+        (("start", "pause"), "complete", "Invalid state transition: paused -> completed"),
+        (("start", "complete"), "pause", "Invalid state transition: completed -> paused"),
+        (("start", "complete"), "cancel", "Invalid state transition: completed -> cancelled"),
+        (("cancel",), "resume", "Invalid state transition: cancelled -> running"),
+        (("cancel",), "start", "Invalid state transition: cancelled -> running"),
+        (("start", "cancel"), "cancel", "Invalid state transition: cancelled -> cancelled"),
+    ],
+)
+def test_invalid_transitions_are_refused_and_append_nothing(before, move, message):
+    execution = in_state(*before)
+    status = execution.status
+    execution.collect_events()
+    with pytest.raises(InvalidStateTransition) as caught:
+        MOVES[move](execution)
+    assert caught.value.message == message
+    assert (caught.value.status, caught.value.code) == (400, "InvalidStateTransition")
+    assert execution.status == status
+    assert execution.collect_events() == []
+
+
+def test_threshold_pause_can_be_resumed():
+    execution = in_state("start")
+    execution.status = "paused_threshold"  # set by an auto-pause rule (not modelled here yet)
+    execution.resume()
+    assert execution.status == "running"
