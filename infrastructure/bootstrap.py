@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twilio.rest import Client
@@ -28,8 +30,29 @@ from projections.runner import ProjectionRunner
 from projections.store import make_view
 
 log = logging.getLogger("gomobile")
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 PROJECTIONS = {"progress": ProgressView, "call_history": CallHistoryView}
+
+
+@contextmanager
+def schema_lock(settings: Settings) -> Iterator[None]:
+    """Processes starting together must not race to create tables (PostgreSQL answers
+    "tuple concurrently updated"): creation is serialised by an advisory lock."""
+    if not settings.uses_postgres:
+        yield
+        return
+    import psycopg
+
+    with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
+
+
+SCHEMA_LOCK_ID = 7_420_001
 
 
 class Container:
@@ -40,9 +63,10 @@ class Container:
         base.set_clock(self.clock.now)
         env = s.persistence_env()
         self.env = env
-        self.campaigns = CampaignsApp(env=env)
-        self.calls = CallsApp(env=env)
-        self.views: dict[str, Any] = {name: make_view(cls, name, env) for name, cls in PROJECTIONS.items()}
+        with schema_lock(s):
+            self.campaigns = CampaignsApp(env=env)
+            self.calls = CallsApp(env=env)
+            self.views: dict[str, Any] = {name: make_view(cls, name, env) for name, cls in PROJECTIONS.items()}
         self.progress: ProgressView = self.views["progress"]
         self.history: CallHistoryView = self.views["call_history"]
         self.executions = ExecutionCache(self.campaigns)

@@ -30,7 +30,8 @@ class Settings:
     sandbox_port: int = field(default_factory=lambda: int(_env("GOMOBILE_SANDBOX_PORT", "8089")))
     sandbox_time_scale: float = field(default_factory=lambda: float(_env("GOMOBILE_SANDBOX_TIME_SCALE", "0.2")))
     worker_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_THREADS", "8")))
-    pool_size: int = field(default_factory=lambda: int(_env("GOMOBILE_POSTGRES_POOL_SIZE", "10")))
+    pool_size: int = field(default_factory=lambda: int(_env("GOMOBILE_POSTGRES_POOL_SIZE", "2")))
+    pool_max_overflow: int = field(default_factory=lambda: int(_env("GOMOBILE_POSTGRES_MAX_OVERFLOW", "8")))
     clock_offset_file: str = field(default_factory=lambda: _env("GOMOBILE_CLOCK_OFFSET_FILE"))
     dispatch_interval: float = field(default_factory=lambda: float(_env("GOMOBILE_DISPATCH_INTERVAL", "0.1")))
     projection_interval: float = field(default_factory=lambda: float(_env("GOMOBILE_PROJECTION_INTERVAL", "0.05")))
@@ -62,7 +63,9 @@ class Settings:
                 "POSTGRES_USER": unquote(url.username or "postgres"),
                 "POSTGRES_PASSWORD": unquote(url.password or ""),
                 "POSTGRES_POOL_SIZE": str(self.pool_size),
-                "POSTGRES_MAX_OVERFLOW": str(self.pool_size),
+                # Each process holds one pool per application and read model: keep the
+                # resident connections few and let bursts overflow.
+                "POSTGRES_MAX_OVERFLOW": str(self.pool_max_overflow),
                 "POSTGRES_CONNECT_TIMEOUT": "5",
                 "POSTGRES_PRE_PING": "y",
             }

@@ -42,6 +42,10 @@ class SandboxHttpClient(TwilioHttpClient):
         timeout: Optional[float] = None,
         allow_redirects: bool = False,
     ) -> Response:
+        # One connection per request: a pooled keep-alive connection that the sandbox's
+        # server closed while idle would fail a POST that may or may not have been
+        # received, and a call create must never be blindly retried.
+        headers = {**(headers or {}), "Connection": "close"}
         return super().request(
             method,
             self.rewrite(url),
