@@ -403,6 +403,7 @@ def loop_flow() -> dict[str, Any]:
     }
 
 
+@pytest.mark.timeout(5)  # without the cap this loops forever
 def test_node_visit_cap_stops_an_endless_loop():
     turn = on_answer(require_graph(loop_flow()), "human", CONTEXT)
     assert len(turn.steps) == MAX_NODE_VISITS
@@ -412,6 +413,7 @@ def test_node_visit_cap_stops_an_endless_loop():
     assert turn.state.hangup_reason == "max_node_visits"
 
 
+@pytest.mark.timeout(5)  # without the cap this loops forever
 def test_node_visit_cap_counts_across_turns():
     graph = require_graph(
         {
