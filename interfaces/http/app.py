@@ -20,15 +20,29 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
 def create_app(container: Any) -> Litestar:
+    handlers = [health, *RESOURCE_HANDLERS, *EXECUTION_HANDLERS, *WEBHOOK_HANDLERS]
+    for handler in handlers:
+        # Handlers run in threads; name operations after the handler, not its wrapper.
+        if handler.operation_id is None and handler.handler_name != "AsyncCallable":
+            handler.operation_id = _camel(handler.handler_name)
     app = Litestar(
-        route_handlers=[health, *RESOURCE_HANDLERS, *EXECUTION_HANDLERS, *WEBHOOK_HANDLERS],
+        route_handlers=handlers,
         exception_handlers={
             DomainError: domain_error_handler,
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        openapi_config=OpenAPIConfig(title="Gomobile-compatible voice campaigns API", version="0.1.0", path="/docs"),
+        openapi_config=OpenAPIConfig(
+            title="Gomobile-compatible voice campaigns API",
+            version="0.1.0",
+            path="/docs",
+        ),
         debug=False,
     )
     app.state.container = container
