@@ -29,7 +29,7 @@ def create_app(container: Any) -> Litestar:
     handlers = [health, *RESOURCE_HANDLERS, *EXECUTION_HANDLERS, *WEBHOOK_HANDLERS]
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
-        if handler.operation_id is None and handler.handler_name != "AsyncCallable":
+        if handler.operation_id is None:
             handler.operation_id = _camel(handler.handler_name)
     app = Litestar(
         route_handlers=handlers,

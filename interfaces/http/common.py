@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, Response
+from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.exceptions import ValidationException as LitestarValidationException
 
@@ -16,6 +19,20 @@ from domain.base import audit_context
 from domain.errors import DomainError, ValidationError
 
 READ_ONLY_ROLES = {"auditor"}
+
+
+def in_thread(fn: Callable[..., Any]) -> Any:
+    """Run a blocking handler (eventsourcing is synchronous) in litestar's thread pool.
+
+    litestar 2.25's own ``sync_to_thread=True`` breaks when a GET, a PUT and a DELETE
+    share a path (the first one returns an un-awaited coroutine), so handlers are
+    async wrappers of their sync bodies instead."""
+
+    @functools.wraps(fn)
+    async def handler(*args: Any, **kwargs: Any) -> Any:
+        return await sync_to_thread(fn, *args, **kwargs)
+
+    return handler
 
 
 def api_key_of(request: Request[Any, Any, Any]) -> str | None:

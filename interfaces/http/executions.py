@@ -9,7 +9,7 @@ from litestar import Request, Response, delete, get, patch
 from domain.call import attempt_id
 from domain.errors import NotFound
 from domain.execution import Execution
-from interfaces.http.common import acting, authenticate, envelope, iso, paging
+from interfaces.http.common import in_thread, acting, authenticate, envelope, iso, paging
 from projections.store import loads
 
 
@@ -91,21 +91,24 @@ def load_execution(c: Any, org: Any, execution_id: str) -> dict[str, Any]:
     return execution_dto(row)
 
 
-@get("/api/program-executions/{execution_id:str}", sync_to_thread=True)
+@get("/api/program-executions/{execution_id:str}")
+@in_thread
 def get_execution(request: Request[Any, Any, Any], execution_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
     return load_execution(c, who.organization_id, execution_id)
 
 
-@get("/api/program-executions", sync_to_thread=True)
+@get("/api/program-executions")
+@in_thread
 def list_executions(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
     return [execution_dto(r) for r in c.progress.executions(str(who.organization_id), active_only=True)]
 
 
-@get("/api/programs/{program_id:str}/executions", sync_to_thread=True)
+@get("/api/programs/{program_id:str}/executions")
+@in_thread
 def program_executions(request: Request[Any, Any, Any], program_id: str) -> list[dict[str, Any]]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -126,7 +129,8 @@ def _lifecycle(request: Request[Any, Any, Any], execution_id: str, action: str) 
     return execution
 
 
-@patch("/api/program-executions/{execution_id:str}/pause", sync_to_thread=True)
+@patch("/api/program-executions/{execution_id:str}/pause")
+@in_thread
 def pause_execution(request: Request[Any, Any, Any], execution_id: str) -> dict[str, Any]:
     e = _lifecycle(request, execution_id, "pause")
     dto = load_execution(_c(request), e.organization_id, execution_id)
@@ -134,7 +138,8 @@ def pause_execution(request: Request[Any, Any, Any], execution_id: str) -> dict[
     return dto
 
 
-@patch("/api/program-executions/{execution_id:str}/resume", sync_to_thread=True)
+@patch("/api/program-executions/{execution_id:str}/resume")
+@in_thread
 def resume_execution(request: Request[Any, Any, Any], execution_id: str) -> dict[str, Any]:
     e = _lifecycle(request, execution_id, "resume")
     dto = load_execution(_c(request), e.organization_id, execution_id)
@@ -142,7 +147,8 @@ def resume_execution(request: Request[Any, Any, Any], execution_id: str) -> dict
     return dto
 
 
-@delete("/api/program-executions/{execution_id:str}", sync_to_thread=True, status_code=204)
+@delete("/api/program-executions/{execution_id:str}", status_code=204)
+@in_thread
 def cancel_execution(request: Request[Any, Any, Any], execution_id: str) -> None:
     _lifecycle(request, execution_id, "cancel")
 
@@ -218,7 +224,8 @@ def attempt_report(c: Any, r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@get("/api/program-execution/{execution_id:str}/report/calls", sync_to_thread=True)
+@get("/api/program-execution/{execution_id:str}/report/calls")
+@in_thread
 def report_calls(
     request: Request[Any, Any, Any],
     execution_id: str,
@@ -234,7 +241,8 @@ def report_calls(
     return envelope([call_row_dto(r) for r in rows], p, lim, total)
 
 
-@get("/api/call-report/call/{call_id:str}", sync_to_thread=True)
+@get("/api/call-report/call/{call_id:str}")
+@in_thread
 def call_report(request: Request[Any, Any, Any], call_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -244,7 +252,8 @@ def call_report(request: Request[Any, Any, Any], call_id: str) -> dict[str, Any]
     return attempt_report(c, row)
 
 
-@get("/api/call-report/{job_id:str}", sync_to_thread=True)
+@get("/api/call-report/{job_id:str}")
+@in_thread
 def job_report(request: Request[Any, Any, Any], job_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -261,7 +270,8 @@ def job_report(request: Request[Any, Any, Any], job_id: str) -> dict[str, Any]:
     }
 
 
-@get("/api/users/me", sync_to_thread=True)
+@get("/api/users/me")
+@in_thread
 def users_me(request: Request[Any, Any, Any]) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)

@@ -12,7 +12,7 @@ from domain.errors import NotFound
 from domain.flow import Flow
 from domain.flows.graph import parse_graph
 from domain.program import Program
-from interfaces.http.common import acting, authenticate, body_object, envelope, iso, paging
+from interfaces.http.common import in_thread, acting, authenticate, body_object, envelope, iso, paging
 
 
 def _c(request: Request[Any, Any, Any]) -> Any:
@@ -81,7 +81,8 @@ def program_dto(p: Program) -> dict[str, Any]:
 # -- contacts ---------------------------------------------------------------------------
 
 
-@post("/api/contact", sync_to_thread=True, status_code=201)
+@post("/api/contact", status_code=201)
+@in_thread
 def create_contact(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -89,7 +90,8 @@ def create_contact(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]
         return contact_dto(c.campaigns.create_contact(who.organization, body_object(data)))
 
 
-@get("/api/contact/{contact_id:str}", sync_to_thread=True)
+@get("/api/contact/{contact_id:str}")
+@in_thread
 def get_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -102,7 +104,8 @@ def get_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, A
     return dto
 
 
-@put("/api/contact/{contact_id:str}", sync_to_thread=True)
+@put("/api/contact/{contact_id:str}")
+@in_thread
 def update_contact(request: Request[Any, Any, Any], contact_id: str, data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -110,7 +113,8 @@ def update_contact(request: Request[Any, Any, Any], contact_id: str, data: Any) 
         return contact_dto(c.campaigns.update_contact(who.organization, contact_id, body_object(data)))
 
 
-@delete("/api/contact/{contact_id:str}", sync_to_thread=True, status_code=200)
+@delete("/api/contact/{contact_id:str}", status_code=200)
+@in_thread
 def delete_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -121,7 +125,8 @@ def delete_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str
 # -- audiences --------------------------------------------------------------------------
 
 
-@post("/api/audience", sync_to_thread=True, status_code=201)
+@post("/api/audience", status_code=201)
+@in_thread
 def create_audience(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -129,14 +134,16 @@ def create_audience(request: Request[Any, Any, Any], data: Any) -> dict[str, Any
         return audience_dto(c.campaigns.create_audience(who.organization_id, body_object(data)))
 
 
-@get("/api/audience/{audience_id:str}", sync_to_thread=True)
+@get("/api/audience/{audience_id:str}")
+@in_thread
 def get_audience(request: Request[Any, Any, Any], audience_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
     return audience_dto(c.campaigns.audience(who.organization_id, audience_id))
 
 
-@put("/api/audience/{audience_id:str}", sync_to_thread=True)
+@put("/api/audience/{audience_id:str}")
+@in_thread
 def update_audience(request: Request[Any, Any, Any], audience_id: str, data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -144,7 +151,8 @@ def update_audience(request: Request[Any, Any, Any], audience_id: str, data: Any
         return audience_dto(c.campaigns.update_audience(who.organization_id, audience_id, body_object(data)))
 
 
-@delete("/api/audience/{audience_id:str}", sync_to_thread=True, status_code=200)
+@delete("/api/audience/{audience_id:str}", status_code=200)
+@in_thread
 def delete_audience(request: Request[Any, Any, Any], audience_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -152,7 +160,8 @@ def delete_audience(request: Request[Any, Any, Any], audience_id: str) -> dict[s
         return audience_dto(c.campaigns.delete_audience(who.organization_id, audience_id))
 
 
-@post("/api/audience/{audience_id:str}/add-contacts", sync_to_thread=True, status_code=200)
+@post("/api/audience/{audience_id:str}/add-contacts", status_code=200)
+@in_thread
 def add_contacts(request: Request[Any, Any, Any], audience_id: str, data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -161,7 +170,8 @@ def add_contacts(request: Request[Any, Any, Any], audience_id: str, data: Any) -
     return {"message": "Contacts added successfully", "added": added}
 
 
-@get("/api/audience/{audience_id:str}/contacts", sync_to_thread=True)
+@get("/api/audience/{audience_id:str}/contacts")
+@in_thread
 def audience_contacts(
     request: Request[Any, Any, Any], audience_id: str, page: int | None = None, limit: int | None = None
 ) -> dict[str, Any]:
@@ -182,7 +192,8 @@ def audience_contacts(
 # -- flows --------------------------------------------------------------------------------
 
 
-@post("/api/flows", sync_to_thread=True, status_code=201)
+@post("/api/flows", status_code=201)
+@in_thread
 def create_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -190,7 +201,8 @@ def create_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
         return flow_dto(c.campaigns.create_flow(who.organization_id, body_object(data)))
 
 
-@post("/api/flows/validate", sync_to_thread=True, status_code=201)
+@post("/api/flows/validate", status_code=201)
+@in_thread
 def validate_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     c = _c(request)
     authenticate(request, c.campaigns)
@@ -199,14 +211,16 @@ def validate_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     return {"valid": not issues, "errors": [i.as_dict() for i in issues]}
 
 
-@get("/api/flows/{flow_id:str}", sync_to_thread=True)
+@get("/api/flows/{flow_id:str}")
+@in_thread
 def get_flow(request: Request[Any, Any, Any], flow_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
     return flow_dto(c.campaigns.flow(who.organization_id, flow_id))
 
 
-@put("/api/flows/{flow_id:str}", sync_to_thread=True)
+@put("/api/flows/{flow_id:str}")
+@in_thread
 def update_flow(request: Request[Any, Any, Any], flow_id: str, data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -217,7 +231,8 @@ def update_flow(request: Request[Any, Any, Any], flow_id: str, data: Any) -> dic
 # -- programs ----------------------------------------------------------------------------
 
 
-@post("/api/programs", sync_to_thread=True, status_code=201)
+@post("/api/programs", status_code=201)
+@in_thread
 def create_program(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -225,14 +240,16 @@ def create_program(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]
         return program_dto(c.campaigns.create_program(who.organization, body_object(data)))
 
 
-@get("/api/programs/{program_id:str}", sync_to_thread=True)
+@get("/api/programs/{program_id:str}")
+@in_thread
 def get_program(request: Request[Any, Any, Any], program_id: str) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
     return program_dto(c.campaigns.program(who.organization_id, program_id))
 
 
-@patch("/api/programs/{program_id:str}", sync_to_thread=True)
+@patch("/api/programs/{program_id:str}")
+@in_thread
 def update_program(request: Request[Any, Any, Any], program_id: str, data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -240,7 +257,8 @@ def update_program(request: Request[Any, Any, Any], program_id: str, data: Any) 
         return program_dto(c.campaigns.update_program(who.organization, program_id, body_object(data)))
 
 
-@post("/api/programs/{program_id:str}/launch", sync_to_thread=True, status_code=201)
+@post("/api/programs/{program_id:str}/launch", status_code=201)
+@in_thread
 def launch_program(request: Request[Any, Any, Any], program_id: str) -> Response[Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)

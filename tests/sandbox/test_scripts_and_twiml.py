@@ -221,7 +221,9 @@ def test_webhook_timeout_and_config_scripts(receiver, number):
         report = sb.wait_for_call(slow.sid)
         assert report["status"] == "completed"
         assert report["end_reason"] == "application-error"
-        assert "timeout" in report["webhooks"][-2]["error"] or "timeout" in str(report["errors"])
+        # Status callbacks are delivered concurrently, so the failed voice request is not
+        # at a fixed position in the list.
+        assert any("timeout" in (w.get("error") or "") for w in report["webhooks"]) or "timeout" in str(report["errors"])
         assert receiver.statuses(slow.sid)[-1] == "completed"
         assert sb.wait_for_call(scripted.sid)["answered_by"] == "machine_start"
 

@@ -1,0 +1,166 @@
+"""The documented resources through the real HTTP server: each CRUD path, tenant scoping,
+errors that name the field, roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from tests.harness import Platform
+
+FLOW = {
+    "name": "Tiny",
+    "graph": {"startNodeId": "d", "nodes": {
+        "d": {"type": "dial", "outputs": {"onAnswer": "s"}},
+        "s": {"type": "say", "config": {"text": "Hi"}, "outputs": {"onComplete": "h"}},
+        "h": {"type": "hangup"},
+    }},
+}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    p = Platform(Path(tmp_path_factory.mktemp("api")) / "var")
+    yield p
+    p.close()
+
+
+@pytest.fixture()
+def client(platform: Platform) -> Any:
+    _, key = platform.new_org()
+    with platform.client(key) as c:
+        yield c
+
+
+def test_contact_crud_and_errors(client: Any) -> None:
+    r = client.post("/api/contact", json={"primaryPhone": "0612345670", "firstName": "Amina", "customAttributes": {"balance": 1500}})
+    assert r.status_code == 201, r.text
+    contact = r.json()
+    assert contact["primaryPhone"] == "+212612345670"  # national number, organization's country
+    assert contact["channels"] == [] and contact["organizationId"]
+    got = client.get(f"/api/contact/{contact['id']}").json()
+    assert got["firstName"] == "Amina"
+    assert got["customAttributes"] == [{"name": "balance", "displayName": "balance", "type": "int", "value": 1500, "isLocked": False}]
+    dup = client.post("/api/contact", json={"primaryPhone": "+212 612-345-670"})
+    assert dup.status_code == 409 and dup.json()["message"] == "Phone number already exists"
+    bad = client.post("/api/contact", json={"primaryPhone": "12"})
+    assert bad.status_code == 400
+    assert "primaryPhone" in bad.json()["fieldErrors"] and bad.json()["error"] == "VALIDATION_FAILED"
+    missing = client.post("/api/contact", json={"firstName": "x"})
+    assert missing.status_code == 400 and "primaryPhone" in missing.json()["fieldErrors"]
+    wrong_type = client.post("/api/contact", json={"primaryPhone": "+212612345671", "firstName": 3})
+    assert wrong_type.status_code == 400 and "firstName" in wrong_type.json()["fieldErrors"]
+    not_object = client.post("/api/contact", json=[1, 2])
+    assert not_object.status_code == 400
+    upd = client.put(f"/api/contact/{contact['id']}", json={"lastName": "B"})
+    assert upd.status_code == 200 and upd.json()["lastName"] == "B" and upd.json()["firstName"] == "Amina"
+    deleted = client.delete(f"/api/contact/{contact['id']}")
+    assert deleted.status_code == 200 and deleted.json()["deletedAt"]
+    assert client.get(f"/api/contact/{contact['id']}").status_code == 404
+    # A deleted contact's number can be created again: the same stream is restored.
+    again = client.post("/api/contact", json={"primaryPhone": "+212612345670"})
+    assert again.status_code == 201 and again.json()["id"] == contact["id"]
+    assert client.get("/api/contact/not-a-uuid").status_code == 404
+
+
+def test_audience_flow_program_paths(client: Any) -> None:
+    contact = client.post("/api/contact", json={"primaryPhone": "+212612345672"}).json()
+    assert client.post("/api/audience", json={"name": "ab"}).status_code == 400
+    audience = client.post("/api/audience", json={"name": "Group", "description": None}).json()
+    assert client.get(f"/api/audience/{audience['id']}").json()["name"] == "Group"
+    assert client.put(f"/api/audience/{audience['id']}", json={"name": "Group 2"}).json()["name"] == "Group 2"
+    missing = client.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [str(UUID(int=1))]})
+    assert missing.status_code == 404 and missing.json()["error"] == "ContactNotFoundError"
+    ok = client.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"], contact["id"]]})
+    assert ok.status_code == 200 and ok.json()["added"] == 1
+    members = client.get(f"/api/audience/{audience['id']}/contacts").json()
+    assert [m["id"] for m in members["data"]] == [contact["id"]] and members["meta"]["total"] == 1
+    assert client.get(f"/api/audience/{audience['id']}/contacts", params={"limit": 101}).status_code == 400
+
+    flow = client.post("/api/flows", json=FLOW)
+    assert flow.status_code == 201, flow.text
+    assert [n["id"] for n in flow.json()["graph"]["nodes"]] == ["d", "s", "h"]
+    assert client.get(f"/api/flows/{flow.json()['id']}").json()["version"] == 1
+    changed = client.put(f"/api/flows/{flow.json()['id']}", json={"graph": {**FLOW["graph"], "startNodeId": "s"}})
+    assert changed.status_code == 400  # 'd' would be unreachable
+    assert "graph.nodes.d.id" in changed.json()["fieldErrors"]
+    v2 = client.put(f"/api/flows/{flow.json()['id']}", json={"name": "Tiny 2"})
+    assert v2.json()["version"] == 1 and v2.json()["name"] == "Tiny 2"
+    bad = client.post("/api/flows/validate", json={"graph": {"startNodeId": "a", "nodes": [{"id": "a", "type": "teleport"}]}})
+    assert bad.status_code == 201 and bad.json()["valid"] is False
+    assert bad.json()["errors"][0]["nodeId"] == "a" and "unknown node type" in bad.json()["errors"][0]["message"]
+
+    body = {"name": "P", "audienceId": audience["id"], "flowId": flow.json()["id"], "startAt": "2030-01-01T09:00:00+01:00",
+            "didPool": ["+212500000001"], "retryStrategy": {"type": "fixed_delay", "delayMinutes": 10, "maxRetries": 2}}
+    program = client.post("/api/programs", json=body)
+    assert program.status_code == 201, program.text
+    assert program.json()["startAt"] == "2030-01-01T08:00:00.000Z"
+    for field, value, code in [("retryStrategy", {"type": "sometimes"}, "InvalidRetryStrategyError"),
+                               ("didPool", [], "VALIDATION_FAILED"), ("startAt", "tomorrow", "VALIDATION_FAILED")]:
+        r = client.post("/api/programs", json={**body, field: value})
+        assert r.status_code == 400 and r.json()["error"] == code, r.text
+    r = client.post("/api/programs", json={k: v for k, v in body.items() if k != "flowId"})
+    assert r.status_code == 400 and "flowId" in r.json()["fieldErrors"]
+    pid = program.json()["id"]
+    assert client.patch(f"/api/programs/{pid}", json={"name": "P2"}).json()["name"] == "P2"
+    launched = client.post(f"/api/programs/{pid}/launch")
+    assert launched.status_code == 201 and launched.json()["status"] == "scheduled"
+    again = client.post(f"/api/programs/{pid}/launch")
+    assert again.status_code == 409 and again.json()["error"] == "ExecutionAlreadyRunningError"
+    eid = launched.json()["executionId"]
+    assert client.patch(f"/api/program-executions/{eid}/pause").status_code == 400  # scheduled, not running
+    assert client.delete(f"/api/program-executions/{eid}").status_code == 204
+    assert client.patch(f"/api/program-executions/{eid}/resume").status_code == 400
+    archived = client.patch(f"/api/programs/{pid}", json={"status": "archived"})
+    assert archived.json()["status"] == "archived"
+    assert client.post(f"/api/programs/{pid}/launch").status_code == 409
+
+
+def test_empty_audience_cannot_launch(client: Any) -> None:
+    audience = client.post("/api/audience", json={"name": "Empty"}).json()
+    flow = client.post("/api/flows", json=FLOW).json()
+    program = client.post("/api/programs", json={"name": "P", "audienceId": audience["id"], "flowId": flow["id"],
+                                                 "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"],
+                                                 "retryStrategy": {"type": "none"}}).json()
+    r = client.post(f"/api/programs/{program['id']}/launch")
+    assert r.status_code == 400 and r.json()["error"] == "AudienceEmptyError"
+
+
+def test_tenants_keys_and_roles(platform: Platform) -> None:
+    org_a, key_a = platform.new_org("A")
+    _, key_b = platform.new_org("B")
+    with platform.client(key_a) as a, platform.client(key_b) as b:
+        contact = a.post("/api/contact", json={"primaryPhone": "+212612345673"}).json()
+        assert b.get(f"/api/contact/{contact['id']}").status_code == 404
+        assert b.post("/api/contact", json={"primaryPhone": "+212612345673"}).status_code == 201  # its own
+        assert a.get(f"/api/contact/{contact['id']}", headers={"x-api-key": ""}).status_code == 401
+        assert a.get("/api/users/me", headers={"x-api-key": "nonsense"}).status_code == 401
+        auditor = platform.container.campaigns.issue_api_key(UUID(org_a), "auditor", "audit")
+        r = a.get(f"/api/contact/{contact['id']}", headers={"x-api-key": auditor})
+        assert r.status_code == 200
+        w = a.post("/api/contact", json={"primaryPhone": "+212612345674"}, headers={"x-api-key": auditor})
+        assert w.status_code == 403
+    # Every event carries the acting key and a request id.
+    events = list(platform.container.campaigns.repository.event_store.get(UUID(contact["id"])))
+    assert events[0].meta["actor"].startswith("apikey:") and events[0].meta["requestId"]
+
+
+def test_openapi_docs(platform: Platform) -> None:
+    import httpx
+
+    r = httpx.get(f"{platform.base_url}/docs/openapi.json")
+    assert r.status_code == 200 and "/api/programs/{program_id}/launch" in r.json()["paths"]
+    assert httpx.get(f"{platform.base_url}/docs").status_code == 200
+
+
+def test_twilio_webhooks_reject_bad_signatures(platform: Platform) -> None:
+    import httpx
+
+    r = httpx.post(f"{platform.base_url}/twilio/status/{UUID(int=5)}/1", data={"CallStatus": "completed"},
+                   headers={"X-Twilio-Signature": "forged"})
+    assert r.status_code == 403
+    r = httpx.post(f"{platform.base_url}/twilio/voice/{UUID(int=5)}/1", data={"CallStatus": "in-progress"})
+    assert r.status_code == 403
