@@ -225,6 +225,12 @@ class CampaignsApp(Application[UUID]):
         self.save(flow)
         return flow
 
+    def delete_flow(self, org: UUID, id_: str) -> Flow:
+        flow = self.flow(org, id_)
+        flow.delete()
+        self.save(flow)
+        return flow
+
     # -- programs -------------------------------------------------------------------
 
     def _program_settings(self, org: Organization, data: dict[str, Any], partial: bool) -> dict[str, Any]:
@@ -297,6 +303,20 @@ class CampaignsApp(Application[UUID]):
         if status == "archived" and program.status != "archived":
             program.archive()
         self.save(program)
+        return program
+
+    def delete_program(self, org: UUID, id_: str, now: datetime) -> Program:
+        """Soft delete; a running execution of the program is cancelled (its calls in
+        progress finish, the rest are skipped)."""
+        program = self.program(org, id_)
+        to_save: list[Any] = []
+        for eid in program.execution_ids:
+            execution = self.execution(org, eid)
+            if execution.status in ACTIVE:
+                execution.cancel(now)
+                to_save.append(execution)
+        program.delete()
+        self.save(program, *to_save)
         return program
 
     def launch_program(self, org: Organization, id_: str, now: datetime) -> Execution:

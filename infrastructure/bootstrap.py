@@ -25,6 +25,7 @@ from infrastructure.jobs import DramatiqDialQueue, build_broker, start_worker
 from infrastructure.settings import Settings
 from infrastructure.telephony.twilio.provider import TwilioTelephony
 from projections.call_history import CallHistoryView
+from projections.directory import DirectoryView
 from projections.progress import ProgressView
 from projections.runner import ProjectionRunner
 from projections.store import make_view
@@ -32,7 +33,9 @@ from projections.store import make_view
 log = logging.getLogger("gomobile")
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
-PROJECTIONS = {"progress": ProgressView, "call_history": CallHistoryView}
+PROJECTIONS = {"progress": ProgressView, "call_history": CallHistoryView, "directory": DirectoryView}
+# The event logs each read model follows (an Execution's events come before its calls').
+UPSTREAMS = {"progress": ("campaigns", "calls"), "call_history": ("campaigns", "calls"), "directory": ("campaigns",)}
 
 
 @contextmanager
@@ -69,6 +72,7 @@ class Container:
             self.views: dict[str, Any] = {name: make_view(cls, name, env) for name, cls in PROJECTIONS.items()}
         self.progress: ProgressView = self.views["progress"]
         self.history: CallHistoryView = self.views["call_history"]
+        self.directory: DirectoryView = self.views["directory"]
         self.executions = ExecutionCache(self.campaigns)
         self.conversation = Conversation(self.calls, self.executions, self.clock)
         self.broker = build_broker(s.redis_url, s.redis_namespace)
@@ -103,7 +107,8 @@ class Container:
         return self._dialer
 
     def runner(self, name: str) -> ProjectionRunner:
-        upstreams = [self.campaigns, self.calls]
+        apps = {"campaigns": self.campaigns, "calls": self.calls}
+        upstreams = [apps[a] for a in UPSTREAMS[name]]
         return ProjectionRunner(name, self.views[name], upstreams, poll_interval=self.settings.projection_interval)
 
     # -- processes ------------------------------------------------------------------

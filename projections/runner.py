@@ -97,7 +97,7 @@ class ProjectionRunner:
                 return total
 
     def lag(self) -> dict[str, int]:
-        return {app.name: app.recorder.max_notification_id() - self.position(app) for app in self.upstreams}
+        return {app.name: (app.recorder.max_notification_id() or 0) - self.position(app) for app in self.upstreams}
 
     def _loop(self) -> None:
         failures = 0

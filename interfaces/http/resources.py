@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, delete, get, patch, post, put
+from litestar.params import Parameter
 
 from domain.audience import Audience
 from domain.contact import Contact
-from domain.errors import NotFound
+from domain.errors import NotFound, ValidationError
 from domain.flow import Flow
 from domain.flows.graph import parse_graph
 from domain.program import Program
+from projections.directory import AUDIENCE_SORT, CONTACT_COLUMNS, FLOW_SORT
 from interfaces.http.common import in_thread, acting, authenticate, body_object, envelope, iso, paging
 
 
@@ -19,8 +21,11 @@ def _c(request: Request[Any, Any, Any]) -> Any:
     return request.app.state.container
 
 
+CONTACT_FIELDS = ("firstName", "lastName", "fullName", "primaryEmail", "address", "city", "state", "zip", "occupation", "preferredChannel", "gender")
+
+
 def contact_dto(c: Contact) -> dict[str, Any]:
-    fields = {k: c.fields.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail", "address", "city", "state", "zip", "occupation", "preferredChannel", "gender")}
+    fields = {k: c.fields.get(k) for k in CONTACT_FIELDS}
     return {
         "id": str(c.id),
         "organizationId": str(c.organization_id),
@@ -122,6 +127,54 @@ def delete_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str
         return contact_dto(c.campaigns.delete_contact(who.organization_id, contact_id))
 
 
+def _list_args(search: str | None, sort_by: str | None, sort_order: str | None, allowed: tuple[str, ...]) -> tuple[str | None, str, bool]:
+    errors: dict[str, list[str]] = {}
+    if search is not None and len(search) > 100:
+        errors["search"] = ["must be at most 100 characters"]
+    sort = sort_by or "createdAt"
+    if sort not in allowed:
+        errors["sortBy"] = [f"must be one of {', '.join(allowed)}"]
+    order = (sort_order or "desc").lower()
+    if order not in ("asc", "desc"):
+        errors["sortOrder"] = ["must be 'asc' or 'desc'"]
+    if errors:
+        raise ValidationError("Invalid list parameters", errors)
+    return search or None, sort, order == "desc"
+
+
+def contact_row_dto(r: dict[str, Any]) -> dict[str, Any]:
+    data = r["data"] or {}
+    fields = {k: data.get(k) for k in CONTACT_FIELDS}
+    return {
+        "id": r["id"],
+        "organizationId": r["organization_id"],
+        "primaryPhone": r["primary_phone"],
+        **fields,
+        "customAttributes": data.get("customAttributes", {}),
+        "channels": [],
+        "createdAt": r["created_at"],
+        "updatedAt": r["updated_at"],
+    }
+
+
+@get("/api/contact")
+@in_thread
+def list_contacts(
+    request: Request[Any, Any, Any],
+    page: int | None = None,
+    limit: int | None = None,
+    search: str | None = None,
+    sort_by: str | None = Parameter(query="sortBy", default=None),
+    sort_order: str | None = Parameter(query="sortOrder", default=None),
+) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    p, lim = paging(page, limit)
+    term, sort, desc = _list_args(search, sort_by, sort_order, tuple(CONTACT_COLUMNS))
+    rows, total = c.directory.contacts(str(who.organization_id), p, lim, term, sort, desc)
+    return envelope([contact_row_dto(r) for r in rows], p, lim, total)
+
+
 # -- audiences --------------------------------------------------------------------------
 
 
@@ -189,6 +242,29 @@ def audience_contacts(
     return envelope(items, p, lim, len(audience.members))
 
 
+@get("/api/audience")
+@in_thread
+def list_audiences(
+    request: Request[Any, Any, Any],
+    page: int | None = None,
+    limit: int | None = None,
+    search: str | None = None,
+    sort_by: str | None = Parameter(query="sortBy", default=None),
+    sort_order: str | None = Parameter(query="sortOrder", default=None),
+) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    p, lim = paging(page, limit)
+    term, sort, desc = _list_args(search, sort_by, sort_order, tuple(AUDIENCE_SORT))
+    rows, total = c.directory.audiences(str(who.organization_id), p, lim, term, sort, desc)
+    data = [
+        {"id": r["id"], "organizationId": r["organization_id"], "name": r["name"], "description": r["description"],
+         "contactCount": r["contact_count"], "createdAt": r["created_at"], "updatedAt": r["updated_at"]}
+        for r in rows
+    ]
+    return envelope(data, p, lim, total)
+
+
 # -- flows --------------------------------------------------------------------------------
 
 
@@ -226,6 +302,49 @@ def update_flow(request: Request[Any, Any, Any], flow_id: str, data: Any) -> dic
     who = authenticate(request, c.campaigns)
     with acting(who, request):
         return flow_dto(c.campaigns.update_flow(who.organization_id, flow_id, body_object(data)))
+
+
+@get("/api/flows")
+@in_thread
+def list_flows(
+    request: Request[Any, Any, Any],
+    page: int | None = None,
+    limit: int | None = None,
+    search: str | None = None,
+    sort_by: str | None = Parameter(query="sortBy", default=None),
+    sort_order: str | None = Parameter(query="sortOrder", default=None),
+) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    p, lim = paging(page, limit)
+    term, sort, desc = _list_args(search, sort_by, sort_order, tuple(FLOW_SORT))
+    rows, total = c.directory.flows(str(who.organization_id), p, lim, term, sort, desc)
+    data = [
+        {"id": r["id"], "organizationId": r["organization_id"], "name": r["name"], "description": r["description"],
+         "version": r["version"], "createdAt": r["created_at"], "updatedAt": r["updated_at"]}
+        for r in rows
+    ]
+    return envelope(data, p, lim, total)
+
+
+@get("/api/flows/latest/{name:str}")
+@in_thread
+def latest_flow(request: Request[Any, Any, Any], name: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    flow_id = c.directory.latest_flow(str(who.organization_id), name)
+    if flow_id is None:
+        raise NotFound(f"No flow named '{name}'")
+    return flow_dto(c.campaigns.flow(who.organization_id, flow_id))
+
+
+@delete("/api/flows/{flow_id:str}", status_code=200)
+@in_thread
+def delete_flow(request: Request[Any, Any, Any], flow_id: str) -> dict[str, Any]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        return flow_dto(c.campaigns.delete_flow(who.organization_id, flow_id))
 
 
 # -- programs ----------------------------------------------------------------------------
@@ -267,7 +386,37 @@ def launch_program(request: Request[Any, Any, Any], program_id: str) -> Response
     return Response({"executionId": str(execution.id), "status": execution.status}, status_code=201)
 
 
+@get("/api/programs")
+@in_thread
+def list_programs(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    out = []
+    for pid in c.directory.program_ids(str(who.organization_id)):
+        try:
+            out.append(program_dto(c.campaigns.program(who.organization_id, pid)))
+        except NotFound:
+            continue
+    return out
+
+
+@delete("/api/programs/{program_id:str}", status_code=204)
+@in_thread
+def delete_program(request: Request[Any, Any, Any], program_id: str) -> None:
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    with acting(who, request):
+        c.campaigns.delete_program(who.organization_id, program_id, c.clock.now())
+
+
 RESOURCE_HANDLERS = [
+    list_contacts,
+    list_audiences,
+    list_flows,
+    latest_flow,
+    delete_flow,
+    list_programs,
+    delete_program,
     create_contact,
     get_contact,
     update_contact,

@@ -164,3 +164,46 @@ def test_twilio_webhooks_reject_bad_signatures(platform: Platform) -> None:
     assert r.status_code == 403
     r = httpx.post(f"{platform.base_url}/twilio/voice/{UUID(int=5)}/1", data={"CallStatus": "in-progress"})
     assert r.status_code == 403
+
+
+def test_lists_search_sort_and_pages(platform: Platform) -> None:
+    from tests.harness import wait_for
+
+    _, key = platform.new_org("Lists")
+    with platform.client(key) as c:
+        names = ["Zineb", "Amal", "Youssef", "Karim", "Salma"]
+        for i, name in enumerate(names):
+            assert c.post("/api/contact", json={"primaryPhone": f"+21261234568{i}", "firstName": name}).status_code == 201
+        listed = wait_for(lambda: (lambda b: b if b["meta"]["total"] == 5 else None)(c.get("/api/contact").json()), 10)
+        assert listed["meta"] == {"page": 1, "limit": 20, "total": 5, "totalPages": 1, "hasNextPage": False, "hasPreviousPage": False}
+        by_name = c.get("/api/contact", params={"sortBy": "firstName", "sortOrder": "asc", "limit": 2, "page": 2}).json()
+        assert [x["firstName"] for x in by_name["data"]] == ["Salma", "Youssef"]
+        assert by_name["meta"]["hasNextPage"] and by_name["meta"]["hasPreviousPage"] and by_name["meta"]["totalPages"] == 3
+        assert [x["firstName"] for x in c.get("/api/contact", params={"search": "KAR"}).json()["data"]] == ["Karim"]
+        assert c.get("/api/contact", params={"search": "+2126123456"}).json()["meta"]["total"] == 5
+        bad = c.get("/api/contact", params={"sortBy": "password"})
+        assert bad.status_code == 400 and "sortBy" in bad.json()["fieldErrors"]
+        assert c.get("/api/contact", params={"page": 0}).status_code == 400
+
+        audience = c.post("/api/audience", json={"name": "Listed audience"}).json()
+        flow = c.post("/api/flows", json={**FLOW, "name": "Listed flow"}).json()
+        program = c.post("/api/programs", json={"name": "Listed", "audienceId": audience["id"], "flowId": flow["id"],
+                                                "startAt": "2030-01-01T00:00:00Z", "didPool": ["+212500000001"],
+                                                "retryStrategy": {"type": "none"}}).json()
+        wait_for(lambda: c.get("/api/flows").json()["meta"]["total"] == 1, 10)
+        assert c.get("/api/audience", params={"search": "listed"}).json()["data"][0]["id"] == audience["id"]
+        assert c.get("/api/flows/latest/Listed flow").json()["id"] == flow["id"]
+        assert c.get("/api/flows/latest/Nope").status_code == 404
+        programs = wait_for(lambda: c.get("/api/programs").json(), 10)
+        assert isinstance(programs, list) and [p["id"] for p in programs] == [program["id"]]
+
+        # Deleting a program answers 204 and cancels its running execution.
+        member = c.get("/api/contact").json()["data"][0]["id"]
+        c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [member]})
+        eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+        assert c.delete(f"/api/programs/{program['id']}").status_code == 204
+        assert c.get(f"/api/programs/{program['id']}").status_code == 404
+        wait_for(lambda: c.get(f"/api/program-executions/{eid}").json()["status"] == "cancelled", 10)
+        assert c.delete(f"/api/flows/{flow['id']}").status_code == 200
+        assert c.get(f"/api/flows/{flow['id']}").status_code == 404
+        wait_for(lambda: c.get("/api/flows").json()["meta"]["total"] == 0, 10)

@@ -47,6 +47,7 @@ def test_hundred_contact_campaign_with_every_callee_behaviour(platform: Platform
     tables = {
         "progress": ["progress_executions", "progress_calls"],
         "call_history": ["history_executions", "history_jobs", "history_attempts", "history_steps", "history_events"],
+        "directory": ["dir_contacts", "dir_audiences", "dir_flows", "dir_programs"],
     }
     for name, names in tables.items():
         view = platform.container.views[name]

@@ -1,0 +1,210 @@
+"""The directory: the organization's contacts, audiences, flows and programs as lists
+that can be searched, sorted and paged (the documented list endpoints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.timeparse import format_instant
+from projections.store import ViewMixin, dumps, loads
+
+CONTACT_COLUMNS = {
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "fullName": "full_name",
+    "primaryPhone": "primary_phone",
+    "primaryEmail": "primary_email",
+    "createdAt": "created_at",
+}
+CONTACT_SEARCH = ("first_name", "last_name", "full_name", "primary_phone", "primary_email")
+AUDIENCE_SORT = {"name": "name", "createdAt": "created_at", "updatedAt": "updated_at"}
+FLOW_SORT = {"name": "name", "createdAt": "created_at", "updatedAt": "updated_at"}
+
+
+class DirectoryView(ViewMixin):
+    TABLES = (
+        """CREATE TABLE IF NOT EXISTS dir_contacts (
+            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, primary_phone TEXT NOT NULL,
+            first_name TEXT, last_name TEXT, full_name TEXT, primary_email TEXT, data TEXT NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted_at TEXT)""",
+        "CREATE INDEX IF NOT EXISTS dir_contacts_org ON dir_contacts (organization_id, created_at)",
+        """CREATE TABLE IF NOT EXISTS dir_audiences (
+            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,
+            contact_count INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted INTEGER NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS dir_audiences_org ON dir_audiences (organization_id, created_at)",
+        """CREATE TABLE IF NOT EXISTS dir_flows (
+            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,
+            version INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted INTEGER NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS dir_flows_org ON dir_flows (organization_id, name)",
+        """CREATE TABLE IF NOT EXISTS dir_programs (
+            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS dir_programs_org ON dir_programs (organization_id, created_at)",
+    )
+    DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("dir_contacts", "dir_audiences", "dir_flows", "dir_programs"))
+
+    # -- queries --------------------------------------------------------------------
+
+    def _page(
+        self, table: str, org: str, where: str, params: list[Any], order: str, page: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        base = f"FROM {table} WHERE organization_id = ? {where}"
+        total = self.one(f"SELECT COUNT(*) AS n {base}", [org, *params])
+        rows = self.rows(f"SELECT * {base} ORDER BY {order} LIMIT ? OFFSET ?", [org, *params, limit, (page - 1) * limit])
+        return rows, int(total["n"]) if total else 0
+
+    @staticmethod
+    def _search(columns: tuple[str, ...], search: str | None) -> tuple[str, list[Any]]:
+        if not search:
+            return "", []
+        like = f"%{search.lower()}%"
+        return "AND (" + " OR ".join(f"LOWER(COALESCE({c}, '')) LIKE ?" for c in columns) + ")", [like] * len(columns)
+
+    def contacts(self, org: str, page: int, limit: int, search: str | None, sort: str, desc: bool) -> tuple[list[dict[str, Any]], int]:
+        where, params = self._search(CONTACT_SEARCH, search)
+        rows, total = self._page(
+            "dir_contacts", org, "AND deleted_at IS NULL " + where, params,
+            f"{CONTACT_COLUMNS[sort]} {'DESC' if desc else 'ASC'}, id", page, limit,
+        )
+        for r in rows:
+            r["data"] = loads(r["data"])
+        return rows, total
+
+    def audiences(self, org: str, page: int, limit: int, search: str | None, sort: str, desc: bool) -> tuple[list[dict[str, Any]], int]:
+        where, params = self._search(("name", "description"), search)
+        return self._page("dir_audiences", org, "AND deleted = 0 " + where, params,
+                          f"{AUDIENCE_SORT[sort]} {'DESC' if desc else 'ASC'}, id", page, limit)
+
+    def flows(self, org: str, page: int, limit: int, search: str | None, sort: str, desc: bool) -> tuple[list[dict[str, Any]], int]:
+        where, params = self._search(("name", "description"), search)
+        return self._page("dir_flows", org, "AND deleted = 0 " + where, params,
+                          f"{FLOW_SORT[sort]} {'DESC' if desc else 'ASC'}, id", page, limit)
+
+    def latest_flow(self, org: str, name: str) -> str | None:
+        row = self.one(
+            "SELECT id FROM dir_flows WHERE organization_id = ? AND name = ? AND deleted = 0 "
+            "ORDER BY updated_at DESC LIMIT 1",
+            (org, name),
+        )
+        return row["id"] if row else None
+
+    def program_ids(self, org: str) -> list[str]:
+        return [r["id"] for r in self.rows(
+            "SELECT id FROM dir_programs WHERE organization_id = ? AND status <> 'deleted' ORDER BY created_at DESC, id", (org,)
+        )]
+
+    # -- handlers -------------------------------------------------------------------
+
+    def handle(self, c: Any, event: Any) -> None:
+        handler = getattr(self, "on_" + type(event).__qualname__.replace(".", "_"), None)
+        if handler is not None:
+            handler(c, event)
+
+    def _contact_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: fields.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail")}
+
+    def on_Contact_Created(self, c: Any, e: Any) -> None:
+        at = format_instant(e.timestamp)
+        f = self._contact_fields(e.fields)
+        self.ex(
+            c,
+            "INSERT INTO dir_contacts (id, organization_id, primary_phone, first_name, last_name, full_name, "
+            "primary_email, data, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.organization_id), e.phone, f["firstName"], f["lastName"], f["fullName"],
+             f["primaryEmail"], dumps(e.fields), at, at),
+        )
+
+    def _merge_contact(self, c: Any, e: Any, fields: dict[str, Any], deleted_at: str | None) -> None:
+        rows = self.fetch(c, "SELECT data FROM dir_contacts WHERE id = ?", (str(e.originator_id),))
+        if not rows:
+            return
+        data = loads(rows[0]["data"]) or {}
+        attrs = {**data.get("customAttributes", {}), **fields.get("customAttributes", {})}
+        data.update({k: v for k, v in fields.items() if k != "customAttributes"})
+        data["customAttributes"] = attrs
+        f = self._contact_fields(data)
+        self.ex(
+            c,
+            "UPDATE dir_contacts SET first_name = ?, last_name = ?, full_name = ?, primary_email = ?, data = ?, "
+            "updated_at = ?, deleted_at = ? WHERE id = ?",
+            (f["firstName"], f["lastName"], f["fullName"], f["primaryEmail"], dumps(data),
+             format_instant(e.timestamp), deleted_at, str(e.originator_id)),
+        )
+
+    def on_Contact_Updated(self, c: Any, e: Any) -> None:
+        self._merge_contact(c, e, e.fields, None)
+
+    def on_Contact_Restored(self, c: Any, e: Any) -> None:
+        self._merge_contact(c, e, e.fields, None)
+
+    def on_Contact_Deleted(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_contacts SET deleted_at = ?, updated_at = ? WHERE id = ?",
+                (format_instant(e.timestamp), format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Audience_Created(self, c: Any, e: Any) -> None:
+        at = format_instant(e.timestamp)
+        self.ex(
+            c,
+            "INSERT INTO dir_audiences (id, organization_id, name, description, contact_count, created_at, updated_at, deleted) "
+            "VALUES (?, ?, ?, ?, 0, ?, ?, 0) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.organization_id), e.name, e.description, at, at),
+        )
+
+    def on_Audience_Renamed(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_audiences SET name = ?, description = ?, updated_at = ? WHERE id = ?",
+                (e.name, e.description, format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Audience_MembersAdded(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_audiences SET contact_count = contact_count + ?, updated_at = ? WHERE id = ?",
+                (len(e.contact_ids), format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Audience_Deleted(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_audiences SET deleted = 1, updated_at = ? WHERE id = ?",
+                (format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Flow_Created(self, c: Any, e: Any) -> None:
+        at = format_instant(e.timestamp)
+        self.ex(
+            c,
+            "INSERT INTO dir_flows (id, organization_id, name, description, version, created_at, updated_at, deleted) "
+            "VALUES (?, ?, ?, ?, 1, ?, ?, 0) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.organization_id), e.name, e.description, at, at),
+        )
+
+    def on_Flow_Updated(self, c: Any, e: Any) -> None:
+        bump = 1 if e.graph is not None else 0
+        self.ex(c, "UPDATE dir_flows SET name = ?, description = ?, version = version + ?, updated_at = ? WHERE id = ?",
+                (e.name, e.description, bump, format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Flow_Deleted(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_flows SET deleted = 1, updated_at = ? WHERE id = ?",
+                (format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Program_Created(self, c: Any, e: Any) -> None:
+        at = format_instant(e.timestamp)
+        self.ex(
+            c,
+            "INSERT INTO dir_programs (id, organization_id, name, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'draft', ?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.organization_id), e.settings.get("name", ""), at, at),
+        )
+
+    def _program(self, c: Any, e: Any, **fields: Any) -> None:
+        sets = "".join(f", {k} = ?" for k in fields)
+        self.ex(c, f"UPDATE dir_programs SET updated_at = ?{sets} WHERE id = ?",
+                (format_instant(e.timestamp), *fields.values(), str(e.originator_id)))
+
+    def on_Program_Configured(self, c: Any, e: Any) -> None:
+        if "name" in e.changes:
+            self._program(c, e, name=e.changes["name"])
+        else:
+            self._program(c, e)
+
+    def on_Program_Launched(self, c: Any, e: Any) -> None:
+        self._program(c, e, status="active")
+
+    def on_Program_Archived(self, c: Any, e: Any) -> None:
+        self._program(c, e, status="archived")
+
+    def on_Program_Deleted(self, c: Any, e: Any) -> None:
+        self._program(c, e, status="deleted")
