@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application
 
 from domain.audience import Audience, check_description, check_name
-from domain.contact import Contact, clean_fields, contact_id
+from domain.contact import Contact
 from domain.errors import (
     AudienceEmptyError,
     Conflict,
@@ -24,7 +24,6 @@ from domain.execution import ACTIVE, Execution
 from domain.flow import Flow
 from domain.flows.graph import require_graph
 from domain.organization import ROLES, Organization, new_api_key, organization_of_key, slugify
-from domain.phone import to_e164
 from domain.program import Program
 from domain.retry import RetryStrategy
 from domain.timeparse import format_instant, parse_instant
@@ -111,23 +110,9 @@ class CampaignsApp(Application[UUID]):
     # -- contacts -------------------------------------------------------------------
 
     def create_contact(self, org: Organization, data: dict[str, Any]) -> Contact:
-        raw_phone = data.get("primaryPhone")
-        phone = to_e164(raw_phone, org.country)
-        fields = clean_fields(data)
-        cid = contact_id(org.id, phone)
-        try:
-            existing = self.repository.get(cid)
-        except AggregateNotFoundError:
-            existing = None
-        if existing is not None and existing.deleted_at is None:
-            raise Conflict("Phone number already exists", field="primaryPhone", contactId=str(cid))
-        if existing is not None:
-            existing.restore(fields)
-            contact = existing
-        else:
-            contact = Contact(org.id, phone, str(raw_phone), fields)
-        self.save(contact)
-        return contact
+        from application.contacts import Contacts  # contact commands live there (issue 3)
+
+        return Contacts(self).create(org, data)
 
     def contact(self, org: UUID, id_: UUID | str) -> Contact:
         c = self._get(Contact, id_, org, ContactNotFoundError, "Contact")
@@ -136,22 +121,14 @@ class CampaignsApp(Application[UUID]):
         return c  # type: ignore[no-any-return]
 
     def update_contact(self, org: Organization, id_: str, data: dict[str, Any]) -> Contact:
-        contact = self.contact(org.id, id_)
-        if "primaryPhone" in data and to_e164(data["primaryPhone"], org.country) != contact.phone:
-            raise ValidationError.single(
-                "primaryPhone", "cannot be changed: a contact is identified by its number"
-            )
-        fields = clean_fields(data)
-        if fields:
-            contact.update(fields)
-            self.save(contact)
-        return contact
+        from application.contacts import Contacts
+
+        return Contacts(self).update(org, id_, data)
 
     def delete_contact(self, org: UUID, id_: str) -> Contact:
-        contact = self.contact(org, id_)
-        contact.delete()
-        self.save(contact)
-        return contact
+        from application.contacts import Contacts
+
+        return Contacts(self).delete(org, id_)
 
     # -- audiences ------------------------------------------------------------------
 

@@ -30,8 +30,21 @@ def contact_id(organization_id: UUID, e164: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"gomobile:contact:{organization_id}:{e164}")
 
 
+def check_timezone(value: object) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(value, str) or not value or len(value) > 64 or ".." in value:
+        raise ValidationError.single("timezone", "must be an IANA time zone such as 'Africa/Casablanca'")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError.single("timezone", f"'{value}' is not an IANA time zone") from None
+    return value
+
+
 def clean_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """The standard fields of a create/update body, type-checked."""
+    """The standard fields of a create/update body, type-checked (custom attribute values
+    are only checked to be an object here; their types are checked against the schema)."""
     fields: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
     for name in STANDARD_FIELDS:
@@ -45,6 +58,11 @@ def clean_fields(data: dict[str, Any]) -> dict[str, Any]:
                 errors[name] = ["must be 'male' or 'female'"]
             else:
                 fields[name] = value
+    if "timezone" in data and data["timezone"] is not None:
+        try:
+            fields["timezone"] = check_timezone(data["timezone"])
+        except ValidationError as exc:
+            errors.update(exc.field_errors)
     if "customAttributes" in data:
         attrs = data["customAttributes"]
         if not isinstance(attrs, dict):
@@ -69,6 +87,7 @@ class Contact(AuditedAggregate):
         self.phone_input = phone_input
         self.fields: dict[str, Any] = {}
         self.custom_attributes: dict[str, Any] = {}
+        self.live_audiences: set[str] = set()
         self._apply(fields)
         self.deleted_at: Any = None
         self.created_at = self.modified_on
@@ -76,9 +95,40 @@ class Contact(AuditedAggregate):
     def _apply(self, fields: dict[str, Any]) -> None:
         for k, v in fields.items():
             if k == "customAttributes":
-                self.custom_attributes.update(v)
+                for name, value in v.items():
+                    if value is None:  # null clears the value
+                        self.custom_attributes.pop(name, None)
+                    else:
+                        self.custom_attributes[name] = value
             else:
                 self.fields[k] = v
+
+    def changes(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The part of ``fields`` that would change this contact (empty: nothing to record)."""
+        out: dict[str, Any] = {}
+        for k, v in fields.items():
+            if k == "customAttributes":
+                attrs = {n: x for n, x in v.items() if self.custom_attributes.get(n) != x or
+                         (x is not None and type(self.custom_attributes.get(n)) is not type(x))}
+                if attrs:
+                    out[k] = attrs
+            elif self.fields.get(k) != v:
+                out[k] = v
+        return out
+
+    def document(self) -> dict[str, Any]:
+        """The contact as live-audience rules see it."""
+        return {"primaryPhone": self.phone, **self.fields, "customAttributes": self.custom_attributes}
+
+    @event("JoinedAudience")
+    def join_audience(self, audience_id: str) -> None:
+        """The contact now matches the rules of live audience ``audience_id``."""
+        self.live_audiences.add(audience_id)
+
+    @event("ExitedAudience")
+    def exit_audience(self, audience_id: str) -> None:
+        """The contact no longer matches (or was deleted, or the audience went away)."""
+        self.live_audiences.discard(audience_id)
 
     @event("Updated")
     def update(self, fields: dict[str, Any]) -> None:

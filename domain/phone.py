@@ -41,3 +41,54 @@ def to_caller_id(raw: object, default_region: str | None, field: str) -> str:
     if not phonenumbers.is_possible_number(number):
         raise ValidationError.single(field, f"'{raw}' is not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _country_zones() -> dict[str, list[str]]:
+    """ISO country → IANA zones, from the system's zone.tab (empty when it is missing)."""
+    import zoneinfo
+
+    if _zones_cache:
+        return _zones_cache
+    for base in zoneinfo.TZPATH:
+        try:
+            with open(f"{base}/zone.tab", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("#") or not line.strip():
+                        continue
+                    parts = line.split("\t")
+                    if len(parts) >= 3:
+                        _zones_cache.setdefault(parts[0], []).append(parts[2].strip())
+            break
+        except OSError:
+            continue
+    return _zones_cache
+
+
+_zones_cache: dict[str, list[str]] = {}
+
+
+def timezone_for(e164: str, org_country: str | None, org_timezone: str | None) -> str | None:
+    """The time zone a number most likely rings in.
+
+    phonenumbers' own guess is coarse (every Moroccan number maps to Atlantic/Canary, an
+    Algerian one to Europe/Paris), so a country with a single zone gets that zone; a
+    country with several takes phonenumbers' guess when it is one of them (US area codes),
+    else the organization's zone when the number is domestic."""
+    from phonenumbers import timezone as pn_timezone
+
+    number = phonenumbers.parse(e164)
+    region = phonenumbers.region_code_for_number(number)
+    zones = _country_zones().get(region or "", [])
+    if len(zones) == 1:
+        return zones[0]
+    guesses = [z for z in pn_timezone.time_zones_for_number(number) if z != "Etc/Unknown"]
+    if region and org_country and region == org_country.upper() and org_timezone and (
+        not guesses or org_timezone in guesses or len(guesses) > 1
+    ):
+        return org_timezone
+    in_country = [z for z in guesses if not zones or z in zones]
+    if len(in_country) == 1:
+        return in_country[0]
+    if org_timezone and org_timezone in guesses:
+        return org_timezone
+    return (in_country or guesses or [None])[0] if len(guesses) == 1 else None

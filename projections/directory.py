@@ -3,6 +3,7 @@ that can be searched, sorted and paged (the documented list endpoints)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from domain.timeparse import format_instant
@@ -80,6 +81,15 @@ class DirectoryView(ViewMixin):
         return self._page("dir_flows", org, "AND deleted = 0 " + where, params,
                           f"{FLOW_SORT[sort]} {'DESC' if desc else 'ASC'}, id", page, limit)
 
+    def existing_contact_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these contact ids the directory has seen (deleted ones included)."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            marks = ", ".join("?" for _ in chunk)
+            found.update(r["id"] for r in self.rows(f"SELECT id FROM dir_contacts WHERE id IN ({marks})", chunk))
+        return found
+
     def latest_flow(self, org: str, name: str) -> str | None:
         row = self.one(
             "SELECT id FROM dir_flows WHERE organization_id = ? AND name = ? AND deleted = 0 "
@@ -120,6 +130,7 @@ class DirectoryView(ViewMixin):
             return
         data = loads(rows[0]["data"]) or {}
         attrs = {**data.get("customAttributes", {}), **fields.get("customAttributes", {})}
+        attrs = {k: v for k, v in attrs.items() if v is not None}  # null clears a value
         data.update({k: v for k, v in fields.items() if k != "customAttributes"})
         data["customAttributes"] = attrs
         f = self._contact_fields(data)

@@ -8,35 +8,18 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.params import Parameter
 
 from domain.audience import Audience
-from domain.contact import Contact
 from domain.errors import NotFound, ValidationError
 from domain.flow import Flow
 from domain.flows.graph import parse_graph
 from domain.program import Program
-from projections.directory import AUDIENCE_SORT, CONTACT_COLUMNS, FLOW_SORT
+from projections.directory import AUDIENCE_SORT, FLOW_SORT
 from interfaces.http.common import in_thread, acting, authenticate, body_object, envelope, iso, paging
+from interfaces.http.contacts import contact_dto
+from interfaces.http.contacts import list_args as _list_args
 
 
 def _c(request: Request[Any, Any, Any]) -> Any:
     return request.app.state.container
-
-
-CONTACT_FIELDS = ("firstName", "lastName", "fullName", "primaryEmail", "address", "city", "state", "zip", "occupation", "preferredChannel", "gender")
-
-
-def contact_dto(c: Contact) -> dict[str, Any]:
-    fields = {k: c.fields.get(k) for k in CONTACT_FIELDS}
-    return {
-        "id": str(c.id),
-        "organizationId": str(c.organization_id),
-        "primaryPhone": c.phone,
-        **fields,
-        "customAttributes": dict(c.custom_attributes),
-        "channels": [],
-        "createdAt": iso(c.created_on),
-        "updatedAt": iso(c.modified_on),
-        "deletedAt": iso(c.deleted_at),
-    }
 
 
 def audience_dto(a: Audience) -> dict[str, Any]:
@@ -81,98 +64,6 @@ def program_dto(p: Program) -> dict[str, Any]:
         "createdAt": iso(p.created_on),
         "updatedAt": iso(p.modified_on),
     }
-
-
-# -- contacts ---------------------------------------------------------------------------
-
-
-@post("/api/contact", status_code=201)
-@in_thread
-def create_contact(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    with acting(who, request):
-        return contact_dto(c.campaigns.create_contact(who.organization, body_object(data)))
-
-
-@get("/api/contact/{contact_id:str}")
-@in_thread
-def get_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    contact = c.campaigns.contact(who.organization_id, contact_id)
-    dto = contact_dto(contact)
-    dto["customAttributes"] = [
-        {"name": k, "displayName": k, "type": type(v).__name__, "value": v, "isLocked": False}
-        for k, v in contact.custom_attributes.items()
-    ]
-    return dto
-
-
-@put("/api/contact/{contact_id:str}")
-@in_thread
-def update_contact(request: Request[Any, Any, Any], contact_id: str, data: Any) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    with acting(who, request):
-        return contact_dto(c.campaigns.update_contact(who.organization, contact_id, body_object(data)))
-
-
-@delete("/api/contact/{contact_id:str}", status_code=200)
-@in_thread
-def delete_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    with acting(who, request):
-        return contact_dto(c.campaigns.delete_contact(who.organization_id, contact_id))
-
-
-def _list_args(search: str | None, sort_by: str | None, sort_order: str | None, allowed: tuple[str, ...]) -> tuple[str | None, str, bool]:
-    errors: dict[str, list[str]] = {}
-    if search is not None and len(search) > 100:
-        errors["search"] = ["must be at most 100 characters"]
-    sort = sort_by or "createdAt"
-    if sort not in allowed:
-        errors["sortBy"] = [f"must be one of {', '.join(allowed)}"]
-    order = (sort_order or "desc").lower()
-    if order not in ("asc", "desc"):
-        errors["sortOrder"] = ["must be 'asc' or 'desc'"]
-    if errors:
-        raise ValidationError("Invalid list parameters", errors)
-    return search or None, sort, order == "desc"
-
-
-def contact_row_dto(r: dict[str, Any]) -> dict[str, Any]:
-    data = r["data"] or {}
-    fields = {k: data.get(k) for k in CONTACT_FIELDS}
-    return {
-        "id": r["id"],
-        "organizationId": r["organization_id"],
-        "primaryPhone": r["primary_phone"],
-        **fields,
-        "customAttributes": data.get("customAttributes", {}),
-        "channels": [],
-        "createdAt": r["created_at"],
-        "updatedAt": r["updated_at"],
-    }
-
-
-@get("/api/contact")
-@in_thread
-def list_contacts(
-    request: Request[Any, Any, Any],
-    page: int | None = None,
-    limit: int | None = None,
-    search: str | None = None,
-    sort_by: str | None = Parameter(query="sortBy", default=None),
-    sort_order: str | None = Parameter(query="sortOrder", default=None),
-) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    p, lim = paging(page, limit)
-    term, sort, desc = _list_args(search, sort_by, sort_order, tuple(CONTACT_COLUMNS))
-    rows, total = c.directory.contacts(str(who.organization_id), p, lim, term, sort, desc)
-    return envelope([contact_row_dto(r) for r in rows], p, lim, total)
 
 
 # -- audiences --------------------------------------------------------------------------
@@ -410,17 +301,12 @@ def delete_program(request: Request[Any, Any, Any], program_id: str) -> None:
 
 
 RESOURCE_HANDLERS = [
-    list_contacts,
     list_audiences,
     list_flows,
     latest_flow,
     delete_flow,
     list_programs,
     delete_program,
-    create_contact,
-    get_contact,
-    update_contact,
-    delete_contact,
     create_audience,
     get_audience,
     update_audience,

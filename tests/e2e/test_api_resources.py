@@ -36,6 +36,7 @@ def client(platform: Platform) -> Any:
 
 
 def test_contact_crud_and_errors(client: Any) -> None:
+    assert client.post("/api/custom-attributes", json={"displayName": "Balance", "type": "number"}).status_code == 201
     r = client.post("/api/contact", json={"primaryPhone": "0612345670", "firstName": "Amina", "customAttributes": {"balance": 1500}})
     assert r.status_code == 201, r.text
     contact = r.json()
@@ -43,7 +44,9 @@ def test_contact_crud_and_errors(client: Any) -> None:
     assert contact["channels"] == [] and contact["organizationId"]
     got = client.get(f"/api/contact/{contact['id']}").json()
     assert got["firstName"] == "Amina"
-    assert got["customAttributes"] == [{"name": "balance", "displayName": "balance", "type": "int", "value": 1500, "isLocked": False}]
+    assert got["customAttributes"] == [
+        {"name": "balance", "displayName": "Balance", "description": None, "type": "number", "value": 1500, "isLocked": False}
+    ]
     dup = client.post("/api/contact", json={"primaryPhone": "+212 612-345-670"})
     assert dup.status_code == 409 and dup.json()["message"] == "Phone number already exists"
     bad = client.post("/api/contact", json={"primaryPhone": "12"})
