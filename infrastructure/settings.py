@@ -67,7 +67,6 @@ class Settings:
                 # resident connections few and let bursts overflow.
                 "POSTGRES_MAX_OVERFLOW": str(self.pool_max_overflow),
                 "POSTGRES_CONNECT_TIMEOUT": "5",
-                "POSTGRES_PRE_PING": "y",
             }
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_LOCK_TIMEOUT": "30"}

@@ -75,6 +75,7 @@ class SandboxConfig:
     webhook_timeout: float = 10.0
     scripts: dict[str, Any] = field(default_factory=dict)
     max_documents_per_call: int = 200
+    max_concurrent_webhooks: int = 32
     public_base_url: str = "http://127.0.0.1:8089"
 
 
@@ -253,6 +254,9 @@ class Sandbox:
     # -- lifecycle ------------------------------------------------------
     async def startup(self) -> None:
         self.http = httpx.AsyncClient(timeout=self.config.webhook_timeout, follow_redirects=False)
+        # httpcore's pool scans every queued request against every connection, so
+        # thousands of simultaneous webhooks cost quadratic CPU: keep the queue short.
+        self.webhook_slots = asyncio.Semaphore(self.config.max_concurrent_webhooks)
 
     async def shutdown(self) -> None:
         tasks = [c.task for c in self.calls.values() if c.task and not c.task.done()]
@@ -330,7 +334,8 @@ class Sandbox:
         call.webhooks.append(entry)
         assert self.http is not None, "sandbox not started"
         try:
-            resp = await self.http.request(method, target, headers=headers, **request_kwargs)
+            async with self.webhook_slots:
+                resp = await self.http.request(method, target, headers=headers, **request_kwargs)
         except httpx.TimeoutException:
             entry["error"] = f"timeout after {self.config.webhook_timeout}s"
             return entry, ""

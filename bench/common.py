@@ -1,0 +1,102 @@
+"""Shared pieces of the benchmarks: a throwaway PostgreSQL database and Redis namespace,
+the platform's processes, raw baselines measured in the same run, machine facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_URL = os.environ.get("GOMOBILE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("GOMOBILE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ACCOUNT_SID = "AC" + "2" * 32
+AUTH_TOKEN = "bench-auth-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    name = f"gomobile_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def raw_commit_rate(url: str, seconds: float = 3.0) -> float:
+    """Single-row INSERT + COMMIT on one connection: the raw PostgreSQL baseline."""
+    with psycopg.connect(url) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial primary key, v text)")
+        c.commit()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            c.execute("INSERT INTO bench_raw (v) VALUES (%s)", ("x" * 100,))
+            c.commit()
+            n += 1
+        return n / (time.perf_counter() - t0)
+
+
+def machine() -> dict[str, Any]:
+    import eventsourcing  # noqa: F401
+    from importlib.metadata import version
+
+    with psycopg.connect(ADMIN_URL) as c:
+        pg = c.execute("SHOW server_version").fetchone()[0]
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "postgres": pg,
+        "eventsourcing": version("eventsourcing"),
+        "dramatiq": version("dramatiq"),
+        "litestar": version("litestar"),
+    }
+
+
+class Processes:
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, name: str) -> None:
+        log = open(self.logdir / f"{name}.log", "wb")
+        self.procs.append(
+            subprocess.Popen([sys.executable, "-m", "interfaces.cli", *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def emit(name: str, result: dict[str, Any]) -> None:
+    """Print the figures and keep them for docs/PERFORMANCE.md."""
+    print(json.dumps({"benchmark": name, **result}, indent=2))
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"benchmark": name, **result}, indent=2))
