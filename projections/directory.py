@@ -41,8 +41,12 @@ class DirectoryView(ViewMixin):
             id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS dir_programs_org ON dir_programs (organization_id, created_at)",
+        """CREATE TABLE IF NOT EXISTS dir_suppressions (
+            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, phone TEXT NOT NULL, reason TEXT,
+            source TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS dir_suppressions_org ON dir_suppressions (organization_id, active, phone)",
     )
-    DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("dir_contacts", "dir_audiences", "dir_flows", "dir_programs"))
+    DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("dir_contacts", "dir_audiences", "dir_flows", "dir_programs", "dir_suppressions"))
 
     # -- queries --------------------------------------------------------------------
 
@@ -89,6 +93,10 @@ class DirectoryView(ViewMixin):
             marks = ", ".join("?" for _ in chunk)
             found.update(r["id"] for r in self.rows(f"SELECT id FROM dir_contacts WHERE id IN ({marks})", chunk))
         return found
+
+    def suppressions(self, org: str, page: int, limit: int, search: str | None) -> tuple[list[dict[str, Any]], int]:
+        where, params = self._search(("phone", "reason"), search)
+        return self._page("dir_suppressions", org, "AND active = 1 " + where, params, "phone", page, limit)
 
     def latest_flow(self, org: str, name: str) -> str | None:
         row = self.one(
@@ -219,3 +227,20 @@ class DirectoryView(ViewMixin):
 
     def on_Program_Deleted(self, c: Any, e: Any) -> None:
         self._program(c, e, status="deleted")
+
+    def on_Suppression_Created(self, c: Any, e: Any) -> None:
+        at = format_instant(e.timestamp)
+        self.ex(
+            c,
+            "INSERT INTO dir_suppressions (id, organization_id, phone, reason, source, active, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.organization_id), e.phone, e.reason, e.source, at, at),
+        )
+
+    def on_Suppression_Readded(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_suppressions SET active = 1, reason = ?, source = ?, updated_at = ? WHERE id = ?",
+                (e.reason, e.source, format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Suppression_Removed(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_suppressions SET active = 0, updated_at = ? WHERE id = ?",
+                (format_instant(e.timestamp), str(e.originator_id)))
