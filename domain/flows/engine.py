@@ -1,29 +1,30 @@
 """The pure flow engine: given a graph, the call's flow state and what just happened on the
-phone (answered, keys pressed, nothing pressed, not answered), it returns the nodes
-entered, the instructions for the phone network and the next state. No I/O: the
-telephony adapter renders instructions as TwiML, the Call aggregate records the turn.
-"""
+phone (answered, keys pressed, speech heard, a recording, a transfer's end, nothing), it
+returns the nodes entered, the instructions for the phone network, the events, and the
+next state. No I/O: the telephony adapter renders instructions as TwiML, the Call
+aggregate records the turn, and the application performs any ``request`` a turn makes
+(a webhook node's HTTP call) and feeds the result back with ``resume`` (see ``settle``).
+
+Node types live in ``domain/flows/nodes`` and register themselves by type name."""
 
 from __future__ import annotations
 
-import re
+import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from domain.flows import templates
 from domain.flows.graph import FlowGraph
+from domain.flows.nodes import NODE_TYPES, Next, Stop, Wait
+from domain.flows.nodes.call import DIAL_OUTPUT_FOR_OUTCOME
 
-MAX_NODE_VISITS = 100  # loops are allowed, endless loops are not
+__all__ = [
+    "DIAL_OUTPUT_FOR_OUTCOME", "MAX_NODE_VISITS", "FlowState", "Turn", "on_answer", "on_input",
+    "on_unanswered", "render_template", "resume", "settle",
+]  # fmt: skip
 
-# What an unanswered dial leaves through, per attempt outcome.
-DIAL_OUTPUT_FOR_OUTCOME = {
-    "busy": "onBusy",
-    "no_answer": "onNoAnswer",
-    "rejected": "onRejected",
-    "failed": "onError",
-    "voicemail": "onVoicemail",
-}
-
-_TEMPLATE = re.compile(r"\{\{\s*\$(contact|variables|call|sys)\.([A-Za-z0-9_.]+)\s*\}\}")
+MAX_NODE_VISITS = 100  # loops are allowed, endless loops are not (a graph may lower or raise it)
 
 
 @dataclass
@@ -35,13 +36,14 @@ class FlowState:
     ended: bool = False
     reached_hangup: bool = False
     hangup_reason: str | None = None
+    contact_updates: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> FlowState:
-        return cls(**(data or {}))
+        return cls(**copy.deepcopy(data or {}))
 
 
 @dataclass
@@ -51,6 +53,8 @@ class Turn:
     state: FlowState
     resolved: dict[str, Any] | None = None  # the waiting node that this turn resolved
     input: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    request: dict[str, Any] | None = None  # for the application to perform, then ``resume``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,174 +63,177 @@ class Turn:
             "state": self.state.to_dict(),
             "resolved": self.resolved,
             "input": self.input,
+            "events": self.events,
+            "request": self.request,
         }
 
 
 def render_template(text: str, context: dict[str, Any]) -> str:
     """``{{ $contact.firstName }}``, ``{{ $variables.code }}``, ``{{ $call.from }}``."""
-
-    def lookup(m: re.Match[str]) -> str:
-        scope = context.get({"variables": "variables"}.get(m.group(1), m.group(1))) or {}
-        value: Any = scope
-        for part in m.group(2).split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return "" if value is None else str(value)
-
-    return _TEMPLATE.sub(lookup, text)
+    return templates.render(text, context)
 
 
 def _step(node: dict[str, Any], output_path: str | None) -> dict[str, Any]:
-    return {
-        "nodeId": node["id"],
-        "nodeType": node["type"],
-        "nodeLabel": node.get("label"),
-        "outputPath": output_path,
-    }
+    return {"nodeId": node["id"], "nodeType": node["type"], "nodeLabel": node.get("label"), "outputPath": output_path}
 
 
 def _route(node: dict[str, Any], *names: str) -> tuple[str | None, str | None]:
     outputs = node.get("outputs") or {}
     for name in (*names, "default"):
-        target = outputs.get(name)
+        if name.startswith("branches."):
+            target = (outputs.get("branches") or {}).get(name.removeprefix("branches."))
+        else:
+            target = outputs.get(name)
         if isinstance(target, str):
             return target, name
     return None, None
 
 
+def _merge_contact(contact: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    if not updates:
+        return contact
+    merged = {**contact, **{k: v for k, v in updates.items() if k != "customAttributes"}}
+    if updates.get("customAttributes"):
+        merged["customAttributes"] = {**(contact.get("customAttributes") or {}), **updates["customAttributes"]}
+    return merged
+
+
 class _Walk:
-    def __init__(self, graph: FlowGraph, state: FlowState, context: dict[str, Any]) -> None:
+    """One turn's walk through the graph: what the node types act on (see nodes.base.Walk)."""
+
+    def __init__(
+        self,
+        graph: FlowGraph,
+        state: FlowState,
+        context: dict[str, Any],
+        *,
+        answered_by: str | None = None,
+        unanswered_outcome: str | None = None,
+    ) -> None:
         self.graph = graph
         self.state = state
-        self.context = {**context, "variables": state.variables}
+        self.base_context = context
+        self.answered_by = answered_by
+        self.unanswered_outcome = unanswered_outcome
         self.steps: list[dict[str, Any]] = []
         self.instructions: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.request: dict[str, Any] | None = None
+        self.input: dict[str, Any] | None = None
+        self.current: dict[str, Any] | None = None  # the node being entered or resumed
+
+    @property
+    def context(self) -> dict[str, Any]:
+        contact = _merge_contact(self.base_context.get("contact") or {}, self.state.contact_updates)
+        return {**self.base_context, "contact": contact, "variables": self.state.variables}
+
+    # -- what node types call ---------------------------------------------------------
+
+    def emit(self, type_: str, node: dict[str, Any], **data: Any) -> None:
+        self.events.append({"type": type_, "nodeId": node["id"], **data})
+
+    def instruct(self, instruction: dict[str, Any]) -> None:
+        self.instructions.append(instruction)
+        if instruction["verb"] in ("say", "play") and self.current is not None:
+            heard = {k: v for k, v in instruction.items() if k in ("text", "audioId", "url", "language", "item")}
+            self.emit("play", self.current, **heard)
+
+    def set_variable(self, node: dict[str, Any], name: str, value: Any) -> None:
+        self.state.variables[name] = value
+        self.emit("variable_set", node, name=name, value=value)
+
+    def render(self, text: str) -> str:
+        return templates.render(text, self.context)
+
+    def value(self, value: Any) -> Any:
+        return templates.resolve(value, self.context)
+
+    # -- the walk -------------------------------------------------------------------------
+
+    @property
+    def cap(self) -> int:
+        return self.graph.max_node_visits or MAX_NODE_VISITS
 
     def end(self, reason: str, *, hangup: bool) -> None:
         self.state.ended = True
         self.state.reached_hangup = hangup
         self.state.hangup_reason = reason
         self.state.waiting_node = None
-        self.instructions.append({"verb": "hangup", "reason": reason})
+        if self.unanswered_outcome is None:
+            self.instructions.append({"verb": "hangup", "reason": reason})
 
-    def run(self, node_id: str | None, *, answered: bool = True) -> None:
+    def follow(self, node: dict[str, Any], outcome: Any, *, resumed: bool = False) -> str | None:
+        """Apply a node's outcome: the next node id, or None when the call waits or ends."""
+        if isinstance(outcome, Wait):
+            if not resumed:
+                self.steps.append(_step(node, None))
+            self.state.waiting_node = node["id"]
+            return None
+        if isinstance(outcome, Stop):
+            if not resumed:
+                self.steps.append(_step(node, None))
+            self.end(outcome.reason, hangup=outcome.hangup)
+            return None
+        assert isinstance(outcome, Next)
+        target, path = _route(node, *outcome.outputs)
+        if resumed:
+            self.resolved = {"nodeId": node["id"], "outputPath": path}
+        else:
+            self.steps.append(_step(node, path))
+        if target is None:
+            self.end(outcome.dead_end, hangup=False)
+        return target
+
+    def run(self, node_id: str | None) -> None:
+        answered = self.unanswered_outcome is None
         while node_id is not None:
-            if self.state.visits >= MAX_NODE_VISITS:
+            if self.state.visits >= self.cap:
                 self.end("max_node_visits", hangup=False)
                 return
-            self.state.visits += 1
             node = self.graph.node(node_id)
-            ntype, config = node["type"], node.get("config") or {}
-            if ntype == "hangup":
-                self.steps.append(_step(node, None))
-                self.end(str(config.get("reason") or "completed"), hangup=True)
-                return
-            if ntype == "dtmf":
-                if not answered:
-                    break
-                self.steps.append(_step(node, None))
-                self.gather(node)
-                return
-            if ntype in ("play", "say"):
-                if not answered:
-                    break
-                self.speak(node)
-                out = ("onComplete",)
-            elif ntype == "set_variable":
-                value = config.get("value")
-                if isinstance(value, str):
-                    value = render_template(value, self.context)
-                self.state.variables[config["variable"]] = value
-                out = ("onSuccess",)
-            elif ntype == "dial":
-                out = ("onAnswer",)
-            else:  # answer
-                out = ("onSuccess",)
-            node_id, path = _route(node, *out)
-            self.steps.append(_step(node, path))
-        if answered:
-            self.end("flow_end", hangup=False)
-        else:
-            self.state.ended = True
-
-    def speak(self, node: dict[str, Any]) -> None:
-        config = node.get("config") or {}
-        if node["type"] == "say":
-            self.instructions.append(
-                {
-                    "verb": "say",
-                    "text": render_template(config["text"], self.context),
-                    "language": config.get("language"),
-                    "gender": config.get("gender", "female"),
-                }
-            )
-            return
-        for item in config.get("audioItems") or []:
-            if item.get("type") == "tts":
-                self.instructions.append(
-                    {
-                        "verb": "say",
-                        "text": render_template(item["text"], self.context),
-                        "language": item.get("language") or config.get("language"),
-                        "gender": item.get("gender", "female"),
-                    }
-                )
-            elif item.get("type") == "url":
-                self.instructions.append({"verb": "play", "url": item["url"]})
+            kind = NODE_TYPES[node["type"]]
+            if not answered and kind.needs_caller:
+                break
+            self.state.visits += 1
+            self.current = node
+            node_id = self.follow(node, kind.enter(self, node))
+        if not self.state.ended and self.state.waiting_node is None:
+            if answered:
+                self.end("flow_end", hangup=False)
             else:
-                self.instructions.append({"verb": "play", "audioId": item.get("audioId")})
+                self.state.ended = True
 
-    def gather(self, node: dict[str, Any], prompt_audio: str | None = None) -> None:
-        config = node.get("config") or {}
-        if prompt_audio:
-            self.instructions.append({"verb": "play", "audioId": prompt_audio})
-        self.instructions.append(
-            {
-                "verb": "gather",
-                "nodeId": node["id"],
-                "numDigits": 1,
-                "timeoutSeconds": max(1, round((config.get("timeout") or 10000) / 1000)),
-            }
-        )
-        self.state.waiting_node = node["id"]
+    def turn(self, resolved: dict[str, Any] | None = None) -> Turn:
+        return Turn(self.steps, self.instructions, self.state, resolved, self.input, self.events, self.request)
 
 
 def on_answer(graph: FlowGraph, answered_by: str | None, context: dict[str, Any]) -> Turn:
-    """The callee picked up: run from the start node until the call waits for input or ends."""
-    state = FlowState()
-    walk = _Walk(graph, state, context)
-    start = graph.node(graph.start_node_id)
-    if start["type"] == "dial":
-        amd = (start.get("config") or {}).get("enableAMD", True)
-        names = ("onVoicemail",) if answered_by == "machine" and amd else ("onAnswer",)
-        state.visits += 1
-        next_id, path = _route(start, *names)
-        walk.steps.append(_step(start, path))
-        walk.run(next_id)
-    else:
-        walk.run(graph.start_node_id)
-    return Turn(walk.steps, walk.instructions, state)
+    """The callee picked up: run from the start node until the call waits or ends."""
+    walk = _Walk(graph, FlowState(), context, answered_by=answered_by)
+    walk.run(graph.start_node_id)
+    return walk.turn()
 
 
 def on_unanswered(graph: FlowGraph, outcome: str, context: dict[str, Any]) -> Turn:
     """The call was never answered: follow the dial node's outcome output through the
-    nodes that need no caller (variables, hangup), so reports show the path taken."""
+    nodes that need no caller (variables, conditions, hangup), so reports show the path."""
     state = FlowState()
-    walk = _Walk(graph, state, context)
-    start = graph.node(graph.start_node_id)
-    if start["type"] != "dial":
+    if graph.node(graph.start_node_id)["type"] != "dial":
         return Turn([], [], state)
-    state.visits += 1
-    next_id, path = _route(start, DIAL_OUTPUT_FOR_OUTCOME.get(outcome, "onError"))
-    walk.steps.append(_step(start, path))
-    walk.run(next_id, answered=False)
+    walk = _Walk(graph, state, context, unanswered_outcome=outcome)
+    walk.run(graph.start_node_id)
     state.ended = True
-    return Turn(walk.steps, [], state)
+    state.waiting_node = None
+    return walk.turn()
 
 
-def on_input(
-    graph: FlowGraph, state: FlowState, node_id: str, digits: str | None, context: dict[str, Any]
+def resume(
+    graph: FlowGraph, state: FlowState, node_id: str, result: dict[str, Any], context: dict[str, Any]
 ) -> Turn | None:
-    """Keys pressed (``digits``) or nothing pressed (``None``) at the waiting dtmf node.
+    """The result the waiting node ``node_id`` was waiting for: ``{"digits"}`` (dtmf; None or
+    "" when nothing was pressed), ``{"speech", "confidence"}`` (collect_audio),
+    ``{"recordingSid", "recordingUrl", "durationSeconds"}`` (record), ``{"dialStatus",
+    "durationSeconds"}`` (transfer), ``{"status", "json"} | {"error"}`` (webhook).
 
     Returns None when the call is not waiting at ``node_id`` (a duplicate or stale request).
     """
@@ -235,49 +242,54 @@ def on_input(
     state = FlowState.from_dict(state.to_dict())
     state.waiting_node = None
     node = graph.node(node_id)
-    config = node.get("config") or {}
     walk = _Walk(graph, state, context)
-    retry = config.get("retry") or {}
-    max_retries = int(retry.get("maxRetries") or 0)
-    digit = (digits or "")[:1]
-    if digit:
-        if config.get("variable"):
-            state.variables[config["variable"]] = digit
-        state.variables["lastDtmf"] = digit
-        branches = (node.get("outputs") or {}).get("branches") or {}
-        allowed = (config.get("singleDigitConfig") or {}).get("allowedDigits")
-        if digit in branches:
-            next_id, path = branches[digit], f"branches.{digit}"
-        elif allowed and digit not in allowed:
-            return _retry_or(walk, node, max_retries, "onInvalid", retry.get("invalidAudioId"), digit)
-        else:
-            next_id, path = _route(node, "onSuccess")
-        resolved = {"nodeId": node_id, "outputPath": path}
-        inp = {"nodeId": node_id, "digits": digit, "mode": "single_digit"}
-        if next_id is None:
-            walk.end("no_route", hangup=False)
-        else:
-            walk.run(next_id)
-        return Turn(walk.steps, walk.instructions, state, resolved, inp)
-    return _retry_or(walk, node, max_retries, "onTimeout", retry.get("timeoutAudioId"), None)
+    walk.resolved = None
+    walk.current = node
+    outcome = NODE_TYPES[node["type"]].resume(walk, node, result)
+    if isinstance(outcome, Wait):
+        state.waiting_node = node_id
+        return walk.turn({"nodeId": node_id, "outputPath": "retry"})
+    next_id = walk.follow(node, outcome, resumed=True)
+    resolved = getattr(walk, "resolved", None) or {"nodeId": node_id, "outputPath": None}
+    walk.run(next_id)
+    return walk.turn(resolved)
 
 
-def _retry_or(
-    walk: _Walk, node: dict[str, Any], max_retries: int, output: str, audio: str | None, digit: str | None
+def on_input(
+    graph: FlowGraph, state: FlowState, node_id: str, digits: str | None, context: dict[str, Any]
+) -> Turn | None:
+    """Keys pressed (``digits``) or nothing pressed (``None``) at the waiting dtmf node."""
+    return resume(graph, state, node_id, {"digits": digits}, context)
+
+
+def merge(first: Turn, then: Turn) -> Turn:
+    """One turn made of two: ``then`` resumed the node ``first`` left waiting (a webhook)."""
+    steps = [dict(s) for s in first.steps]
+    if then.resolved is not None:
+        for s in reversed(steps):
+            if s["nodeId"] == then.resolved["nodeId"] and s["outputPath"] is None:
+                s["outputPath"] = then.resolved["outputPath"]
+                break
+    return Turn(
+        steps + then.steps,
+        first.instructions + then.instructions,
+        then.state,
+        first.resolved,
+        first.input,
+        first.events + then.events,
+        then.request,
+    )
+
+
+def settle(
+    graph: FlowGraph, turn: Turn, context: dict[str, Any], perform: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> Turn:
-    state = walk.state
-    used = state.retries.get(node["id"], 0)
-    inp = {"nodeId": node["id"], "digits": digit or "", "mode": "single_digit"}
-    if used < max_retries:
-        state.retries[node["id"]] = used + 1
-        walk.gather(node, audio)
-        return Turn(walk.steps, walk.instructions, state, {"nodeId": node["id"], "outputPath": "retry"}, inp)
-    # Once configured retries are used up, onMaxRetries wins over onTimeout/onInvalid
-    # (the guide's flow keeps both and ends "max_retries" after the last retry).
-    names = ("onMaxRetries", output) if max_retries else (output,)
-    next_id, path = _route(node, *names)
-    if next_id is None:
-        walk.end(output.removeprefix("on").lower(), hangup=False)
-    else:
-        walk.run(next_id)
-    return Turn(walk.steps, walk.instructions, state, {"nodeId": node["id"], "outputPath": path}, inp)
+    """Perform each request a turn makes (``perform`` does the I/O and returns the result)
+    and resume, until the turn needs only the phone network."""
+    while turn.request is not None and turn.state.waiting_node == turn.request["nodeId"]:
+        result = perform(turn.request)
+        nxt = resume(graph, turn.state, turn.request["nodeId"], result, context)
+        if nxt is None:
+            break
+        turn = merge(turn, nxt)
+    return turn

@@ -1,9 +1,14 @@
 """The flow graph: parsing both documented shapes into one canonical form, and validation.
 
-Canonical form (stored): ``{"startNodeId": str, "nodes": [Node, ...]}`` with, per node,
+Canonical form (stored): ``{"startNodeId": str, "nodes": [Node, ...]}`` (plus
+``maxNodeVisits`` when the flow sets its own cap) with, per node,
 ``{"id", "type", "label", "config", "outputs"}``. Both the older array form and the
 newer map-keyed-by-id form of ``nodes`` are accepted. The walkthrough's play node
 (``config.audioId``, ``outputs.onEnd``) is normalised to ``audioItems``/``onComplete``.
+
+Validation names the node, the field and why: unknown types, bad config (checked by
+each node type of the catalogue), outputs to missing nodes, unreachable nodes, nodes
+with no path to a hangup, and templates naming unknown variables or contact fields.
 """
 
 from __future__ import annotations
@@ -13,55 +18,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain.errors import ValidationError
+from domain.flows import templates
+from domain.flows.issues import FlowIssue
+from domain.flows.nodes import NODE_TYPES
+from domain.flows.nodes.dtmf import DTMF_KEYS
 
-# Output names each node type may use (``default`` is a catch-all everywhere but hangup).
-OUTPUTS: dict[str, tuple[str, ...]] = {
-    "dial": ("onAnswer", "onVoicemail", "onNoAnswer", "onBusy", "onRejected", "onError", "default"),
-    "answer": ("onSuccess", "onError", "default"),
-    "play": ("onComplete", "onError", "default"),
-    "say": ("onComplete", "onError", "default"),
-    "dtmf": (
-        "branches",
-        "onSuccess",
-        "onTimeout",
-        "onInvalid",
-        "onMaxRetries",
-        "onError",
-        "default",
-    ),
-    "set_variable": ("onSuccess", "onError", "default"),
-    "hangup": (),
-}
+__all__ = ["FlowGraph", "FlowIssue", "OUTPUTS", "parse_graph", "require_graph", "targets"]
+
+# Output names each node type may use (``default`` is a catch-all on every non-terminal node).
+OUTPUTS: dict[str, tuple[str, ...]] = {name: t.outputs for name, t in NODE_TYPES.items()}
 ALIASES = {"play": {"onEnd": "onComplete"}, "say": {"onEnd": "onComplete"}}
-AUDIO_ITEM_TYPES = ("audioFile", "url", "tts")
-DTMF_DIGITS = set("0123456789*#")
 MAX_NODES = 500
-
-
-@dataclass(frozen=True)
-class FlowIssue:
-    node_id: str | None
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"nodeId": self.node_id, "field": self.field, "message": self.message}
+MAX_NODE_VISITS_LIMIT = 1000
+BUILTIN_VARIABLES = frozenset({"lastDtmf"})
 
 
 @dataclass
 class FlowGraph:
     start_node_id: str
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_node_visits: int | None = None
 
     def node(self, node_id: str) -> dict[str, Any]:
         return self.nodes[node_id]
 
     def to_json(self) -> dict[str, Any]:
-        return {"startNodeId": self.start_node_id, "nodes": list(self.nodes.values())}
+        data: dict[str, Any] = {"startNodeId": self.start_node_id, "nodes": list(self.nodes.values())}
+        if self.max_node_visits is not None:
+            data["maxNodeVisits"] = self.max_node_visits
+        return data
 
     @classmethod
     def from_canonical(cls, data: dict[str, Any]) -> FlowGraph:
-        return cls(data["startNodeId"], {n["id"]: n for n in data["nodes"]})
+        return cls(data["startNodeId"], {n["id"]: n for n in data["nodes"]}, data.get("maxNodeVisits"))
+
+    def variables(self) -> set[str]:
+        """Every flow variable some node of this graph sets."""
+        out = set(BUILTIN_VARIABLES)
+        for node in self.nodes.values():
+            kind = NODE_TYPES.get(node["type"])
+            if kind is not None and isinstance(node.get("config"), dict):
+                out.update(kind.assigns(node["config"]))
+        return out
 
 
 def _normalise_node(raw: dict[str, Any]) -> dict[str, Any]:
@@ -126,11 +124,16 @@ def parse_graph(data: Any) -> tuple[FlowGraph | None, list[FlowIssue]]:
         issues.append(FlowIssue(None, "graph.startNodeId", "is required"))
     elif start not in nodes:
         issues.append(FlowIssue(None, "graph.startNodeId", f"names a missing node '{start}'"))
+    cap = data.get("maxNodeVisits")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_NODE_VISITS_LIMIT):
+        issues.append(FlowIssue(None, "graph.maxNodeVisits", f"must be an integer from 1 to {MAX_NODE_VISITS_LIMIT}"))
+        cap = None
     for node in nodes.values():
         issues.extend(_check_node(node, nodes))
-    if not issues and isinstance(start, str):
-        issues.extend(_check_reachability(start, nodes))
-    graph = FlowGraph(start, nodes) if isinstance(start, str) and start in nodes else None
+    graph = FlowGraph(start, nodes, cap) if isinstance(start, str) and start in nodes else None
+    if not issues and graph is not None:
+        issues.extend(_check_templates(graph))
+        issues.extend(_check_reachability(graph))
     return graph, issues
 
 
@@ -148,8 +151,9 @@ def targets(node: dict[str, Any]) -> list[tuple[str, str]]:
 def _check_node(node: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> list[FlowIssue]:
     nid, ntype = node["id"], node["type"]
     issues: list[FlowIssue] = []
-    if ntype not in OUTPUTS:
-        known = ", ".join(sorted(OUTPUTS))
+    kind = NODE_TYPES.get(ntype) if isinstance(ntype, str) else None
+    if kind is None:
+        known = ", ".join(sorted(NODE_TYPES))
         return [FlowIssue(nid, "type", f"unknown node type '{ntype}' (known: {known})")]
     if node["label"] is not None and not isinstance(node["label"], str):
         issues.append(FlowIssue(nid, "label", "must be a string"))
@@ -158,148 +162,50 @@ def _check_node(node: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> list[
         return issues + [FlowIssue(nid, "config", "must be an object")]
     if not isinstance(outputs, dict):
         return issues + [FlowIssue(nid, "outputs", "must be an object")]
-    if ntype == "hangup" and outputs:
-        issues.append(FlowIssue(nid, "outputs", "a hangup node is terminal and has no outputs"))
+    if kind.terminal and outputs:
+        issues.append(FlowIssue(nid, "outputs", f"a {ntype} node ends the call and has no outputs" if ntype != "hangup" else "a hangup node is terminal and has no outputs"))
     for name, target in outputs.items():
-        if name not in OUTPUTS[ntype]:
-            allowed = ", ".join(OUTPUTS[ntype]) or "none"
+        if name not in kind.outputs:
+            allowed = ", ".join(kind.outputs) or "none"
             issues.append(FlowIssue(nid, f"outputs.{name}", f"unknown output (allowed: {allowed})"))
             continue
         if name == "branches":
             if not isinstance(target, dict):
-                issues.append(FlowIssue(nid, "outputs.branches", "must map digits to node ids"))
+                issues.append(FlowIssue(nid, "outputs.branches", "must map keys pressed to node ids"))
                 continue
             for digit, t in target.items():
-                if not (isinstance(digit, str) and digit and set(digit) <= DTMF_DIGITS):
+                if not (isinstance(digit, str) and digit and set(digit) <= DTMF_KEYS):
                     issues.append(FlowIssue(nid, f"outputs.branches.{digit}", "not a keypress"))
                 if not isinstance(t, str) or t not in nodes:
-                    issues.append(
-                        FlowIssue(nid, f"outputs.branches.{digit}", f"points to missing node '{t}'")
-                    )
+                    issues.append(FlowIssue(nid, f"outputs.branches.{digit}", f"points to missing node '{t}'"))
         elif not isinstance(target, str) or target not in nodes:
             issues.append(FlowIssue(nid, f"outputs.{name}", f"points to missing node '{target}'"))
-    issues.extend(_CONFIG_CHECKS.get(ntype, _no_check)(nid, config))
+    issues.extend(kind.check(nid, config))
+    barge = config.get("bargeInDtmfNodeId")
+    if isinstance(barge, str) and (barge not in nodes or nodes[barge]["type"] != "dtmf"):
+        issues.append(FlowIssue(nid, "config.bargeInDtmfNodeId", f"'{barge}' is not a dtmf node of this flow"))
     return issues
 
 
-def _no_check(nid: str, config: dict[str, Any]) -> list[FlowIssue]:
-    return []
-
-
-def _number(config: dict[str, Any], key: str, nid: str, lo: float, hi: float) -> list[FlowIssue]:
-    v = config.get(key)
-    if v is None:
-        return []
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        return [FlowIssue(nid, f"config.{key}", f"must be a number between {lo} and {hi}")]
-    return []
-
-
-def _bool(config: dict[str, Any], key: str, nid: str) -> list[FlowIssue]:
-    v = config.get(key)
-    if v is not None and not isinstance(v, bool):
-        return [FlowIssue(nid, f"config.{key}", "must be true or false")]
-    return []
-
-
-def _check_dial(nid: str, config: dict[str, Any]) -> list[FlowIssue]:
-    return _number(config, "timeout", nid, 1000, 600000) + _bool(config, "enableAMD", nid)
-
-
-def _check_audio_items(nid: str, items: Any, where: str) -> list[FlowIssue]:
-    if not isinstance(items, list) or not items:
-        return [FlowIssue(nid, where, "must be a non-empty array of audio items")]
-    issues = []
-    for i, item in enumerate(items):
-        at = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            issues.append(FlowIssue(nid, at, "must be an object"))
-            continue
-        itype = item.get("type")
-        if itype == "audioFile":
-            if not isinstance(item.get("audioId"), str) or not item["audioId"]:
-                issues.append(FlowIssue(nid, f"{at}.audioId", "is required (an uploaded audio id)"))
-        elif itype == "url":
-            url = item.get("url")
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                issues.append(FlowIssue(nid, f"{at}.url", "must be an http(s) URL"))
-        elif itype == "tts":
-            if not isinstance(item.get("text"), str) or not item["text"].strip():
-                issues.append(FlowIssue(nid, f"{at}.text", "is required"))
-        else:
-            allowed = ", ".join(AUDIO_ITEM_TYPES)
-            issues.append(FlowIssue(nid, f"{at}.type", f"unknown audio item type (allowed: {allowed})"))
+def _check_templates(graph: FlowGraph) -> list[FlowIssue]:
+    known = graph.variables()
+    issues: list[FlowIssue] = []
+    for node in graph.nodes.values():
+        for where, value in NODE_TYPES[node["type"]].templates(node["config"]):
+            if isinstance(value, str):
+                for scope, path in templates.names_in(value):
+                    why = templates.problem_with(scope, path, known)
+                    if why:
+                        issues.append(FlowIssue(node["id"], where, why))
+            elif templates.is_value_source(value):
+                why = templates.value_source_problem(value, known)
+                if why:
+                    issues.append(FlowIssue(node["id"], where, why))
     return issues
 
 
-def _check_play(nid: str, config: dict[str, Any]) -> list[FlowIssue]:
-    return _check_audio_items(nid, config.get("audioItems"), "config.audioItems")
-
-
-LANGUAGES = ("ar-MA", "ar", "fr", "en", "fr-FR", "en-US", "en-GB")
-
-
-def _check_say(nid: str, config: dict[str, Any]) -> list[FlowIssue]:
-    issues = []
-    if not isinstance(config.get("text"), str) or not config["text"].strip():
-        issues.append(FlowIssue(nid, "config.text", "is required"))
-    lang = config.get("language")
-    if lang is not None and lang not in LANGUAGES:
-        issues.append(FlowIssue(nid, "config.language", f"must be one of {', '.join(LANGUAGES)}"))
-    if config.get("gender") not in (None, "male", "female"):
-        issues.append(FlowIssue(nid, "config.gender", "must be 'male' or 'female'"))
-    return issues
-
-
-def _check_dtmf(nid: str, config: dict[str, Any]) -> list[FlowIssue]:
-    issues = _number(config, "timeout", nid, 1000, 120000)
-    mode = config.get("mode", "single_digit")
-    if mode != "single_digit":
-        issues.append(FlowIssue(nid, "config.mode", "only 'single_digit' is supported for now"))
-    var = config.get("variable")
-    if var is not None and (not isinstance(var, str) or not var.isidentifier()):
-        issues.append(FlowIssue(nid, "config.variable", "must be an identifier"))
-    single = config.get("singleDigitConfig") or {}
-    allowed = single.get("allowedDigits") if isinstance(single, dict) else None
-    if allowed is not None and (
-        not isinstance(allowed, list) or not all(isinstance(d, str) and d in DTMF_DIGITS for d in allowed)
-    ):
-        issues.append(
-            FlowIssue(nid, "config.singleDigitConfig.allowedDigits", "must be a list of single keys")
-        )
-    retry = config.get("retry")
-    if retry is not None:
-        if not isinstance(retry, dict):
-            issues.append(FlowIssue(nid, "config.retry", "must be an object"))
-        else:
-            issues.extend(_number(retry, "maxRetries", nid, 0, 10))
-    return issues
-
-
-def _check_set_variable(nid: str, config: dict[str, Any]) -> list[FlowIssue]:
-    var = config.get("variable")
-    if not isinstance(var, str) or not var.isidentifier():
-        return [FlowIssue(nid, "config.variable", "is required and must be an identifier")]
-    return []
-
-
-def _check_hangup(nid: str, config: dict[str, Any]) -> list[FlowIssue]:
-    if config.get("reason") is not None and not isinstance(config["reason"], str):
-        return [FlowIssue(nid, "config.reason", "must be a string")]
-    return []
-
-
-_CONFIG_CHECKS = {
-    "dial": _check_dial,
-    "play": _check_play,
-    "say": _check_say,
-    "dtmf": _check_dtmf,
-    "set_variable": _check_set_variable,
-    "hangup": _check_hangup,
-}
-
-
-def _check_reachability(start: str, nodes: dict[str, dict[str, Any]]) -> list[FlowIssue]:
+def _check_reachability(graph: FlowGraph) -> list[FlowIssue]:
+    nodes, start = graph.nodes, graph.start_node_id
     seen = {start}
     stack = [start]
     while stack:
@@ -307,21 +213,41 @@ def _check_reachability(start: str, nodes: dict[str, dict[str, Any]]) -> list[Fl
             if t not in seen:
                 seen.add(t)
                 stack.append(t)
-    return [
+    issues = [
         FlowIssue(nid, "id", f"node '{nid}' is unreachable from the start node '{start}'")
         for nid in nodes
         if nid not in seen
     ]
+    # Backwards from every terminal node: what can still end the call properly.
+    incoming: dict[str, set[str]] = {nid: set() for nid in nodes}
+    for nid, node in nodes.items():
+        for _, t in targets(node):
+            incoming[t].add(nid)
+    ending = {nid for nid, n in nodes.items() if NODE_TYPES[n["type"]].terminal}
+    stack = list(ending)
+    while stack:
+        for src in incoming[stack.pop()]:
+            if src not in ending:
+                ending.add(src)
+                stack.append(src)
+    for nid in nodes:
+        if nid in seen and nid not in ending:
+            issues.append(FlowIssue(nid, "outputs", f"no path from node '{nid}' to a hangup: wire an output to a path that ends the call"))
+    return issues
 
 
 def require_graph(data: Any) -> FlowGraph:
     graph, issues = parse_graph(data)
     if issues or graph is None:
-        field_errors: dict[str, list[str]] = {}
-        for i in issues:
-            key = f"graph.nodes.{i.node_id}.{i.field}" if i.node_id else i.field
-            field_errors.setdefault(key, []).append(i.message)
-        first = issues[0] if issues else FlowIssue(None, "graph", "is invalid")
-        where = f"node '{first.node_id}' {first.field}" if first.node_id else first.field
-        raise ValidationError(f"Invalid flow graph: {where} {first.message}", field_errors)
+        raise ValidationError(*issues_message(issues))
     return graph
+
+
+def issues_message(issues: list[FlowIssue]) -> tuple[str, dict[str, list[str]]]:
+    field_errors: dict[str, list[str]] = {}
+    for i in issues:
+        key = f"graph.nodes.{i.node_id}.{i.field}" if i.node_id else i.field
+        field_errors.setdefault(key, []).append(i.message)
+    first = issues[0] if issues else FlowIssue(None, "graph", "is invalid")
+    where = f"node '{first.node_id}' {first.field}" if first.node_id else first.field
+    return f"Invalid flow graph: {where} {first.message}", field_errors

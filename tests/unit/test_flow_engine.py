@@ -67,7 +67,7 @@ def say_flow() -> dict[str, Any]:
                 "type": "say",
                 "config": {
                     "text": "Bonjour {{ $contact.firstName }}, vous devez {{$contact.customAttributes.balance}}"
-                    " dirhams. Référence {{ $variables.code }}{{ $contact.middleName }}.",
+                    " dirhams. Référence {{ $variables.code }}.",
                     "language": "fr",
                 },
                 "outputs": {"onComplete": "bye"},
@@ -385,6 +385,7 @@ def test_state_survives_serialisation_between_webhooks():
 
 
 def loop_flow() -> dict[str, Any]:
+    """a -> b -> a ...; the exit to a hangup (the callee speaks Klingon) is never taken."""
     return {
         "startNodeId": "dial",
         "nodes": {
@@ -392,13 +393,14 @@ def loop_flow() -> dict[str, Any]:
             "a": {
                 "type": "play",
                 "config": {"audioItems": [{"type": "audioFile", "audioId": "a"}]},
-                "outputs": {"onComplete": "b"},
+                "outputs": {"onComplete": "b", "onError": "bye"},
             },
             "b": {
                 "type": "play",
                 "config": {"audioItems": [{"type": "audioFile", "audioId": "b"}]},
                 "outputs": {"onComplete": "a"},
             },
+            "bye": {"type": "hangup"},
         },
     }
 
@@ -420,7 +422,8 @@ def test_node_visit_cap_counts_across_turns():
             "startNodeId": "dial",
             "nodes": {
                 "dial": {"type": "dial", "outputs": {"onAnswer": "ask"}},
-                "ask": {"type": "dtmf", "outputs": {"onTimeout": "again"}},
+                "ask": {"type": "dtmf", "outputs": {"onTimeout": "again", "onSuccess": "bye"}},
+                "bye": {"type": "hangup"},
                 "again": {
                     "type": "play",
                     "config": {"audioItems": [{"type": "audioFile", "audioId": "again"}]},

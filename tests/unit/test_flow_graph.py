@@ -149,7 +149,7 @@ def test_dtmf_branch_key_must_be_a_keypress():
         (
             [{"type": "audioFile", "audioId": "a"}, {"type": "video", "src": "x"}],
             "config.audioItems[1].type",
-            "unknown audio item type (allowed: audioFile, url, tts)",
+            "unknown audio item type 'video' (allowed: audioFile, url, tts, number, date, word)",
         ),
         ([{"type": "url", "url": "ftp://x/y.wav"}], "config.audioItems[0].url", "must be an http(s) URL"),
         ([{"type": "tts", "text": "  "}], "config.audioItems[0].text", "is required"),
@@ -240,7 +240,7 @@ def test_require_graph_raises_validation_error_whose_field_errors_name_the_node(
     assert err.field_errors == {
         "graph.nodes.play-confirmed.outputs.onComplete": ["points to missing node 'hangup-gone'"],
         "graph.nodes.hangup-vm.type": [
-            "unknown node type 'voicemail_drop' (known: answer, dial, dtmf, hangup, play, say, set_variable)"
+            "unknown node type 'voicemail_drop' (known: answer, collect_audio, condition, dial, dtmf, hangup, opt_out, play, record, say, set_variable, sms, transfer, update_contact, webhook)"
         ],
     }
     assert "node 'play-confirmed'" in err.message
