@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("name")
     rb.set_defaults(func=cmd_projections_rebuild)
     proj.add_parser("status", help="each read model's position and lag").set_defaults(func=cmd_projections_status)
+    from interfaces.contacts_cli import add_contacts_commands
+
+    add_contacts_commands(sub)
     return p
 
 
