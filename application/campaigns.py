@@ -45,6 +45,9 @@ class Principal:
 
 class CampaignsApp(Application[UUID]):
     name = "campaigns"
+    # A live audience's members, by audience id, from the directory read model (wired in
+    # infrastructure/bootstrap.py); static audiences launch from their own stream.
+    live_audience_members: Any = None
 
     # -- organizations and keys -----------------------------------------------------
 
@@ -305,7 +308,10 @@ class CampaignsApp(Application[UUID]):
             raise ExecutionAlreadyRunningError("Program already has a running execution")
         s = program.settings
         audience = self.audience(org.id, s["audienceId"])
-        members = [m for m in audience.members if self._is_live_contact(org.id, m)]
+        source = audience.members
+        if getattr(audience, "kind", "static") == "live" and self.live_audience_members is not None:
+            source = self.live_audience_members(str(audience.id))
+        members = [m for m in source if self._is_live_contact(org.id, m)]
         if not members:
             raise AudienceEmptyError("Audience has no contacts")
         flow = self.flow(org.id, s["flowId"])

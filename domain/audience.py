@@ -1,4 +1,6 @@
-"""A static audience: a named set of contacts."""
+"""An audience: a named set of contacts, either static (members added and removed by
+hand) or live (members are the contacts matching its rules; each join or exit is an
+event on the contact, see domain.contact)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class Audience(AuditedAggregate):
         self.members: list[str] = []
         self._member_set: set[str] = set()
         self.deleted = False
+        self.kind = "static"
+        self.rules: dict[str, object] | None = None
         self.created_at = self.modified_on
 
     @event("Renamed")
@@ -45,6 +49,18 @@ class Audience(AuditedAggregate):
             if c not in self._member_set:
                 self._member_set.add(c)
                 self.members.append(c)
+
+    @event("MembersRemoved")
+    def remove_members(self, contact_ids: list[str]) -> None:
+        gone = set(contact_ids) & self._member_set
+        self._member_set -= gone
+        self.members = [m for m in self.members if m not in gone]
+
+    @event("RulesSet")
+    def set_rules(self, rules: dict[str, object]) -> None:
+        """Live audiences only: set when created, and each time the rules change."""
+        self.kind = "live"
+        self.rules = rules
 
     @event("Deleted")
     def delete(self) -> None:

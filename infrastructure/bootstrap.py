@@ -73,6 +73,7 @@ class Container:
         self.progress: ProgressView = self.views["progress"]
         self.history: CallHistoryView = self.views["call_history"]
         self.directory: DirectoryView = self.views["directory"]
+        self.campaigns.live_audience_members = self.directory.audience_member_ids
         self.executions = ExecutionCache(self.campaigns)
         self.conversation = Conversation(self.calls, self.executions, self.clock)
         self.broker = build_broker(s.redis_url, s.redis_namespace)

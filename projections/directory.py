@@ -45,8 +45,12 @@ class DirectoryView(ViewMixin):
             id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, phone TEXT NOT NULL, reason TEXT,
             source TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS dir_suppressions_org ON dir_suppressions (organization_id, active, phone)",
+        """CREATE TABLE IF NOT EXISTS dir_audience_members (
+            audience_id TEXT NOT NULL, contact_id TEXT NOT NULL, joined_at TEXT NOT NULL,
+            PRIMARY KEY (audience_id, contact_id))""",
+        "CREATE INDEX IF NOT EXISTS dir_audience_members_contact ON dir_audience_members (contact_id)",
     )
-    DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("dir_contacts", "dir_audiences", "dir_flows", "dir_programs", "dir_suppressions"))
+    DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("dir_contacts", "dir_audiences", "dir_flows", "dir_programs", "dir_suppressions", "dir_audience_members"))
 
     # -- queries --------------------------------------------------------------------
 
@@ -97,6 +101,71 @@ class DirectoryView(ViewMixin):
     def suppressions(self, org: str, page: int, limit: int, search: str | None) -> tuple[list[dict[str, Any]], int]:
         where, params = self._search(("phone", "reason"), search)
         return self._page("dir_suppressions", org, "AND active = 1 " + where, params, "phone", page, limit)
+
+    # -- live audiences ----------------------------------------------------------------
+
+    def _rules_where(self, tree: dict[str, Any], types: dict[str, str]) -> tuple[str, list[Any]]:
+        from projections.rules_sql import compile_rules
+
+        return compile_rules(tree, types, self.is_postgres)
+
+    def preview(self, org: str, tree: dict[str, Any], types: dict[str, str], sample: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many of the organization's contacts match ``tree``, and the first few."""
+        cond, params = self._rules_where(tree, types)
+        base = f"FROM dir_contacts WHERE organization_id = ? AND deleted_at IS NULL AND {cond}"
+        total = self.one(f"SELECT COUNT(*) AS n {base}", [org, *params])
+        rows = self.rows(f"SELECT * {base} ORDER BY created_at DESC, id LIMIT ?", [org, *params, sample]) if sample else []
+        for r in rows:
+            r["data"] = loads(r["data"])
+        return (int(total["n"]) if total else 0), rows
+
+    def matching_contact_ids(self, org: str, tree: dict[str, Any], types: dict[str, str]) -> set[str]:
+        cond, params = self._rules_where(tree, types)
+        return {r["id"] for r in self.rows(
+            f"SELECT id FROM dir_contacts WHERE organization_id = ? AND deleted_at IS NULL AND {cond}", [org, *params]
+        )}
+
+    def audience_member_ids(self, audience_id: str) -> list[str]:
+        return [r["contact_id"] for r in self.rows(
+            "SELECT contact_id FROM dir_audience_members WHERE audience_id = ? ORDER BY joined_at, contact_id", (audience_id,)
+        )]
+
+    def audience_member_count(self, audience_id: str) -> int:
+        row = self.one("SELECT COUNT(*) AS n FROM dir_audience_members WHERE audience_id = ?", (audience_id,))
+        return int(row["n"]) if row else 0
+
+    def audience_contacts(self, audience_id: str, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        total = self.audience_member_count(audience_id)
+        rows = self.rows(
+            "SELECT c.* FROM dir_audience_members m JOIN dir_contacts c ON c.id = m.contact_id "
+            "WHERE m.audience_id = ? ORDER BY m.joined_at, m.contact_id LIMIT ? OFFSET ?",
+            (audience_id, limit, (page - 1) * limit),
+        )
+        for r in rows:
+            r["data"] = loads(r["data"])
+        return rows, total
+
+    def _join(self, c: Any, audience_id: str, contact_ids: Sequence[str], at: str) -> None:
+        added = 0
+        for cid in dict.fromkeys(contact_ids):
+            # (the library's SQLite cursor has no rowcount: look before inserting)
+            if self.fetch(c, "SELECT 1 AS x FROM dir_audience_members WHERE audience_id = ? AND contact_id = ?", (audience_id, cid)):
+                continue
+            self.ex(c, "INSERT INTO dir_audience_members (audience_id, contact_id, joined_at) VALUES (?, ?, ?)",
+                    (audience_id, cid, at))
+            added += 1
+        if added:
+            self.ex(c, "UPDATE dir_audiences SET contact_count = contact_count + ? WHERE id = ?", (added, audience_id))
+
+    def _leave(self, c: Any, audience_id: str, contact_ids: Sequence[str]) -> None:
+        gone = 0
+        for cid in dict.fromkeys(contact_ids):
+            if not self.fetch(c, "SELECT 1 AS x FROM dir_audience_members WHERE audience_id = ? AND contact_id = ?", (audience_id, cid)):
+                continue
+            self.ex(c, "DELETE FROM dir_audience_members WHERE audience_id = ? AND contact_id = ?", (audience_id, cid))
+            gone += 1
+        if gone:
+            self.ex(c, "UPDATE dir_audiences SET contact_count = contact_count - ? WHERE id = ?", (gone, audience_id))
 
     def latest_flow(self, org: str, name: str) -> str | None:
         row = self.one(
@@ -174,8 +243,18 @@ class DirectoryView(ViewMixin):
                 (e.name, e.description, format_instant(e.timestamp), str(e.originator_id)))
 
     def on_Audience_MembersAdded(self, c: Any, e: Any) -> None:
-        self.ex(c, "UPDATE dir_audiences SET contact_count = contact_count + ?, updated_at = ? WHERE id = ?",
-                (len(e.contact_ids), format_instant(e.timestamp), str(e.originator_id)))
+        self._join(c, str(e.originator_id), e.contact_ids, format_instant(e.timestamp) or "")
+        self.ex(c, "UPDATE dir_audiences SET updated_at = ? WHERE id = ?", (format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Audience_MembersRemoved(self, c: Any, e: Any) -> None:
+        self._leave(c, str(e.originator_id), e.contact_ids)
+        self.ex(c, "UPDATE dir_audiences SET updated_at = ? WHERE id = ?", (format_instant(e.timestamp), str(e.originator_id)))
+
+    def on_Contact_JoinedAudience(self, c: Any, e: Any) -> None:
+        self._join(c, e.audience_id, [str(e.originator_id)], format_instant(e.timestamp) or "")
+
+    def on_Contact_ExitedAudience(self, c: Any, e: Any) -> None:
+        self._leave(c, e.audience_id, [str(e.originator_id)])
 
     def on_Audience_Deleted(self, c: Any, e: Any) -> None:
         self.ex(c, "UPDATE dir_audiences SET deleted = 1, updated_at = ? WHERE id = ?",

@@ -1,4 +1,5 @@
-"""Contacts, audiences, flows and programs: HTTP to commands and back, nothing more."""
+"""Flows and programs: HTTP to commands and back, nothing more (contacts and audiences:
+interfaces/http/contacts.py and audiences.py)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,17 @@ from typing import Any
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.params import Parameter
 
-from domain.audience import Audience
 from domain.errors import NotFound, ValidationError
 from domain.flow import Flow
 from domain.flows.graph import parse_graph
 from domain.program import Program
-from projections.directory import AUDIENCE_SORT, FLOW_SORT
+from projections.directory import FLOW_SORT
 from interfaces.http.common import in_thread, acting, authenticate, body_object, envelope, iso, paging
-from interfaces.http.contacts import contact_dto
 from interfaces.http.contacts import list_args as _list_args
 
 
 def _c(request: Request[Any, Any, Any]) -> Any:
     return request.app.state.container
-
-
-def audience_dto(a: Audience) -> dict[str, Any]:
-    return {
-        "id": str(a.id),
-        "organizationId": str(a.organization_id),
-        "name": a.name,
-        "description": a.description,
-        "contactCount": len(a.members),
-        "createdAt": iso(a.created_on),
-        "updatedAt": iso(a.modified_on),
-    }
 
 
 def flow_dto(f: Flow) -> dict[str, Any]:
@@ -64,96 +51,6 @@ def program_dto(p: Program) -> dict[str, Any]:
         "createdAt": iso(p.created_on),
         "updatedAt": iso(p.modified_on),
     }
-
-
-# -- audiences --------------------------------------------------------------------------
-
-
-@post("/api/audience", status_code=201)
-@in_thread
-def create_audience(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    with acting(who, request):
-        return audience_dto(c.campaigns.create_audience(who.organization_id, body_object(data)))
-
-
-@get("/api/audience/{audience_id:str}")
-@in_thread
-def get_audience(request: Request[Any, Any, Any], audience_id: str) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    return audience_dto(c.campaigns.audience(who.organization_id, audience_id))
-
-
-@put("/api/audience/{audience_id:str}")
-@in_thread
-def update_audience(request: Request[Any, Any, Any], audience_id: str, data: Any) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    with acting(who, request):
-        return audience_dto(c.campaigns.update_audience(who.organization_id, audience_id, body_object(data)))
-
-
-@delete("/api/audience/{audience_id:str}", status_code=200)
-@in_thread
-def delete_audience(request: Request[Any, Any, Any], audience_id: str) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    with acting(who, request):
-        return audience_dto(c.campaigns.delete_audience(who.organization_id, audience_id))
-
-
-@post("/api/audience/{audience_id:str}/add-contacts", status_code=200)
-@in_thread
-def add_contacts(request: Request[Any, Any, Any], audience_id: str, data: Any) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    with acting(who, request):
-        added = c.campaigns.add_audience_contacts(who.organization_id, audience_id, body_object(data).get("contacts"))
-    return {"message": "Contacts added successfully", "added": added}
-
-
-@get("/api/audience/{audience_id:str}/contacts")
-@in_thread
-def audience_contacts(
-    request: Request[Any, Any, Any], audience_id: str, page: int | None = None, limit: int | None = None
-) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    p, lim = paging(page, limit)
-    audience = c.campaigns.audience(who.organization_id, audience_id)
-    ids = audience.members[(p - 1) * lim : p * lim]
-    items = []
-    for cid in ids:
-        try:
-            items.append(contact_dto(c.campaigns.contact(who.organization_id, cid)))
-        except NotFound:
-            continue
-    return envelope(items, p, lim, len(audience.members))
-
-
-@get("/api/audience")
-@in_thread
-def list_audiences(
-    request: Request[Any, Any, Any],
-    page: int | None = None,
-    limit: int | None = None,
-    search: str | None = None,
-    sort_by: str | None = Parameter(query="sortBy", default=None),
-    sort_order: str | None = Parameter(query="sortOrder", default=None),
-) -> dict[str, Any]:
-    c = _c(request)
-    who = authenticate(request, c.campaigns)
-    p, lim = paging(page, limit)
-    term, sort, desc = _list_args(search, sort_by, sort_order, tuple(AUDIENCE_SORT))
-    rows, total = c.directory.audiences(str(who.organization_id), p, lim, term, sort, desc)
-    data = [
-        {"id": r["id"], "organizationId": r["organization_id"], "name": r["name"], "description": r["description"],
-         "contactCount": r["contact_count"], "createdAt": r["created_at"], "updatedAt": r["updated_at"]}
-        for r in rows
-    ]
-    return envelope(data, p, lim, total)
 
 
 # -- flows --------------------------------------------------------------------------------
@@ -301,18 +198,11 @@ def delete_program(request: Request[Any, Any, Any], program_id: str) -> None:
 
 
 RESOURCE_HANDLERS = [
-    list_audiences,
     list_flows,
     latest_flow,
     delete_flow,
     list_programs,
     delete_program,
-    create_audience,
-    get_audience,
-    update_audience,
-    delete_audience,
-    add_contacts,
-    audience_contacts,
     create_flow,
     validate_flow,
     get_flow,

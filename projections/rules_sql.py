@@ -1,0 +1,77 @@
+"""Live-audience rules compiled to a SQL condition over ``dir_contacts`` (the same
+semantics as ``domain.rules.matches``, which the property tests hold it to).
+
+Values live in the row's ``data`` JSON; a value of the wrong JSON type counts as absent,
+as in memory. Field names are checked by ``domain.rules.parse`` (standard fields and
+attribute slugs), so they can be spelled into the JSON path; values are parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.rules import field_catalog
+
+
+def _path(field: str, pg: bool) -> str:
+    parts = ["customAttributes", field[7:]] if field.startswith("custom.") else [field]
+    if pg:
+        return "'{" + ",".join(parts) + "}'"
+    return "'$." + ".".join(f'"{p}"' for p in parts) + "'"
+
+
+def _value_sql(field: str, type_: str | None, pg: bool) -> str:
+    if field == "primaryPhone":
+        return "primary_phone"
+    if type_ is None:
+        return "CAST(NULL AS TEXT)"
+    p = _path(field, pg)
+    if pg:
+        typ = f"jsonb_typeof(data::jsonb #> {p})"
+        txt = f"(data::jsonb #>> {p})"
+        if type_ == "number":
+            return f"(CASE WHEN {typ} = 'number' THEN {txt}::float8 END)"
+        if type_ == "boolean":
+            return f"(CASE WHEN {typ} = 'boolean' THEN (CASE WHEN {txt} = 'true' THEN 1 ELSE 0 END) END)"
+        return f"(CASE WHEN {typ} = 'string' THEN {txt} END)"
+    typ = f"json_type(data, {p})"
+    val = f"json_extract(data, {p})"
+    if type_ == "number":
+        return f"(CASE WHEN {typ} IN ('integer', 'real') THEN {val} END)"
+    if type_ == "boolean":
+        return f"(CASE {typ} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+    return f"(CASE WHEN {typ} = 'text' THEN {val} END)"
+
+
+def compile_rules(tree: dict[str, Any], attribute_types: dict[str, str], pg: bool) -> tuple[str, list[Any]]:
+    """A SQL condition (``?`` placeholders) and its parameters."""
+    catalog = field_catalog(attribute_types)
+    params: list[Any] = []
+    sql = _node(tree, catalog, pg, params)
+    return sql, params
+
+
+def _node(node: dict[str, Any], catalog: dict[str, str], pg: bool, params: list[Any]) -> str:
+    if "rules" in node:
+        joiner = " AND " if node["combinator"] == "AND" else " OR "
+        return "(" + joiner.join(_node(r, catalog, pg, params) for r in node["rules"]) + ")"
+    field, op = node["field"], node["operator"]
+    type_ = catalog.get(field)
+    x = _value_sql(field, type_, pg)
+    textual = type_ not in ("number", "boolean")
+    if op == "is_empty":
+        return f"({x} IS NULL OR {x} = '')" if textual else f"({x} IS NULL)"
+    if op == "is_not_empty":
+        return f"({x} IS NOT NULL AND {x} <> '')" if textual else f"({x} IS NOT NULL)"
+    value = node["value"]
+    if type_ == "boolean":
+        value = 1 if value else 0
+    if type_ == "date" and pg:
+        x = f'({x} COLLATE "C")'
+    params.append(value)
+    if op in ("contains", "not_contains"):
+        found = f"strpos({x}, ?)" if pg else f"instr({x}, ?)"
+        return f"({x} IS NOT NULL AND {found} > 0)" if op == "contains" else f"({x} IS NULL OR {found} = 0)"
+    if op == "not_equals":
+        return f"({x} IS NULL OR {x} <> ?)"
+    sym = {"equals": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+    return f"({x} IS NOT NULL AND {x} {sym} ?)"
