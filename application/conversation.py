@@ -11,6 +11,7 @@ from typing import Any
 
 from application.calls import CallsApp
 from application.executions import ExecutionCache, ExecutionInfo
+from application.flow_requests import FlowHttp, FlowRequests
 from application.ports import Clock
 from domain.base import audit_context
 from domain.call import Call
@@ -51,11 +52,17 @@ def unanswered_steps(info: ExecutionInfo, call: Call, outcome: str) -> list[dict
     return engine.on_unanswered(info.graph, outcome, flow_context(info, call)).steps
 
 
+def _settle(info: ExecutionInfo, turn: engine.Turn, ctx: dict[str, Any], requests: FlowRequests) -> engine.Turn:
+    """Perform the turn's webhook calls (once, even if the change is retried) and resume."""
+    return engine.settle(info.graph, turn, ctx, requests.perform)
+
+
 class Conversation:
-    def __init__(self, calls: CallsApp, executions: ExecutionCache, clock: Clock) -> None:
+    def __init__(self, calls: CallsApp, executions: ExecutionCache, clock: Clock, http: FlowHttp | None = None) -> None:
         self.calls = calls
         self.executions = executions
         self.clock = clock
+        self.http = http
 
     def answered(self, call_id: str, attempt: int, answered_by: str | None) -> Reply:
         """The voice callback: the callee picked up (``answered_by`` human or machine)."""
@@ -69,17 +76,25 @@ class Conversation:
                 return Reply(HANGUP, 0)
             call.record_answered(attempt, answered_by)
             info = self.executions.get(call.execution_id)
-            turn = engine.on_answer(info.graph, call.answered_by, flow_context(info, call))
+            ctx = flow_context(info, call)
+            turn = _settle(info, engine.on_answer(info.graph, call.answered_by, ctx), ctx, requests)
             data = turn.to_dict()
             data["at"] = self.clock.now().isoformat()
             call.record_turn(attempt, {"type": "answer", "answeredBy": call.answered_by}, data)
             return Reply(turn.instructions, 0)
 
+        requests = FlowRequests(self.http)
         with audit_context(actor="telephony", correlationId=call_id):
             return self.calls.update(call_id, change)
 
     def input(self, call_id: str, attempt: int, seq: int, digits: str | None) -> Reply | None:
         """Keys pressed (or none) at the gather of turn ``seq - 1``. None: no such turn."""
+        return self.advance(call_id, attempt, seq, {"digits": digits})
+
+    def advance(self, call_id: str, attempt: int, seq: int, result: dict[str, Any]) -> Reply | None:
+        """What the callee did at the waiting node of turn ``seq - 1`` (keys, speech, a
+        recording, a transfer's end, or nothing). None: no such turn."""
+        requests = FlowRequests(self.http)
 
         def change(call: Call) -> Reply | None:
             if attempt != call.attempt or seq < 1:
@@ -92,12 +107,16 @@ class Conversation:
             state = engine.FlowState.from_dict(call.flow_state)
             if state.waiting_node is None:
                 return Reply(HANGUP, seq)
-            turn = engine.on_input(info.graph, state, state.waiting_node, digits, flow_context(info, call))
+            ctx = flow_context(info, call)
+            turn = engine.resume(info.graph, state, state.waiting_node, result, ctx)
             if turn is None:
                 return Reply(HANGUP, seq)
+            turn = _settle(info, turn, ctx, requests)
             data = turn.to_dict()
             data["at"] = self.clock.now().isoformat()
-            trigger = {"type": "input" if digits else "timeout", "digits": digits or "", "nodeId": state.waiting_node}
+            heard = {k: v for k, v in result.items() if v not in (None, "")}
+            kind = "input" if set(heard) - {"dialStatus"} or "dialStatus" in heard else "timeout"
+            trigger = {"type": kind, "digits": result.get("digits") or "", "nodeId": state.waiting_node, "result": heard}
             call.record_turn(attempt, trigger, data)
             return Reply(turn.instructions, seq)
 
@@ -125,7 +144,13 @@ class Conversation:
                 if answered_by and call.answered_by is None and status == "completed":
                     call.record_answered(attempt, answered_by)
                 info = self.executions.get(call.execution_id)
-                steps = unanswered_steps(info, call, status)
+                steps: list[dict[str, Any]] = []
+                if call.answered_by is None and call.is_live(attempt):
+                    turn = engine.on_unanswered(info.graph, status, flow_context(info, call))
+                    steps = turn.steps
+                    if turn.events:  # variables set, SMS or contact updates on the way to the hangup
+                        data = {**turn.to_dict(), "steps": [], "at": self.clock.now().isoformat()}
+                        call.record_turn(attempt, {"type": "unanswered", "outcome": status}, data)
                 call.end_attempt(attempt, status, reason, duration_ms, self.clock.now(), info.retry, steps)
             return len(call.pending_events) > before
 

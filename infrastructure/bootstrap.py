@@ -21,6 +21,7 @@ from application.executions import ExecutionCache
 from application.ports import Clock
 from domain import base
 from infrastructure.clock import FileOffsetClock, SystemClock
+from infrastructure.flow_http import HttpxFlowHttp
 from infrastructure.jobs import DramatiqDialQueue, build_broker, start_worker
 from infrastructure.settings import Settings
 from infrastructure.telephony.twilio.provider import TwilioTelephony
@@ -75,7 +76,7 @@ class Container:
         self.directory: DirectoryView = self.views["directory"]
         self.campaigns.live_audience_members = self.directory.audience_member_ids
         self.executions = ExecutionCache(self.campaigns)
-        self.conversation = Conversation(self.calls, self.executions, self.clock)
+        self.conversation = Conversation(self.calls, self.executions, self.clock, HttpxFlowHttp())
         self.broker = build_broker(s.redis_url, s.redis_namespace)
         self.queue = DramatiqDialQueue(self.broker)
         self._telephony: TwilioTelephony | None = None

@@ -47,10 +47,15 @@ class CallHistoryView(ViewMixin):
         """CREATE TABLE IF NOT EXISTS history_events (
             call_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, at TEXT NOT NULL,
             data TEXT NOT NULL, PRIMARY KEY (call_id, seq))""",
+        """CREATE TABLE IF NOT EXISTS history_recordings (
+            id TEXT PRIMARY KEY, call_id TEXT NOT NULL, job_id TEXT NOT NULL, organization_id TEXT NOT NULL,
+            node_id TEXT NOT NULL, recording_type TEXT NOT NULL, provider_sid TEXT, url TEXT,
+            duration_ms INTEGER, created_at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS history_recordings_org ON history_recordings (organization_id, created_at)",
     )
     DROP = tuple(
         f"DROP TABLE IF EXISTS {t}"
-        for t in ("history_events", "history_steps", "history_attempts", "history_jobs", "history_executions")
+        for t in ("history_recordings", "history_events", "history_steps", "history_attempts", "history_jobs", "history_executions")
     )
 
     # -- queries --------------------------------------------------------------------
@@ -203,14 +208,45 @@ class CallHistoryView(ViewMixin):
                 "(SELECT MAX(seq) FROM history_steps WHERE call_id = ? AND node_id = ?)",
                 (resolved["outputPath"], cid, cid, resolved["nodeId"]),
             )
-        if turn.get("input") is not None:
-            inp = turn["input"]
-            self._event(c, cid, "dtmf_collected", at, {"digits": inp["digits"], "mode": inp["mode"], "nodeId": inp["nodeId"]})
         self._steps(c, cid, turn["steps"], at)
-        for ins in turn["instructions"]:
-            if ins["verb"] in ("say", "play"):
-                self._event(c, cid, "play", at, {k: v for k, v in ins.items() if k != "verb"})
+        if "events" in turn:  # what the flow engine reports: prompts, inputs, variables, recordings ...
+            for ev in turn["events"]:
+                self._event(c, cid, ev["type"], at, {k: v for k, v in ev.items() if k != "type"})
+                if ev["type"] == "record_stop" and ev.get("recordId"):
+                    self._recording(c, e, cid, ev, at)
+        else:  # turns recorded before the engine reported events
+            if turn.get("input") is not None:
+                inp = turn["input"]
+                self._event(c, cid, "dtmf_collected", at, {"digits": inp["digits"], "mode": inp["mode"], "nodeId": inp["nodeId"]})
+            for ins in turn["instructions"]:
+                if ins["verb"] in ("say", "play"):
+                    self._event(c, cid, "play", at, {k: v for k, v in ins.items() if k != "verb"})
         self._attempt(c, e, variables=dumps(turn["state"].get("variables", {})))
+
+    def _recording(self, c: Any, e: Any, cid: str, ev: dict[str, Any], at: str | None) -> None:
+        self.ex(
+            c,
+            "INSERT INTO history_recordings (id, call_id, job_id, organization_id, node_id, recording_type, "
+            "provider_sid, url, duration_ms, created_at) SELECT ?, ?, ?, organization_id, ?, ?, ?, ?, ?, ? "
+            "FROM history_attempts WHERE call_id = ? ON CONFLICT (id) DO NOTHING",
+            (ev["recordId"], cid, str(e.originator_id), ev["nodeId"], ev.get("recordingType", "segment"),
+             ev.get("recordingSid"), ev.get("recordingUrl"), ev.get("durationMs"), at, cid),
+        )  # fmt: skip
+
+    def recordings(self, organization_id: str, limit: int, offset: int, call_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = "organization_id = ?", [organization_id]
+        if call_id is not None:
+            where += " AND call_id = ?"
+            params.append(call_id)
+        return self.rows(
+            f"SELECT * FROM history_recordings WHERE {where} ORDER BY created_at, id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+
+    def recording(self, organization_id: str, recording_id: str) -> dict[str, Any] | None:
+        return self.one(
+            "SELECT * FROM history_recordings WHERE organization_id = ? AND id = ?", (organization_id, recording_id)
+        )
 
     def on_Call_AttemptEnded(self, c: Any, e: Any) -> None:
         at = format_instant(e.at)

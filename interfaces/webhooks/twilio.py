@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, Response, post
 from twilio.request_validator import RequestValidator
 
-from infrastructure.telephony.twilio.provider import render_twiml
+from infrastructure.telephony.twilio.provider import callback_result, render_twiml
 
 TWIML = "application/xml"
 
@@ -64,7 +64,7 @@ async def voice_input(request: Request[Any, Any, Any], call_id: str, attempt: in
     conv = request.app.state.container.conversation
     from litestar.concurrency import sync_to_thread
 
-    reply = await sync_to_thread(conv.input, call_id, attempt, seq, params.get("Digits") or None)
+    reply = await sync_to_thread(conv.advance, call_id, attempt, seq, callback_result(params))
     if reply is None:
         return Response("unknown turn", status_code=404, media_type="text/plain")
     return _twiml(request, call_id, attempt, reply)

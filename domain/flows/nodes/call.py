@@ -60,5 +60,5 @@ class Hangup(NodeType):
 
     def enter(self, walk: Walk, node: dict[str, Any]) -> Outcome:
         config = node.get("config") or {}
-        walk.emit("hangup", node, hangupType=config.get("hangupType", "normal"), hangupReason=config.get("reason"))
+        walk.emit("flow_hangup", node, hangupType=config.get("hangupType", "normal"), hangupReason=config.get("reason"))
         return Stop(str(config.get("reason") or "completed"))

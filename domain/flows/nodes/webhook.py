@@ -98,6 +98,7 @@ class Webhook(NodeType):
             "headers": {k: walk.render(v) for k, v in (config.get("headers") or {}).items()},
             "body": _walk_json(config.get("body"), walk.render),
             "timeoutMs": int(config.get("timeout") or DEFAULT_TIMEOUT_MS),
+            "visit": walk.state.visits,  # the flow position: a retried callback calls once
         }
         return Wait()
 

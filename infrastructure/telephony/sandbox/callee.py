@@ -54,6 +54,15 @@ A script (``PUT /_sandbox/scripts/{number}`` with a JSON body, or
   default (``"1"`` for a person, nothing for a machine); ``""`` means "press
   nothing" (the Gather times out).  An entry longer than ``numDigits`` is cut
   to ``numDigits``; an entry containing the Gather's ``finishOnKey`` stops there.
+* ``speech``: one entry per speech ``<Gather>`` (``input`` containing ``speech``), in
+  order: the words said (``SpeechResult``); ``""`` or ``null`` means silence. A person
+  says ``"yes"`` by default, a machine nothing.
+* ``recordings``: one entry per ``<Record>``: seconds spoken before falling silent (the
+  action gets ``RecordingSid``/``RecordingUrl``/``RecordingDuration`` and the call goes
+  on with the TwiML it returns), ``0`` for silence (Twilio skips the action and goes on
+  with the next verb). Without an entry the callee speaks 3 s and hangs up.
+* ``transfers``: one entry per ``<Dial>``: the ``DialCallStatus`` of the other leg
+  (``completed`` by default, ``busy``, ``no-answer``, ``failed``).
 * ``hangupAfterVerbs``: the callee hangs up after hearing N TwiML verbs (nested
   Gather prompts count; the Gather itself counts once its input is collected,
   and keys pressed still reach the Gather ``action``); the callee hangs up
@@ -104,6 +113,22 @@ class CalleePlan:
     answer_delay_seconds: float | None = None  # simulated seconds, unscaled
     duplicate_callbacks: bool = False
     out_of_order_callbacks: bool = False
+    speech: tuple[str | None, ...] = ()
+    recordings: tuple[float | None, ...] = ()
+    transfers: tuple[str, ...] = ()
+
+    def speech_for_gather(self, index: int) -> str:
+        """Words said at the ``index``-th speech Gather ("" = silence)."""
+        if index < len(self.speech):
+            return self.speech[index] or ""
+        return "yes" if self.behaviour == "human" else ""
+
+    def recording_for(self, index: int) -> float | None:
+        """Seconds spoken at the ``index``-th Record (None: speak 3 s and hang up)."""
+        return self.recordings[index] if index < len(self.recordings) else None
+
+    def transfer_status(self, index: int) -> str:
+        return self.transfers[index] if index < len(self.transfers) else "completed"
 
     @property
     def answers(self) -> bool:
@@ -155,6 +180,15 @@ def _validate_step(step: Any, where: str) -> dict[str, Any]:
         for d in digits:
             if d and not all(c in "0123456789*#w" for c in d):
                 raise ScriptError(f"{where}.digits entries may only contain 0-9 * #")
+    for key, kind in (("speech", str), ("transfers", str)):
+        value = step.get(key)
+        if value is not None and (not isinstance(value, list) or not all(v is None or isinstance(v, kind) for v in value)):
+            raise ScriptError(f"{where}.{key} must be a list of strings")
+    recs = step.get("recordings")
+    if recs is not None and (
+        not isinstance(recs, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in recs)
+    ):
+        raise ScriptError(f"{where}.recordings must be a list of seconds (0 = silence)")
     hav = step.get("hangupAfterVerbs")
     if hav is not None and (not isinstance(hav, int) or isinstance(hav, bool) or hav < 0):
         raise ScriptError(f"{where}.hangupAfterVerbs must be a non-negative integer")
@@ -175,6 +209,9 @@ def _plan_from_step(step: Mapping[str, Any], *, duplicate: bool, out_of_order: b
         answer_delay_seconds=None if delay is None else float(delay) / 1000.0,
         duplicate_callbacks=duplicate,
         out_of_order_callbacks=out_of_order,
+        speech=tuple(step.get("speech") or ()),
+        recordings=tuple(step.get("recordings") or ()),
+        transfers=tuple(step.get("transfers") or ()),
     )
 
 
@@ -190,7 +227,7 @@ def parse_script(data: Any) -> CalleeScript:
     steps = tuple(_validate_step(s, f"attempts[{i}]") for i, s in enumerate(attempts))
     then = _validate_step(data.get("then", {"behaviour": "human"}), "then")
     defaults = {
-        k: data[k] for k in ("digits", "hangupAfterVerbs", "answerDelayMs") if k in data
+        k: data[k] for k in ("digits", "hangupAfterVerbs", "answerDelayMs", "speech", "recordings", "transfers") if k in data
     }
     _validate_step({"behaviour": "human", **defaults}, "script")
     return CalleeScript(

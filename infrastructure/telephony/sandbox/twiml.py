@@ -135,6 +135,9 @@ class TwimlInterpreter:
         self.max_documents = max_documents
         self.verbs_heard = 0
         self.gathers = 0
+        self.speech_gathers = 0
+        self.records = 0
+        self.dials = 0
         self.documents = 0
 
     # -- callee hang-up accounting -------------------------------------
@@ -247,18 +250,32 @@ class TwimlInterpreter:
                 self._before_verb()
                 await self._play(child)
                 self._after_verb()
-        index = self.gathers
-        self.gathers += 1
-        pressed = self.session.plan.digits_for_gather(index) if "dtmf" in inputs else ""
+        pressed = ""
+        if "dtmf" in inputs:
+            pressed = self.session.plan.digits_for_gather(self.gathers)
+            self.gathers += 1
+        said = ""
+        if "speech" in inputs:
+            said = self.session.plan.speech_for_gather(self.speech_gathers)
+            self.speech_gathers += 1
         digits, finished_on = gather_input(pressed, num_digits, finish_on_key)
         entry = {
             "verb": "Gather",
+            "input": " ".join(inputs),
             "numDigits": num_digits,
             "timeout": timeout,
             "action": a.get("action"),
             "digits": digits,
         }
+        if "speech" in inputs:
+            entry["speech"] = said if not digits else ""
+            entry["language"] = a.get("language")
         self.session.record_verb(entry)
+        if said and not digits and not finished_on:
+            await self.session.elapse(max(1.0, len(said.split()) * SAY_SECONDS_PER_WORD))
+            self._after_verb()
+            extra = {"SpeechResult": said, "Confidence": "0.92"}
+            return await self._fetch("gather-action", doc_url, a.get("action"), a.get("method"), extra)
         if digits or finished_on:
             await self.session.elapse(GATHER_KEYPRESS_SECONDS)
             self.session.record_digits(digits)
@@ -274,8 +291,11 @@ class TwimlInterpreter:
         a = verb.attrs
         self._before_verb()
         max_length = _int(a.get("maxLength"), 3600) or 3600
-        duration = int(min(RECORD_SPEAK_SECONDS, max_length))
-        self.session.record_verb({"verb": "Record", "action": a.get("action"), "maxLength": max_length})
+        scripted = self.session.plan.recording_for(self.records)
+        self.records += 1
+        spoken = RECORD_SPEAK_SECONDS if scripted is None else scripted
+        duration = int(min(spoken, max_length))
+        self.session.record_verb({"verb": "Record", "action": a.get("action"), "maxLength": max_length, "seconds": duration})
         if _bool(a.get("playBeep"), True):
             await self.session.elapse(0.5)
         await self.session.elapse(duration)
@@ -287,6 +307,14 @@ class TwimlInterpreter:
             "RecordingDuration": str(duration),
             "Digits": "hangup",
         }
+        if scripted is not None:
+            # The callee falls silent: Twilio waits the silence timeout, then requests the
+            # action (and runs the TwiML it returns); nothing said means no request at all.
+            await self.session.elapse(_int(a.get("timeout"), 5) or 0)
+            if duration <= 0:
+                return None
+            extra["Digits"] = ""
+            return await self._fetch("record-action", doc_url, a.get("action"), a.get("method"), extra)
         try:
             await self._fetch("record-action", doc_url, a.get("action"), a.get("method"), extra)
         except WebhookFailed:
@@ -301,14 +329,20 @@ class TwimlInterpreter:
             if child.name in ("Number", "Client", "Sip") and child.text:
                 number = child.text
                 break
-        self.session.record_verb({"verb": "Dial", "number": number, "action": a.get("action")})
-        await self.session.elapse(DIAL_LEG_SECONDS)
+        status = self.session.plan.transfer_status(self.dials)
+        self.dials += 1
+        self.session.record_verb(
+            {"verb": "Dial", "number": number, "action": a.get("action"), "callerId": a.get("callerId"),
+             "timeout": a.get("timeout"), "status": status}
+        )  # fmt: skip
+        connected = status == "completed"
+        await self.session.elapse(DIAL_LEG_SECONDS if connected else 1)
         self._after_verb()
         if a.get("action"):
             extra = {
-                "DialCallStatus": "completed",
+                "DialCallStatus": status,
                 "DialCallSid": "CA" + secrets.token_hex(16),
-                "DialCallDuration": str(DIAL_LEG_SECONDS),
+                "DialCallDuration": str(DIAL_LEG_SECONDS if connected else 0),
             }
             return await self._fetch("dial-action", doc_url, a.get("action"), a.get("method"), extra)
         return None

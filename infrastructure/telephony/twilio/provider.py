@@ -9,7 +9,7 @@ from typing import Any
 
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
-from twilio.twiml.voice_response import Gather, VoiceResponse
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from application.ports import TelephonyError
 
@@ -53,34 +53,107 @@ class TwilioTelephony:
             raise
 
 
+# A voice per (language, gender) when the flow names none (Amazon Polly voices on Twilio).
+VOICES = {
+    ("fr-FR", "female"): "Polly.Lea", ("fr-FR", "male"): "Polly.Mathieu",
+    ("en-US", "female"): "Polly.Joanna", ("en-US", "male"): "Polly.Matthew",
+    ("en-GB", "female"): "Polly.Amy", ("en-GB", "male"): "Polly.Brian",
+    ("ar-XA", "female"): "Polly.Zeina", ("ar-XA", "male"): "Polly.Zeina",
+}  # fmt: skip
+SPEECH_LANGUAGE = {"ar-MA": "ar-MA", "fr-FR": "fr-FR", "en-US": "en-US"}
+
+
+def _say_args(ins: dict[str, Any]) -> dict[str, Any]:
+    lang = SAY_LANGUAGE.get(ins.get("language") or "")
+    kwargs: dict[str, Any] = {"language": lang} if lang else {}
+    voice = ins.get("voice") or (VOICES.get((lang, ins.get("gender") or "female")) if lang and ins.get("gender") == "male" else None)
+    if voice:
+        kwargs["voice"] = voice
+    return kwargs
+
+
+def _prompt(parent: Any, ins: dict[str, Any], base: str) -> None:
+    if ins["verb"] == "say":
+        parent.say(ins["text"], **_say_args(ins))
+    else:
+        parent.play(ins.get("url") or f"{base}/api/audio-management/audio/{ins.get('audioId')}")
+
+
 def render_twiml(
     instructions: list[dict[str, Any]], base_url: str, call_id: str, attempt: int, seq: int
 ) -> str:
-    """Instructions of one flow turn as TwiML; a gather posts to the next turn's URL."""
+    """Instructions of one flow turn as TwiML. A verb that waits for the callee (gather,
+    record, dial) posts its result to the next turn's URL; when Twilio skips that request
+    (nothing pressed, nothing recorded) the Redirect after it reports the silence."""
     response = VoiceResponse()
     base = base_url.rstrip("/")
+    action = f"{base}/twilio/voice/{call_id}/{attempt}/input/{seq + 1}"
+    held: list[dict[str, Any]] = []  # barge-in prompts: played inside the next Gather
     for ins in instructions:
         verb = ins["verb"]
-        if verb == "say":
-            lang = SAY_LANGUAGE.get(ins.get("language") or "", None)
-            kwargs: dict[str, Any] = {"language": lang} if lang else {}
-            response.say(ins["text"], **kwargs)
-        elif verb == "play":
-            url = ins.get("url") or f"{base}/api/audio-management/audio/{ins.get('audioId')}"
-            response.play(url)
+        if verb in ("say", "play") and ins.get("bargeIn"):
+            held.append(ins)
+            continue
+        if verb != "gather":
+            for prompt in held:
+                _prompt(response, prompt, base)
+            held = []
+        if verb in ("say", "play"):
+            _prompt(response, ins, base)
         elif verb == "gather":
-            action = f"{base}/twilio/voice/{call_id}/{attempt}/input/{seq + 1}"
-            response.append(
-                Gather(
-                    input="dtmf",
-                    num_digits=ins.get("numDigits", 1),
-                    timeout=ins.get("timeoutSeconds", 10),
-                    action=action,
-                    method="POST",
-                )
-            )
-            # Nothing pressed: Twilio falls through to the next verb.
-            response.redirect(action, method="POST")
+            speech = ins.get("input") == "speech"
+            kwargs: dict[str, Any] = {"input": "speech" if speech else "dtmf", "timeout": ins.get("timeoutSeconds", 10), "action": action, "method": "POST"}
+            if speech:
+                kwargs["speech_timeout"] = ins.get("speechTimeout") or "auto"
+                if SPEECH_LANGUAGE.get(ins.get("language") or ""):
+                    kwargs["language"] = SPEECH_LANGUAGE[ins["language"]]
+            else:
+                if ins.get("numDigits"):
+                    kwargs["num_digits"] = ins["numDigits"]
+                if "finishOnKey" in ins:
+                    kwargs["finish_on_key"] = ins["finishOnKey"]
+            gather = Gather(**kwargs)
+            for prompt in held:
+                _prompt(gather, prompt, base)
+            held = []
+            response.append(gather)
+            response.redirect(action, method="POST")  # nothing pressed or said
+        elif verb == "record":
+            response.record(
+                action=action, method="POST", max_length=ins.get("maxLengthSeconds", 60),
+                timeout=ins.get("timeoutSeconds", 5), play_beep=bool(ins.get("playBeep", True)), finish_on_key="#",
+            )  # fmt: skip
+            response.redirect(action, method="POST")  # nothing recorded
+        elif verb == "dial":
+            kwargs = {"action": action, "method": "POST", "timeout": ins.get("timeoutSeconds", 30)}
+            if ins.get("callerId"):
+                kwargs["caller_id"] = ins["callerId"]
+            dial = Dial(**kwargs)
+            dial.number(ins["number"])
+            response.append(dial)
         elif verb == "hangup":
             response.hangup()
+    for prompt in held:
+        _prompt(response, prompt, base)
     return str(response)
+
+
+def callback_result(params: dict[str, str]) -> dict[str, Any]:
+    """What the callee did, from the parameters of a Gather/Record/Dial action request."""
+    result: dict[str, Any] = {"digits": params.get("Digits") or None}
+    if result["digits"] == "hangup":  # Record ended by the callee hanging up
+        result["digits"] = None
+    if "SpeechResult" in params:
+        result["speech"] = params["SpeechResult"]
+        try:
+            result["confidence"] = float(params.get("Confidence") or 0)
+        except ValueError:
+            result["confidence"] = None
+    if params.get("RecordingSid"):
+        result["recordingSid"] = params["RecordingSid"]
+        result["recordingUrl"] = params.get("RecordingUrl")
+        result["durationSeconds"] = params.get("RecordingDuration")
+    if params.get("DialCallStatus"):
+        result["dialStatus"] = params["DialCallStatus"]
+        result["durationSeconds"] = params.get("DialCallDuration")
+    return result
