@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     from interfaces.contacts_cli import add_contacts_commands
 
     add_contacts_commands(sub)
+    from interfaces.flows_cli import add_flows_commands
+
+    add_flows_commands(sub)
     return p
 
 

@@ -66,12 +66,19 @@ def context_for(contact: dict[str, Any] | None, variables: dict[str, Any] | None
     }  # fmt: skip
 
 
-def result_for(node_type: str, entry: Any, index: int) -> dict[str, Any]:
-    """The engine result a scripted input stands for at a node of ``node_type``."""
+def result_for(node: dict[str, Any], entry: Any, index: int) -> dict[str, Any]:
+    """The engine result a scripted input stands for at ``node`` (keys stop at the
+    node's terminator, as Twilio's finishOnKey does)."""
+    node_type = node["type"]
     if isinstance(entry, dict):
         return entry
     if node_type == "dtmf":
-        return {"digits": None if entry is None else str(entry)}
+        if entry is None:
+            return {"digits": None}
+        keys = str(entry)
+        for term in ((node.get("config") or {}).get("multiDigitConfig") or {}).get("terminators") or []:
+            keys = keys.split(term)[0]
+        return {"digits": keys}
     if node_type == "collect_audio":
         return {"speech": entry, "confidence": 0.9 if entry else None}
     if node_type == "record":
@@ -125,7 +132,7 @@ def simulate(graph: FlowGraph, callee: dict[str, Any] | None = None, context: di
             if index >= len(inputs):
                 events.append({"type": "trigger", "kind": "callee_hangup", "nodeId": node["id"]})
                 break
-            result = result_for(node["type"], inputs[index], index)
+            result = result_for(node, inputs[index], index)
             index += 1
             nxt = engine.resume(graph, state, node["id"], result, ctx)
             if nxt is None:

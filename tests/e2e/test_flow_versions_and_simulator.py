@@ -1,0 +1,110 @@
+"""Flow versions (immutable, readable, pinned by executions) and the simulator, through
+the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Platform, wait_for
+from tests.unit.test_flow_fixtures import FIXTURES, load
+
+
+def greeting(text: str) -> dict[str, Any]:
+    return {"startNodeId": "d", "nodes": {
+        "d": {"type": "dial", "config": {"enableAMD": False}, "outputs": {"onAnswer": "s"}},
+        "s": {"type": "say", "config": {"text": text, "language": "en"}, "outputs": {"onComplete": "h"}},
+        "h": {"type": "hangup"}}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, Any]]:
+    platform = Platform(tmp_path_factory.mktemp("versions") / "var")
+    _, key = platform.new_org()
+    with platform.client(key) as client:
+        yield platform, client
+    platform.close()
+
+
+def test_each_change_is_a_new_readable_version(world: tuple[Platform, Any]) -> None:
+    _, c = world
+    flow = c.post("/api/flows", json={"name": "Versioned", "graph": greeting("one")}).json()
+    assert flow["version"] == 1
+    assert c.put(f"/api/flows/{flow['id']}", json={"graph": greeting("two")}).json()["version"] == 2
+    assert c.put(f"/api/flows/{flow['id']}", json={"description": "no graph change"}).json()["version"] == 2
+    got = c.get(f"/api/flows/{flow['id']}").json()
+    assert got["version"] == 2 and got["graph"]["nodes"][1]["config"]["text"] == "two"
+    listed = c.get(f"/api/flows/{flow['id']}/versions").json()
+    assert [v["version"] for v in listed["versions"]] == [1, 2] and listed["latestVersion"] == 2
+    v1 = c.get(f"/api/flows/{flow['id']}/versions/1").json()
+    assert v1["version"] == 1 and v1["graph"]["nodes"][1]["config"]["text"] == "one"
+    missing = c.get(f"/api/flows/{flow['id']}/versions/3")
+    assert missing.status_code == 404 and "versions 1 to 2" in missing.json()["message"]
+
+
+def test_editing_a_flow_never_changes_a_launched_execution(world: tuple[Platform, Any]) -> None:
+    platform, c = world
+    phone = "+212615000004"
+    contact = c.post("/api/contact", json={"primaryPhone": phone}).json()
+    audience = c.post("/api/audience", json={"name": "pinned"}).json()
+    c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
+    flow = c.post("/api/flows", json={"name": "Pinned", "graph": greeting("version one speaking")}).json()
+    start = platform.clock.now().timestamp() + 3600
+    from datetime import UTC, datetime
+
+    program = c.post("/api/programs", json={
+        "name": "pinned", "audienceId": audience["id"], "flowId": flow["id"],
+        "startAt": datetime.fromtimestamp(start, UTC).isoformat(), "didPool": ["+212500000001"],
+        "retryStrategy": {"type": "none"}}).json()  # fmt: skip
+    eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+    # The flow changes after launch and before the first call.
+    assert c.put(f"/api/flows/{flow['id']}", json={"graph": greeting("version two speaking")}).json()["version"] == 2
+    platform.clock.advance(3700)
+    wait_for(lambda: c.get(f"/api/program-executions/{eid}").json()["status"] == "completed", 30, what="the execution")
+    heard = [v.get("text") for call in platform.sandbox.calls() if call["to"] == phone for v in call["verbs"] if v["verb"] == "Say"]
+    assert heard == ["version one speaking"]
+    row = wait_for(lambda: c.get(f"/api/program-execution/{eid}/report/calls").json()["data"], 10)[0]
+    report = c.get(f"/api/call-report/call/{row['callId']}").json()
+    assert report["flowExecution"]["flowVersion"] == 1
+
+
+def test_execute_runs_a_saved_version_or_a_graph_and_places_no_call(world: tuple[Platform, Any]) -> None:
+    platform, c = world
+    before = len(platform.sandbox.calls())
+    fixture = load("dtmf_multi_digit")
+    run = c.post("/api/flows/execute", json={"graph": fixture["flow"], "callee": fixture["callee"]})
+    assert run.status_code == 201, run.text
+    assert run.json()["path"] == fixture["expect"]["path"] and run.json()["events"] == fixture["expect"]["events"]
+    assert run.json()["placedCall"] is False
+    flow = c.post("/api/flows", json={"name": "Sim", "graph": greeting("first")}).json()
+    c.put(f"/api/flows/{flow['id']}", json={"graph": greeting("Hello {{ $contact.firstName }}")})
+    old = c.post("/api/flows/execute", json={"flowId": flow["id"], "version": 1}).json()
+    new = c.post("/api/flows/execute", json={"flowId": flow["id"], "contact": {"firstName": "Amina"}}).json()
+    assert (old["flowVersion"], new["flowVersion"]) == (1, 2)
+    said = [[e["text"] for e in r["events"] if e["type"] == "play"] for r in (old, new)]
+    assert said == [["first"], ["Hello Amina"]]
+    bad = c.post("/api/flows/execute", json={"graph": load("error_unknown_variables")["flow"]})
+    assert bad.status_code == 400
+    assert "graph.nodes.hi.config.text" in bad.json()["fieldErrors"]
+    wrong = c.post("/api/flows/execute", json={"graph": fixture["flow"], "callee": {"answeredBy": "robot"}})
+    assert wrong.status_code == 400 and "callee.answeredBy" in wrong.json()["fieldErrors"]
+    assert len(platform.sandbox.calls()) == before
+
+
+def test_cli_simulate(tmp_path: Path) -> None:
+    def gomobile(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "interfaces.cli", "flows", "simulate", *args], capture_output=True, text=True, timeout=60)
+
+    ok = gomobile(str(FIXTURES / "dtmf_multi_digit.json"), "--inputs", "12", "-", "123456#")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["path"] == load("dtmf_multi_digit")["expect"]["path"]
+    busy = gomobile(str(FIXTURES / "dial_busy.json"))
+    assert json.loads(busy.stdout)["hangupReason"] == "busy"
+    bad = gomobile(str(FIXTURES / "error_no_path_to_hangup.json"))
+    assert bad.returncode == 2 and "node 'menu' outputs: no path from node 'menu' to a hangup" in bad.stderr
