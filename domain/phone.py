@@ -92,3 +92,17 @@ def timezone_for(e164: str, org_country: str | None, org_timezone: str | None) -
     if org_timezone and org_timezone in guesses:
         return org_timezone
     return (in_country or guesses or [None])[0] if len(guesses) == 1 else None
+
+
+def contact_timezone(contact: dict[str, object] | None, e164: str | None) -> str | None:
+    """The time zone to use for calling a contact: the one stored on the contact (derived
+    from its number when created, or set by the user), else the number's own zone."""
+    tz = (contact or {}).get("timezone")
+    if isinstance(tz, str) and tz:
+        return tz
+    if not e164:
+        return None
+    try:
+        return timezone_for(e164, None, None)
+    except phonenumbers.NumberParseException:
+        return None
