@@ -25,19 +25,32 @@ class CallsApp(Application[UUID]):
     name = "calls"
 
     def queue_calls(
-        self, execution: Execution, contacts: Iterable[Contact], not_before: datetime
+        self,
+        execution: Execution,
+        contacts: Iterable[Contact],
+        not_before: datetime,
+        country: str | None = None,
+        timezone: str | None = None,
     ) -> int:
-        """Create one Call per contact (idempotent: existing calls are left as they are)."""
+        """Create one Call per contact (idempotent: existing calls are left as they are).
+
+        The contact's time zone (its own, or the one its number rings in) is frozen on
+        the call: calling hours are evaluated in it."""
+        from domain.phone import timezone_for
+
         batch: list[Call] = []
         count = 0
         for contact in contacts:
+            snapshot = contact.snapshot()
+            if not snapshot.get("timezone"):
+                snapshot["timezone"] = timezone_for(contact.phone, country, timezone) or timezone
             call = Call(
                 execution.id,
                 contact.id,
                 execution.organization_id,
                 execution.program_id,
                 contact.phone,
-                contact.snapshot(),
+                snapshot,
                 not_before,
             )
             batch.append(call)

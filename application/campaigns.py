@@ -23,10 +23,30 @@ from domain.errors import (
 from domain.execution import ACTIVE, Execution
 from domain.flow import Flow
 from domain.flows.graph import require_graph
-from domain.organization import ROLES, Organization, new_api_key, organization_of_key, slugify
+from domain.windows import CallingHours, PauseWindows, zone
+from domain.organization import PLANS, ROLES, Organization, new_api_key, organization_of_key, slugify
 from domain.program import Program
 from domain.retry import RetryStrategy
 from domain.timeparse import format_instant, parse_instant
+
+
+def check_auto_pause_rules(rules: Any) -> list[dict[str, Any]]:
+    """``[{nodeId, threshold, resetOnResume}]``: pause once a node has run ``threshold`` times."""
+    if not isinstance(rules, list) or len(rules) > 50:
+        raise ValidationError.single("autoPauseRules", "must be a list of at most 50 rules")
+    out = []
+    for i, r in enumerate(rules):
+        where = f"autoPauseRules[{i}]"
+        if not isinstance(r, dict) or not isinstance(r.get("nodeId"), str) or not r["nodeId"]:
+            raise ValidationError.single(f"{where}.nodeId", "is required")
+        t = r.get("threshold")
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise ValidationError.single(f"{where}.threshold", "must be a positive integer")
+        reset = r.get("resetOnResume", True)
+        if not isinstance(reset, bool):
+            raise ValidationError.single(f"{where}.resetOnResume", "must be true or false")
+        out.append({"nodeId": r["nodeId"], "threshold": t, "resetOnResume": reset})
+    return out
 
 
 class Principal:
@@ -82,6 +102,37 @@ class CampaignsApp(Application[UUID]):
         except AggregateNotFoundError:
             raise NotFound("Organization not found") from None
         assert isinstance(org, Organization)
+        return org
+
+    def update_organization_settings(self, organization_id: UUID, data: dict[str, Any]) -> Organization:
+        """The organization's dialling policy (admin): calling hours in each contact's
+        own time zone, concurrency and pace limits, a per-contact daily cap."""
+        org = self.organization(organization_id)
+        changes: dict[str, Any] = {}
+        allowed = {"callingHours", "maxConcurrentCalls", "callsPerSecond", "maxCallsPerContactPerDay", "timezone", "plan"}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValidationError(
+                f"Unknown setting(s): {', '.join(sorted(unknown))}", {k: ["unknown setting"] for k in sorted(unknown)}
+            )
+        if "callingHours" in data:
+            CallingHours.parse(data["callingHours"])
+            changes["callingHours"] = data["callingHours"]
+        for key, lo, hi in (("maxConcurrentCalls", 1, 10000), ("callsPerSecond", 0.01, 1000), ("maxCallsPerContactPerDay", 1, 1000)):
+            if key in data:
+                v = data[key]
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
+                    raise ValidationError.single(key, f"must be a number between {lo} and {hi}, or null")
+                changes[key] = v
+        if "timezone" in data:
+            changes["timezone"] = zone(data["timezone"]).key
+        if "plan" in data:
+            if data["plan"] not in PLANS:
+                raise ValidationError.single("plan", f"must be one of {', '.join(PLANS)}")
+            changes["plan"] = data["plan"]
+        if changes:
+            org.change_settings(changes)
+            self.save(org)
         return org
 
     def authenticate(self, key: str) -> Principal | None:
@@ -255,7 +306,16 @@ class CampaignsApp(Application[UUID]):
         if "retryStrategy" in data:
             out["retryStrategy"] = RetryStrategy.parse(data["retryStrategy"]).to_json()
         if "pauseWindows" in data:
+            PauseWindows.parse(data["pauseWindows"])
             out["pauseWindows"] = data["pauseWindows"]
+        if "autoPauseRules" in data:
+            out["autoPauseRules"] = check_auto_pause_rules(data["autoPauseRules"])
+        for key, lo, hi in (("maxConcurrentCalls", 1, 10000), ("callsPerSecond", 0.01, 1000)):
+            if key in data and data[key] is not None:
+                v = data[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                    raise ValidationError.single(key, f"must be a number between {lo} and {hi}")
+                out[key] = v
         return out
 
     def create_program(self, org: Organization, data: dict[str, Any]) -> Program:

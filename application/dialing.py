@@ -6,8 +6,9 @@ execution state is checked here, at dial time, not only when the job was queued.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain.call import AlreadyClaimed, Call
 from eventsourcing.persistence import IntegrityError
@@ -15,15 +16,17 @@ from eventsourcing.persistence import IntegrityError
 from application.calls import CallsApp
 from application.campaigns import CampaignsApp
 from application.executions import ExecutionCache
-from application.ports import Clock, Telephony, TelephonyError
+from application.ports import Clock, Pacer, Suppressions, Telephony, TelephonyError
 from domain.base import audit_context
+from domain.timeparse import parse_instant, sortable
+from domain.windows import CallingHours, next_allowed
 
 log = logging.getLogger("gomobile.dialing")
 
 
 @dataclass
 class DialResult:
-    status: str  # placed | stale | not_running | claimed_elsewhere | failed
+    status: str  # placed | stale | not_running | claimed_elsewhere | failed | outside_window | suppressed | frequency_cap | rate_limited
     provider_call_id: str | None = None
 
 
@@ -36,6 +39,10 @@ class Dialer:
         telephony: Telephony,
         clock: Clock,
         worker_name: str = "worker",
+        suppressions: Suppressions | None = None,
+        pacer: Pacer | None = None,
+        declined: Callable[[str, int], None] | None = None,
+        dials_since: Callable[[str, str], tuple[int, str | None]] | None = None,
     ) -> None:
         self.campaigns = campaigns
         self.calls = calls
@@ -43,6 +50,10 @@ class Dialer:
         self.telephony = telephony
         self.clock = clock
         self.worker_name = worker_name
+        self.suppressions = suppressions
+        self.pacer = pacer
+        self.declined = declined or (lambda call_id, attempt: None)
+        self.dials_since = dials_since
 
     def dial(self, call_id: str, attempt: int) -> DialResult:
         with audit_context(actor=f"worker:{self.worker_name}", correlationId=call_id):
@@ -56,6 +67,9 @@ class Dialer:
         if execution.status != "running":
             return DialResult("not_running")
         now = self.clock.now()
+        verdict = self._may_dial(call, attempt, now)
+        if verdict is not None:
+            return verdict
         try:
             call.claim(attempt, now, self.worker_name)
             self.calls.save(call)
@@ -79,6 +93,35 @@ class Dialer:
             return DialResult("failed")
         self.calls.update(call.id, lambda c: c.record_placed(attempt, sid, from_number))
         return DialResult("placed", sid)
+
+    def _may_dial(self, call: Call, attempt: int, now: datetime) -> DialResult | None:
+        """The checks made again at dial time, whatever was true when the job was sent:
+        pause windows and calling hours, the do-not-call list, the per-contact daily cap,
+        and the pace (calls per second) of the organization and the program."""
+        info = self.executions.get(call.execution_id)
+        org = self.campaigns.organization(call.organization_id)
+        hours = CallingHours.parse(org.settings.get("callingHours"))
+        opens = next_allowed(now, info.windows, org.timezone, hours, call.contact.get("timezone"))
+        if opens != now:
+            self.declined(str(call.id), attempt)
+            return DialResult("outside_window")
+        if self.suppressions is not None and self.suppressions.is_suppressed(org.id, call.to):
+            self.calls.update(call.id, lambda c: c.skip("suppressed", now))
+            return DialResult("suppressed")
+        cap = org.settings.get("maxCallsPerContactPerDay")
+        if cap and self.dials_since is not None:
+            count, oldest = self.dials_since(str(call.contact_id), sortable(now - timedelta(days=1)))
+            if count >= cap and oldest is not None:
+                until = parse_instant(oldest[:23] + "Z", "claimedAt") + timedelta(days=1)
+                self.calls.update(call.id, lambda c: c.defer(attempt, until, "frequency_cap"))
+                return DialResult("frequency_cap")
+        if self.pacer is not None:
+            limits = [(f"org:{org.id}", org.settings.get("callsPerSecond")), (f"program:{info.program_id}", info.calls_per_second)]
+            for key, per_second in limits:
+                if per_second and not self.pacer.try_acquire(key, float(per_second)):
+                    self.declined(str(call.id), attempt)
+                    return DialResult("rate_limited")
+        return None
 
     def _fail(self, call_id: object, attempt: int, reason: str, now: datetime, info: object) -> None:
         from application.conversation import unanswered_steps

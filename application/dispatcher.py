@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
@@ -21,6 +22,8 @@ from application.ports import Clock, DialQueue
 from domain.base import audit_context
 from domain.errors import ContactNotFoundError, InvalidStateTransition
 from domain.timeparse import sortable
+from domain.windows import CallingHours, PauseWindows, in_pause_window, is_allowed
+from projections.store import loads
 
 log = logging.getLogger("gomobile.dispatcher")
 
@@ -52,22 +55,84 @@ class Dispatcher:
 
     def _tick(self) -> dict[str, int]:
         now = self.clock.now()
-        counts = {"started": 0, "queued": 0, "dispatched": 0, "skipped": 0, "completed": 0}
-        for eid in self.progress.executions_due_to_start(sortable(now)):
+        now_key = sortable(now)
+        counts = {"started": 0, "queued": 0, "dispatched": 0, "skipped": 0, "completed": 0, "stopped": 0, "paused": 0}
+        for eid in self.progress.executions_to_stop(now_key):
+            counts["stopped"] += self._change_execution(eid, lambda e: e.stop(now))
+        for eid in self.progress.executions_due_to_start(now_key):
             counts["started"] += self._change_execution(eid, lambda e: e.start(now))
         for eid in self.progress.executions_to_queue():
             counts["queued"] += self._queue_calls(eid)
         for call_id in self.progress.pending_calls_of_ended_executions():
             counts["skipped"] += int(self.calls.update(call_id, lambda c: c.skip("execution_ended", now)))
-        due = self.progress.due_calls(sortable(now), sortable(now - self.lease), self.batch)
-        if due:
-            self.progress.mark_dispatched(due, sortable(now))
-            for call_id, attempt in due:
-                self.queue.enqueue_dial(call_id, attempt)
-            counts["dispatched"] = len(due)
+        running = self.progress.running_executions()
+        counts["paused"] = self._auto_pause(running)
+        counts["dispatched"] = self._dispatch(running, now)
         for eid in self.progress.executions_to_complete():
             counts["completed"] += self._change_execution(eid, lambda e: e.complete(now))
         return counts
+
+    def _auto_pause(self, running: list[dict[str, Any]]) -> int:
+        paused = 0
+        for row in running:
+            rules = loads(row.get("auto_pause_rules")) if row.get("auto_pause_rules") else None
+            if rules is None:
+                rules = (loads(row["program"]) or {}).get("autoPauseRules") or []
+            if not rules:
+                continue
+            all_counts = self.progress.node_counts(row["id"], 0)
+            epoch_counts = self.progress.node_counts(row["id"], int(row.get("epoch") or 0))
+            for rule in rules:
+                counts = epoch_counts if rule.get("resetOnResume", True) else all_counts
+                n = counts.get(rule["nodeId"], 0)
+                if n >= rule["threshold"]:
+                    paused += self._change_execution(
+                        row["id"], lambda e, r=rule, n=n: e.auto_pause(r["nodeId"], n, r["threshold"])
+                    )
+                    break
+        return paused
+
+    def _dispatch(self, running: list[dict[str, Any]], now: datetime) -> int:
+        """Send due calls to the dial queue: only inside the program's windows and the
+        contacts' calling hours, and within the organization's and the program's
+        concurrency (calls in progress plus those sent and not yet claimed)."""
+        now_key, lease_key = sortable(now), sortable(now - self.lease)
+        orgs: dict[str, Any] = {}
+        org_budget: dict[str, int] = {}
+        total = 0
+        for row in running:
+            org_id = row["organization_id"]
+            if org_id not in orgs:
+                orgs[org_id] = self.campaigns.organization(UUID(org_id))
+                org = orgs[org_id]
+                used = self.progress.in_progress_of_organization(org_id)
+                org_budget[org_id] = org.max_concurrent_calls - used
+            org = orgs[org_id]
+            program = loads(row["program"]) or {}
+            windows = PauseWindows.parse(program.get("pauseWindows"))
+            if in_pause_window(now, windows, org.timezone):
+                continue
+            reserved = self.progress.reserved(row["id"], lease_key)
+            org_budget[org_id] -= reserved
+            budget = min(self.batch, org_budget[org_id])
+            if program.get("maxConcurrentCalls"):
+                budget = min(budget, int(program["maxConcurrentCalls"]) - row["in_progress"] - reserved)
+            if budget <= 0:
+                continue
+            hours = CallingHours.parse(org.settings.get("callingHours"))
+            zones = [
+                tz for tz in self.progress.due_timezones(row["id"], now_key)
+                if is_allowed(now, PauseWindows(), org.timezone, hours, tz)
+            ]
+            due = self.progress.due_calls_of(row["id"], now_key, lease_key, budget, zones)
+            if not due:
+                continue
+            self.progress.mark_dispatched(due, now_key)
+            for call_id, attempt in due:
+                self.queue.enqueue_dial(call_id, attempt)
+            org_budget[org_id] -= len(due)
+            total += len(due)
+        return total
 
     def _change_execution(self, eid: str, change: Any) -> int:
         execution = self.campaigns.execution(None, eid)
@@ -90,7 +155,8 @@ class Dispatcher:
                 log.warning("contact %s of execution %s was erased before queueing", cid, eid)
         not_before = execution.scheduled_start_at
         with audit_context(correlationId=eid):
-            n = self.calls.queue_calls(execution, contacts, not_before)
+            org = self.campaigns.organization(execution.organization_id)
+            n = self.calls.queue_calls(execution, contacts, not_before, org.country, org.timezone)
             execution.record_calls_queued(len(contacts))
             try:
                 self.campaigns.save(execution)
@@ -102,7 +168,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 counts = self.tick()
-                busy = counts["dispatched"] >= self.batch or counts["queued"]
+                busy = counts["queued"] > 0
             except Exception:
                 log.exception("dispatcher tick failed")
                 busy = False

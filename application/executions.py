@@ -12,6 +12,7 @@ from uuid import UUID
 from application.campaigns import CampaignsApp
 from domain.flows.graph import FlowGraph
 from domain.retry import RetryStrategy
+from domain.windows import PauseWindows
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class ExecutionInfo:
     did_pool: list[str]
     ring_timeout_seconds: int
     machine_detection: bool
+    windows: PauseWindows
+    calls_per_second: float | None
 
 
 class ExecutionCache:
@@ -54,6 +57,8 @@ class ExecutionCache:
             did_pool=list(e.program.get("didPool") or []),
             ring_timeout_seconds=max(5, round((dial_cfg.get("timeout") or 30000) / 1000)),
             machine_detection=bool(dial_cfg.get("enableAMD", True)) if start["type"] == "dial" else False,
+            windows=PauseWindows.parse(e.program.get("pauseWindows")),
+            calls_per_second=e.program.get("callsPerSecond"),
         )
         with self._lock:
             if len(self._items) >= self.maxsize:

@@ -45,3 +45,13 @@ class ProgressQueries(Protocol):
     def mark_dispatched(self, items: list[tuple[str, int]], at_key: str) -> None: ...
 
     def execution(self, execution_id: str) -> dict[str, Any] | None: ...
+
+
+class Pacer(Protocol):
+    """Calls-per-second limits shared by every worker process."""
+
+    def try_acquire(self, key: str, per_second: float) -> bool: ...
+
+
+class Suppressions(Protocol):
+    def is_suppressed(self, organization_id: Any, e164: str) -> bool: ...

@@ -173,6 +173,15 @@ class Call(AuditedAggregate):
         self.status = "finished"
         self.result = result
 
+    def defer(self, attempt: int, not_before: datetime, reason: str) -> None:
+        """Not now (a window closed, a frequency cap reached): the attempt waits."""
+        if self.status == "pending" and attempt == self.attempt and not_before > self.not_before:
+            self._defer(attempt, not_before, reason)
+
+    @event("Deferred")
+    def _defer(self, attempt: int, not_before: datetime, reason: str) -> None:
+        self.not_before = not_before
+
     def skip(self, reason: str, now: datetime) -> bool:
         """Cancel/stop: a contact not being called is skipped (a call in progress finishes)."""
         if self.status != "pending":

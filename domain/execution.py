@@ -41,6 +41,9 @@ class Execution(AuditedAggregate):
         self.calls_queued = False
         self.actual_start_at: datetime | None = None
         self.actual_end_at: datetime | None = None
+        self.auto_pause_rules: list[dict[str, Any]] = list(program.get("autoPauseRules") or [])
+        self.rules_epoch = 0
+        self.resumed_count = 0
         self.created_at = self.modified_on
 
     @property
@@ -88,6 +91,36 @@ class Execution(AuditedAggregate):
     @event("Resumed")
     def _resume(self) -> None:
         self.status = "running"
+        self.resumed_count += 1
+
+    def stop(self, at: datetime) -> None:
+        """``stopAt`` reached: the remaining contacts are not called (they are skipped)."""
+        if self.status not in ACTIVE:
+            raise InvalidStateTransition(f"Invalid state transition: {self.status} -> stopped")
+        self._stop(at)
+
+    @event("Stopped")
+    def _stop(self, at: datetime) -> None:
+        self.status = "stopped"
+        self.actual_end_at = at
+
+    def auto_pause(self, node_id: str, count: int, threshold: int) -> None:
+        """An auto-pause rule fired: ``node_id`` ran ``count`` times (threshold ``threshold``)."""
+        if self.status != "running":
+            raise InvalidStateTransition(f"Invalid state transition: {self.status} -> paused_threshold")
+        self._auto_pause(node_id, count, threshold)
+
+    @event("AutoPaused")
+    def _auto_pause(self, node_id: str, count: int, threshold: int) -> None:
+        self.status = "paused_threshold"
+
+    def set_auto_pause_rules(self, rules: list[dict[str, Any]]) -> None:
+        self._set_rules(rules)
+
+    @event("AutoPauseRulesSet")
+    def _set_rules(self, rules: list[dict[str, Any]]) -> None:
+        self.auto_pause_rules = rules
+        self.rules_epoch += 1
 
     def cancel(self, at: datetime) -> None:
         if self.status not in ACTIVE:

@@ -13,6 +13,9 @@ from eventsourcing.domain import event
 from domain.base import AuditedAggregate
 
 ROLES = ("admin", "manager", "agent", "auditor")
+PLANS = ("trial", "free", "basic", "advanced", "enterprise")
+# Concurrent calls per plan (DOMAIN.md §2.6); enterprise is "custom": 100 unless set.
+PLAN_CONCURRENCY = {"trial": 1, "free": 5, "basic": 20, "advanced": 100, "enterprise": 100}
 
 
 def hash_key(key: str) -> str:
@@ -43,9 +46,28 @@ class Organization(AuditedAggregate):
         self.country = country
         self.timezone = timezone
         self.status = "active"
-        self.plan = "trial"
+        self.plan = "enterprise"
         self.type = "enterprise"
         self.keys: dict[str, dict[str, Any]] = {}
+        self.settings: dict[str, Any] = {}
+
+    @event("SettingsChanged")
+    def change_settings(self, changes: dict[str, Any]) -> None:
+        """Dialling policy: callingHours, maxConcurrentCalls, callsPerSecond,
+        maxCallsPerContactPerDay, timezone, plan."""
+        for key, value in changes.items():
+            if key == "timezone":
+                self.timezone = value
+            elif key == "plan":
+                self.plan = value
+            elif value is None:
+                self.settings.pop(key, None)
+            else:
+                self.settings[key] = value
+
+    @property
+    def max_concurrent_calls(self) -> int:
+        return int(self.settings.get("maxConcurrentCalls") or PLAN_CONCURRENCY.get(self.plan, 100))
 
     @event("ApiKeyIssued")
     def issue_api_key(self, key_id: str, key_hash: str, prefix: str, role: str, name: str) -> None:

@@ -103,8 +103,20 @@ class Container:
     @property
     def dialer(self) -> Dialer:
         if self._dialer is None:
+            from application.suppression import Suppressions
+            from infrastructure.pacing import DramatiqPacer
+
             self._dialer = Dialer(
-                self.campaigns, self.calls, self.executions, self.telephony, self.clock, f"{os.getpid()}"
+                self.campaigns,
+                self.calls,
+                self.executions,
+                self.telephony,
+                self.clock,
+                f"{os.getpid()}",
+                suppressions=Suppressions(self.campaigns),
+                pacer=DramatiqPacer(self.settings.redis_url, self.settings.redis_namespace),
+                declined=self.progress.forget_dispatch,
+                dials_since=self.progress.dials_since,
             )
         return self._dialer
 

@@ -31,24 +31,38 @@ class ProgressView(ViewMixin):
             audience_id TEXT, flow_id TEXT, flow_version INTEGER, status TEXT NOT NULL,
             total INTEGER NOT NULL, pending INTEGER NOT NULL, in_progress INTEGER NOT NULL,
             completed INTEGER NOT NULL, failed INTEGER NOT NULL, skipped INTEGER NOT NULL,
-            calls_queued INTEGER NOT NULL DEFAULT 0, scheduled_start_at TEXT NOT NULL,
+            calls_queued INTEGER NOT NULL DEFAULT 0, epoch INTEGER NOT NULL DEFAULT 0,
+            auto_pause_rules TEXT, scheduled_start_at TEXT NOT NULL,
             scheduled_stop_at TEXT, actual_start_at TEXT, actual_end_at TEXT,
             created_at TEXT NOT NULL, updated_at TEXT NOT NULL, program TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS progress_executions_status ON progress_executions (status)",
         "CREATE INDEX IF NOT EXISTS progress_executions_program ON progress_executions (program_id)",
         """CREATE TABLE IF NOT EXISTS progress_calls (
             call_id TEXT PRIMARY KEY, execution_id TEXT NOT NULL, organization_id TEXT NOT NULL,
-            contact_id TEXT NOT NULL, bucket TEXT NOT NULL, attempt INTEGER NOT NULL,
+            contact_id TEXT NOT NULL, timezone TEXT, bucket TEXT NOT NULL, attempt INTEGER NOT NULL,
             not_before TEXT NOT NULL, result TEXT, updated_at TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS progress_calls_due ON progress_calls (bucket, not_before)",
         "CREATE INDEX IF NOT EXISTS progress_calls_execution ON progress_calls (execution_id, bucket)",
+        # How often each node ran, per execution and auto-pause epoch (a resume or new
+        # rules start a new epoch), for auto-pause rules and node statistics.
+        """CREATE TABLE IF NOT EXISTS progress_node_counts (
+            execution_id TEXT NOT NULL, node_id TEXT NOT NULL, epoch INTEGER NOT NULL,
+            visits INTEGER NOT NULL, PRIMARY KEY (execution_id, node_id, epoch))""",
+        # Every dial claimed, per contact, for frequency caps across programs.
+        """CREATE TABLE IF NOT EXISTS progress_dials (
+            call_id TEXT NOT NULL, attempt INTEGER NOT NULL, organization_id TEXT NOT NULL,
+            contact_id TEXT NOT NULL, claimed_at TEXT NOT NULL, PRIMARY KEY (call_id, attempt))""",
+        "CREATE INDEX IF NOT EXISTS progress_dials_contact ON progress_dials (contact_id, claimed_at)",
         # The dispatcher's own memory of what it sent (not part of the projection: a
         # rebuild keeps it, and a lost message is sent again once the lease expires).
         """CREATE TABLE IF NOT EXISTS dispatch_log (
             call_id TEXT NOT NULL, attempt INTEGER NOT NULL, dispatched_at TEXT NOT NULL,
             PRIMARY KEY (call_id, attempt))""",
     )
-    DROP = ("DROP TABLE IF EXISTS progress_calls", "DROP TABLE IF EXISTS progress_executions")
+    DROP = tuple(
+        f"DROP TABLE IF EXISTS {t}"
+        for t in ("progress_dials", "progress_node_counts", "progress_calls", "progress_executions")
+    )
 
     # -- queries --------------------------------------------------------------------
 
@@ -91,6 +105,86 @@ class ProgressView(ViewMixin):
                 "AND pending = 0 AND in_progress = 0"
             )
         ]
+
+    def executions_to_stop(self, now_key: str) -> list[str]:
+        return [
+            r["id"]
+            for r in self.rows(
+                "SELECT id FROM progress_executions WHERE scheduled_stop_at IS NOT NULL "
+                "AND scheduled_stop_at <= ? AND status IN ('scheduled', 'running', 'paused', 'paused_threshold')",
+                (now_key[:23] + "Z",),
+            )
+        ]
+
+    def running_executions(self) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM progress_executions WHERE status = 'running' ORDER BY created_at, id")
+
+    def node_counts(self, execution_id: str, since_epoch: int) -> dict[str, int]:
+        rows = self.rows(
+            "SELECT node_id, SUM(visits) AS n FROM progress_node_counts WHERE execution_id = ? AND epoch >= ? GROUP BY node_id",
+            (execution_id, since_epoch),
+        )
+        return {r["node_id"]: int(r["n"]) for r in rows}
+
+    def reserved(self, execution_id: str, lease_key: str) -> int:
+        """Calls sent to the dial queue within the lease and not yet claimed."""
+        row = self.one(
+            "SELECT COUNT(*) AS n FROM progress_calls c JOIN dispatch_log d ON d.call_id = c.call_id "
+            "AND d.attempt = c.attempt WHERE c.execution_id = ? AND c.bucket = 'pending' AND d.dispatched_at >= ?",
+            (execution_id, lease_key),
+        )
+        return int(row["n"]) if row else 0
+
+    def in_progress_of_organization(self, organization_id: str) -> int:
+        row = self.one(
+            "SELECT COALESCE(SUM(in_progress), 0) AS n FROM progress_executions WHERE organization_id = ?",
+            (organization_id,),
+        )
+        return int(row["n"]) if row else 0
+
+    def due_timezones(self, execution_id: str, now_key: str) -> list[str | None]:
+        return [
+            r["timezone"]
+            for r in self.rows(
+                "SELECT DISTINCT timezone FROM progress_calls WHERE execution_id = ? AND bucket = 'pending' AND not_before <= ?",
+                (execution_id, now_key),
+            )
+        ]
+
+    def due_calls_of(
+        self, execution_id: str, now_key: str, lease_key: str, limit: int, timezones: list[str | None]
+    ) -> list[tuple[str, int]]:
+        """Due, not recently sent, pending calls of one execution whose contacts' time zones are open."""
+        if not timezones or limit <= 0:
+            return []
+        named = [t for t in timezones if t is not None]
+        tz_sql = []
+        if named:
+            tz_sql.append("c.timezone IN (" + ", ".join("?" for _ in named) + ")")
+        if None in timezones:
+            tz_sql.append("c.timezone IS NULL")
+        rows = self.rows(
+            "SELECT c.call_id, c.attempt FROM progress_calls c "
+            "LEFT JOIN dispatch_log d ON d.call_id = c.call_id AND d.attempt = c.attempt "
+            "WHERE c.execution_id = ? AND c.bucket = 'pending' AND c.not_before <= ? "
+            "AND (d.dispatched_at IS NULL OR d.dispatched_at < ?) "
+            f"AND ({' OR '.join(tz_sql)}) ORDER BY c.not_before LIMIT ?",
+            (execution_id, now_key, lease_key, *named, limit),
+        )
+        return [(r["call_id"], int(r["attempt"])) for r in rows]
+
+    def forget_dispatch(self, call_id: str, attempt: int) -> None:
+        """A worker declined the job (window closed, rate limited): let it be sent again."""
+        with self.transaction() as c:
+            self.ex(c, "DELETE FROM dispatch_log WHERE call_id = ? AND attempt = ?", (call_id, attempt))
+
+    def dials_since(self, contact_id: str, since_key: str) -> tuple[int, str | None]:
+        """How many dials of this contact were claimed since then, and the oldest of them."""
+        row = self.one(
+            "SELECT COUNT(*) AS n, MIN(claimed_at) AS oldest FROM progress_dials WHERE contact_id = ? AND claimed_at >= ?",
+            (contact_id, since_key),
+        )
+        return (int(row["n"]), row["oldest"]) if row else (0, None)
 
     def pending_calls_of_ended_executions(self, limit: int = 1000) -> list[str]:
         return [
@@ -185,19 +279,67 @@ class ProgressView(ViewMixin):
         self._exec(c, e, status="paused")
 
     def on_Execution_Resumed(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE progress_executions SET epoch = epoch + 1 WHERE id = ?", (str(e.originator_id),))
         self._exec(c, e, status="running")
+
+    def on_Execution_Stopped(self, c: Any, e: Any) -> None:
+        self._exec(c, e, status="stopped", actual_end_at=format_instant(e.at))
+
+    def on_Execution_AutoPaused(self, c: Any, e: Any) -> None:
+        self._exec(c, e, status="paused_threshold")
+
+    def on_Execution_AutoPauseRulesSet(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE progress_executions SET epoch = epoch + 1 WHERE id = ?", (str(e.originator_id),))
+        self._exec(c, e, auto_pause_rules=dumps(e.rules))
+
+    def _count_nodes(self, c: Any, e: Any, steps: list[dict[str, Any]]) -> None:
+        if not steps:
+            return
+        rows = self.fetch(
+            c,
+            "SELECT c.execution_id, x.epoch FROM progress_calls c JOIN progress_executions x ON x.id = c.execution_id "
+            "WHERE c.call_id = ?",
+            (str(e.originator_id),),
+        )
+        if not rows:
+            return
+        eid, epoch = rows[0]["execution_id"], rows[0]["epoch"]
+        counts: dict[str, int] = {}
+        for step in steps:
+            counts[step["nodeId"]] = counts.get(step["nodeId"], 0) + 1
+        for node_id, n in counts.items():
+            self.ex(
+                c,
+                "INSERT INTO progress_node_counts (execution_id, node_id, epoch, visits) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (execution_id, node_id, epoch) DO UPDATE SET visits = progress_node_counts.visits + excluded.visits",
+                (eid, node_id, epoch, n),
+            )
+
+    def on_Call_FlowAdvanced(self, c: Any, e: Any) -> None:
+        self._count_nodes(c, e, (e.turn or {}).get("steps") or [])
+
+    def on_Call_AttemptEnded(self, c: Any, e: Any) -> None:
+        self._count_nodes(c, e, getattr(e, "unanswered_steps", None) or [])
+
+    def on_Call_Deferred(self, c: Any, e: Any) -> None:
+        self.ex(
+            c,
+            "UPDATE progress_calls SET not_before = ?, updated_at = ? WHERE call_id = ?",
+            (_key(e.not_before), format_instant(e.timestamp), str(e.originator_id)),
+        )
 
     def on_Call_Created(self, c: Any, e: Any) -> None:
         self.ex(
             c,
-            "INSERT INTO progress_calls (call_id, execution_id, organization_id, contact_id, bucket, "
-            "attempt, not_before, updated_at) VALUES (?, ?, ?, ?, 'pending', 1, ?, ?) "
+            "INSERT INTO progress_calls (call_id, execution_id, organization_id, contact_id, timezone, bucket, "
+            "attempt, not_before, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 1, ?, ?) "
             "ON CONFLICT (call_id) DO NOTHING",
             (
                 str(e.originator_id),
                 str(e.execution_id),
                 str(e.organization_id),
                 str(e.contact_id),
+                (e.contact or {}).get("timezone"),
                 _key(e.not_before),
                 format_instant(e.timestamp),
             ),
@@ -225,6 +367,13 @@ class ProgressView(ViewMixin):
 
     def on_Call_DialClaimed(self, c: Any, e: Any) -> None:
         self._move(c, e, "in_progress")
+        self.ex(
+            c,
+            "INSERT INTO progress_dials (call_id, attempt, organization_id, contact_id, claimed_at) "
+            "SELECT call_id, ?, organization_id, contact_id, ? FROM progress_calls WHERE call_id = ? "
+            "ON CONFLICT (call_id, attempt) DO NOTHING",
+            (e.attempt, _key(e.timestamp), str(e.originator_id)),
+        )
 
     def on_Call_RetryScheduled(self, c: Any, e: Any) -> None:
         self._move(c, e, "pending", attempt=e.attempt, not_before=_key(e.not_before))

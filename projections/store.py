@@ -8,6 +8,7 @@ placeholders become ``%s``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -56,9 +57,27 @@ class ViewMixin:
         return [dict(r) for r in c.fetchall()]
 
     def create_view_tables(self) -> None:
+        """Create the tables; if their definition changed since they were built, drop
+        them and the tracking positions so that the runner rebuilds them from the events
+        (a read model is disposable, the event log is the truth)."""
+        version = hashlib.sha256("\n".join(self.TABLES).encode()).hexdigest()[:16]
+        name = type(self).__name__.split("On")[0]
+        table = getattr(self, "tracking_table_name", "tracking")
         with self.transaction() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS view_schema (name TEXT PRIMARY KEY, version TEXT NOT NULL)")
+            found = self.fetch(c, "SELECT version FROM view_schema WHERE name = ?", (name,))
+            if found and found[0]["version"] != version:
+                for stmt in self.DROP:
+                    c.execute(stmt)
+                c.execute(f"DELETE FROM {table} WHERE application_name <> '__migration__'")
             for ddl in self.TABLES:
                 c.execute(ddl)
+            self.ex(
+                c,
+                "INSERT INTO view_schema (name, version) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+                (name, version),
+            )
 
     def apply_batch(self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None]) -> None:
         """Apply events and advance the tracking position in one transaction."""
