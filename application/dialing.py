@@ -65,6 +65,8 @@ class Dialer:
             return DialResult("stale")
         execution = self.campaigns.execution(None, call.execution_id)
         if execution.status != "running":
+            # Paused since the job was sent: let the dispatcher send it again on resume.
+            self.declined(call_id, attempt)
             return DialResult("not_running")
         now = self.clock.now()
         verdict = self._may_dial(call, attempt, now)

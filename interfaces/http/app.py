@@ -13,8 +13,10 @@ from interfaces.http.audiences import AUDIENCE_HANDLERS
 from interfaces.http.contacts import CONTACT_HANDLERS
 from interfaces.http.ingestion import INGESTION_HANDLERS
 from interfaces.http.suppression import SUPPRESSION_HANDLERS
+from interfaces.http.organization import ORGANIZATION_HANDLERS
 from interfaces.http.common import domain_error_handler, http_error_handler, internal_error_handler
 from interfaces.http.executions import EXECUTION_HANDLERS
+from interfaces.http.reports import REPORT_HANDLERS
 from interfaces.http.flows import FLOW_HANDLERS
 from interfaces.http.resources import RESOURCE_HANDLERS
 from interfaces.webhooks.twilio import WEBHOOK_HANDLERS
@@ -31,7 +33,7 @@ def _camel(name: str) -> str:
 
 
 def create_app(container: Any) -> Litestar:
-    handlers = [health, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *WEBHOOK_HANDLERS]
+    handlers = [health, *ORGANIZATION_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *WEBHOOK_HANDLERS]
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:

@@ -8,6 +8,7 @@ from litestar import Request, Response, delete, get, patch
 
 from domain.call import attempt_id
 from domain.errors import NotFound
+from application.campaigns import check_auto_pause_rules
 from domain.execution import Execution
 from interfaces.http.common import in_thread, acting, authenticate, envelope, iso, paging
 from projections.store import loads
@@ -39,6 +40,7 @@ def execution_dto(row: dict[str, Any]) -> dict[str, Any]:
         "actualEndAt": row.get("actual_end_at"),
         "retryStrategy": program.get("retryStrategy"),
         "didPool": program.get("didPool"),
+        "autoPauseRules": loads(row["auto_pause_rules"]) if row.get("auto_pause_rules") else program.get("autoPauseRules") or [],
         "createdAt": row["created_at"],
         "updatedAt": row["updated_at"],
     }
@@ -116,13 +118,19 @@ def program_executions(request: Request[Any, Any, Any], program_id: str) -> list
     return [execution_dto(r) for r in c.progress.executions(str(who.organization_id), program_id=program_id)]
 
 
-def _lifecycle(request: Request[Any, Any, Any], execution_id: str, action: str) -> Execution:
+def _lifecycle(request: Request[Any, Any, Any], execution_id: str, action: str, body: Any = None) -> Execution:
     c = _c(request)
     who = authenticate(request, c.campaigns)
     with acting(who, request):
         execution = c.campaigns.execution(who.organization_id, execution_id)
         if action == "cancel":
             execution.cancel(c.clock.now())
+        elif action == "resume":
+            rules = body.get("autoPauseRules") if isinstance(body, dict) else None
+            execution.resume()
+            if rules is not None:
+                # Resuming with new rules replaces the old ones (DOMAIN.md §6.5).
+                execution.set_auto_pause_rules(check_auto_pause_rules(rules))
         else:
             getattr(execution, action)()
         c.campaigns.save(execution)
@@ -140,8 +148,8 @@ def pause_execution(request: Request[Any, Any, Any], execution_id: str) -> dict[
 
 @patch("/api/program-executions/{execution_id:str}/resume")
 @in_thread
-def resume_execution(request: Request[Any, Any, Any], execution_id: str) -> dict[str, Any]:
-    e = _lifecycle(request, execution_id, "resume")
+def resume_execution(request: Request[Any, Any, Any], execution_id: str, data: Any = None) -> dict[str, Any]:
+    e = _lifecycle(request, execution_id, "resume", data)
     dto = load_execution(_c(request), e.organization_id, execution_id)
     dto["status"] = e.status
     return dto
@@ -176,8 +184,11 @@ def call_row_dto(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def attempt_report(c: Any, r: dict[str, Any]) -> dict[str, Any]:
-    steps = c.history.steps(r["call_id"])
-    events = c.history.events(r["call_id"])
+    return attempt_report_from(r, c.history.steps(r["call_id"]), c.history.events(r["call_id"]))
+
+
+def attempt_report_from(r: dict[str, Any], steps: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``CallAttemptReport`` from an attempt row and its path and events (call_history)."""
     visits: dict[str, int] = {}
     for s in steps:
         visits[s["node_id"]] = visits.get(s["node_id"], 0) + 1
