@@ -11,6 +11,7 @@ from typing import Any
 
 from application.calls import CallsApp
 from application.executions import ExecutionCache, ExecutionInfo
+from application.flow_effects import FlowEffects
 from application.flow_requests import FlowHttp, FlowRequests
 from application.ports import Clock
 from domain.base import audit_context
@@ -57,12 +58,46 @@ def _settle(info: ExecutionInfo, turn: engine.Turn, ctx: dict[str, Any], request
     return engine.settle(info.graph, turn, ctx, requests.perform)
 
 
+class _Recorded:
+    """The turn a change recorded (the last run of it, if optimistic concurrency retried)."""
+
+    def __init__(self) -> None:
+        self.turn: tuple[Call, int, list[dict[str, Any]]] | None = None
+
+    def __call__(self, call: Call, trigger: dict[str, Any], data: dict[str, Any]) -> None:
+        call.record_turn(call.attempt, trigger, data)
+        self.turn = (call, len(call.turns) - 1, data.get("events") or [])
+
+
 class Conversation:
-    def __init__(self, calls: CallsApp, executions: ExecutionCache, clock: Clock, http: FlowHttp | None = None) -> None:
+    def __init__(
+        self,
+        calls: CallsApp,
+        executions: ExecutionCache,
+        clock: Clock,
+        http: FlowHttp | None = None,
+        effects: FlowEffects | None = None,
+    ) -> None:
         self.calls = calls
         self.executions = executions
         self.clock = clock
         self.http = http
+        self.effects = effects
+
+    def _update(self, call_id: str, change: Any, recorded: _Recorded) -> Any:
+        """Apply ``change`` to the Call, then carry out the effects of the turn it saved."""
+
+        def run(call: Call) -> Any:
+            recorded.turn = None  # a retried change keeps only what its last run recorded
+            return change(call)
+
+        with audit_context(actor="telephony", correlationId=call_id):
+            result = self.calls.update(call_id, run)
+            if recorded.turn is not None and self.effects is not None:
+                call, seq, events = recorded.turn
+                with audit_context(actor="flow", callId=str(call.id)):
+                    self.effects.apply(call, seq, events)
+        return result
 
     def answered(self, call_id: str, attempt: int, answered_by: str | None) -> Reply:
         """The voice callback: the callee picked up (``answered_by`` human or machine)."""
@@ -80,12 +115,12 @@ class Conversation:
             turn = _settle(info, engine.on_answer(info.graph, call.answered_by, ctx), ctx, requests)
             data = turn.to_dict()
             data["at"] = self.clock.now().isoformat()
-            call.record_turn(attempt, {"type": "answer", "answeredBy": call.answered_by}, data)
+            record(call, {"type": "answer", "answeredBy": call.answered_by}, data)
             return Reply(turn.instructions, 0)
 
         requests = FlowRequests(self.http)
-        with audit_context(actor="telephony", correlationId=call_id):
-            return self.calls.update(call_id, change)
+        record = _Recorded()
+        return self._update(call_id, change, record)  # type: ignore[no-any-return]
 
     def input(self, call_id: str, attempt: int, seq: int, digits: str | None) -> Reply | None:
         """Keys pressed (or none) at the gather of turn ``seq - 1``. None: no such turn."""
@@ -117,11 +152,11 @@ class Conversation:
             heard = {k: v for k, v in result.items() if v not in (None, "")}
             kind = "input" if set(heard) - {"dialStatus"} or "dialStatus" in heard else "timeout"
             trigger = {"type": kind, "digits": result.get("digits") or "", "nodeId": state.waiting_node, "result": heard}
-            call.record_turn(attempt, trigger, data)
+            record(call, trigger, data)
             return Reply(turn.instructions, seq)
 
-        with audit_context(actor="telephony", correlationId=call_id):
-            return self.calls.update(call_id, change)
+        record = _Recorded()
+        return self._update(call_id, change, record)  # type: ignore[no-any-return]
 
     def status(
         self,
@@ -150,9 +185,9 @@ class Conversation:
                     steps = turn.steps
                     if turn.events:  # variables set, SMS or contact updates on the way to the hangup
                         data = {**turn.to_dict(), "steps": [], "at": self.clock.now().isoformat()}
-                        call.record_turn(attempt, {"type": "unanswered", "outcome": status}, data)
+                        record(call, {"type": "unanswered", "outcome": status}, data)
                 call.end_attempt(attempt, status, reason, duration_ms, self.clock.now(), info.retry, steps)
             return len(call.pending_events) > before
 
-        with audit_context(actor="telephony", correlationId=call_id):
-            return self.calls.update(call_id, change)
+        record = _Recorded()
+        return self._update(call_id, change, record)  # type: ignore[no-any-return]

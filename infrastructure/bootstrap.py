@@ -18,12 +18,14 @@ from application.conversation import Conversation
 from application.dialing import Dialer
 from application.dispatcher import Dispatcher
 from application.executions import ExecutionCache
+from application.flow_effects import FlowEffects
 from application.ports import Clock
 from domain import base
 from infrastructure.clock import FileOffsetClock, SystemClock
 from infrastructure.flow_http import HttpxFlowHttp
 from infrastructure.jobs import DramatiqDialQueue, build_broker, start_worker
 from infrastructure.settings import Settings
+from infrastructure.sms import LoggingSmsSender
 from infrastructure.telephony.twilio.provider import TwilioTelephony
 from projections.call_history import CallHistoryView
 from projections.directory import DirectoryView
@@ -76,7 +78,9 @@ class Container:
         self.directory: DirectoryView = self.views["directory"]
         self.campaigns.live_audience_members = self.directory.audience_member_ids
         self.executions = ExecutionCache(self.campaigns)
-        self.conversation = Conversation(self.calls, self.executions, self.clock, HttpxFlowHttp())
+        self.conversation = Conversation(
+            self.calls, self.executions, self.clock, HttpxFlowHttp(), effects=FlowEffects(self.campaigns, LoggingSmsSender())
+        )
         self.broker = build_broker(s.redis_url, s.redis_namespace)
         self.queue = DramatiqDialQueue(self.broker)
         self._telephony: TwilioTelephony | None = None
