@@ -99,24 +99,22 @@ class Dispatcher:
         now_key, lease_key = sortable(now), sortable(now - self.lease)
         orgs: dict[str, Any] = {}
         org_budget: dict[str, int] = {}
+        flights: dict[str, dict[str, int]] = {}
         total = 0
         for row in running:
             org_id = row["organization_id"]
             if org_id not in orgs:
                 orgs[org_id] = self.campaigns.organization(UUID(org_id))
-                org = orgs[org_id]
-                used = self.progress.in_progress_of_organization(org_id)
-                org_budget[org_id] = org.max_concurrent_calls - used
+                flights[org_id] = self.progress.in_flight(org_id, lease_key)
+                org_budget[org_id] = orgs[org_id].max_concurrent_calls - sum(flights[org_id].values())
             org = orgs[org_id]
             program = loads(row["program"]) or {}
             windows = PauseWindows.parse(program.get("pauseWindows"))
             if in_pause_window(now, windows, org.timezone):
                 continue
-            reserved = self.progress.reserved(row["id"], lease_key)
-            org_budget[org_id] -= reserved
             budget = min(self.batch, org_budget[org_id])
             if program.get("maxConcurrentCalls"):
-                budget = min(budget, int(program["maxConcurrentCalls"]) - row["in_progress"] - reserved)
+                budget = min(budget, int(program["maxConcurrentCalls"]) - flights[org_id].get(row["id"], 0))
             if budget <= 0:
                 continue
             hours = CallingHours.parse(org.settings.get("callingHours"))

@@ -72,6 +72,6 @@ class Settings:
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_LOCK_TIMEOUT": "30"}
         # SQLite recorders share one table name per file, so each application and each
         # read model gets its own file.
-        for name in ("campaigns", "calls", "progress", "call_history", "directory"):
+        for name in ("campaigns", "calls", "progress", "call_history", "directory", "reports"):
             env[f"{name.upper()}_SQLITE_DBNAME"] = str(self.data_dir / f"{name}.sqlite")
         return env

@@ -26,7 +26,8 @@ class CallHistoryView(ViewMixin):
     TABLES = (
         """CREATE TABLE IF NOT EXISTS history_executions (
             id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, program_id TEXT NOT NULL,
-            flow_id TEXT, flow_name TEXT, flow_version INTEGER)""",
+            flow_id TEXT, flow_name TEXT, flow_version INTEGER, program_name TEXT, launched_by TEXT,
+            launched_at TEXT)""",
         """CREATE TABLE IF NOT EXISTS history_jobs (
             job_id TEXT PRIMARY KEY, execution_id TEXT NOT NULL, organization_id TEXT NOT NULL,
             contact_id TEXT NOT NULL, to_number TEXT NOT NULL, status TEXT NOT NULL,
@@ -41,6 +42,9 @@ class CallHistoryView(ViewMixin):
             variables TEXT, step_count INTEGER NOT NULL DEFAULT 0, event_count INTEGER NOT NULL DEFAULT 0)""",
         "CREATE INDEX IF NOT EXISTS history_attempts_execution ON history_attempts (execution_id, created_at)",
         "CREATE INDEX IF NOT EXISTS history_attempts_job ON history_attempts (job_id, attempt)",
+        # Per-contact history across programs (the audit trail) and search by number.
+        "CREATE INDEX IF NOT EXISTS history_attempts_contact ON history_attempts (contact_id, created_at)",
+        "CREATE INDEX IF NOT EXISTS history_attempts_to ON history_attempts (organization_id, to_number, created_at)",
         """CREATE TABLE IF NOT EXISTS history_steps (
             call_id TEXT NOT NULL, seq INTEGER NOT NULL, node_id TEXT NOT NULL, node_type TEXT NOT NULL,
             node_label TEXT, output_path TEXT, at TEXT NOT NULL, PRIMARY KEY (call_id, seq))""",
@@ -84,6 +88,42 @@ class CallHistoryView(ViewMixin):
     def job_attempts(self, job_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM history_attempts WHERE job_id = ? ORDER BY attempt", (job_id,))
 
+    def contact_attempts(self, organization_id: str, contact_id: str) -> list[dict[str, Any]]:
+        """Every attempt to call a contact, across programs, with who launched each program."""
+        return self.rows(
+            "SELECT a.*, x.program_name, x.launched_by, x.launched_at FROM history_attempts a "
+            "JOIN history_executions x ON x.id = a.execution_id "
+            "WHERE a.contact_id = ? AND a.organization_id = ? ORDER BY a.created_at, a.attempt",
+            (contact_id, organization_id),
+        )
+
+    def number_attempts(self, organization_id: str, to_number: str, limit: int = 200) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT a.*, x.program_name, x.launched_by FROM history_attempts a "
+            "JOIN history_executions x ON x.id = a.execution_id "
+            "WHERE a.organization_id = ? AND a.to_number = ? ORDER BY a.created_at DESC, a.attempt DESC LIMIT ?",
+            (organization_id, to_number, limit),
+        )
+
+    def steps_of(self, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {cid: [] for cid in call_ids}
+        for i in range(0, len(call_ids), 500):
+            chunk = call_ids[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for r in self.rows(f"SELECT * FROM history_steps WHERE call_id IN ({marks}) ORDER BY call_id, seq", chunk):
+                out[r["call_id"]].append(r)
+        return out
+
+    def events_of(self, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {cid: [] for cid in call_ids}
+        for i in range(0, len(call_ids), 500):
+            chunk = call_ids[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for r in self.rows(f"SELECT * FROM history_events WHERE call_id IN ({marks}) ORDER BY call_id, seq", chunk):
+                r["data"] = loads(r["data"])
+                out[r["call_id"]].append(r)
+        return out
+
     def steps(self, call_id: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM history_steps WHERE call_id = ? ORDER BY seq", (call_id,))
 
@@ -103,8 +143,8 @@ class CallHistoryView(ViewMixin):
     def on_Execution_Created(self, c: Any, e: Any) -> None:
         self.ex(
             c,
-            "INSERT INTO history_executions (id, organization_id, program_id, flow_id, flow_name, flow_version) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO history_executions (id, organization_id, program_id, flow_id, flow_name, flow_version, "
+            "program_name, launched_by, launched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (
                 str(e.originator_id),
                 str(e.organization_id),
@@ -112,6 +152,9 @@ class CallHistoryView(ViewMixin):
                 e.flow.get("flowId"),
                 e.flow.get("flowName"),
                 e.flow.get("flowVersion"),
+                (e.program or {}).get("name"),
+                (getattr(e, "meta", None) or {}).get("actor"),
+                format_instant(e.timestamp),
             ),
         )
 

@@ -126,6 +126,19 @@ class ProgressView(ViewMixin):
         )
         return {r["node_id"]: int(r["n"]) for r in rows}
 
+    def contact_states(self, execution_id: str) -> dict[str, int]:
+        """The pending contacts of an execution split for the report: never dialled and
+        not yet sent (``pending``), sent to the dial queue (``queued``), waiting for a
+        retry (``pendingRetry``)."""
+        rows = self.rows(
+            "SELECT CASE WHEN d.call_id IS NOT NULL THEN 'queued' WHEN c.attempt > 1 THEN 'pendingRetry' "
+            "ELSE 'pending' END AS state, COUNT(*) AS n FROM progress_calls c "
+            "LEFT JOIN dispatch_log d ON d.call_id = c.call_id AND d.attempt = c.attempt "
+            "WHERE c.execution_id = ? AND c.bucket = 'pending' GROUP BY 1",
+            (execution_id,),
+        )
+        return {r["state"]: int(r["n"]) for r in rows}
+
     def reserved(self, execution_id: str, lease_key: str) -> int:
         """Calls sent to the dial queue within the lease and not yet claimed."""
         row = self.one(
@@ -134,6 +147,19 @@ class ProgressView(ViewMixin):
             (execution_id, lease_key),
         )
         return int(row["n"]) if row else 0
+
+    def in_flight(self, organization_id: str, lease_key: str) -> dict[str, int]:
+        """Per execution of the organization: calls in progress plus calls sent to the
+        dial queue and not yet claimed, read in one statement (one snapshot), so that a
+        call moving from one to the other between two reads is never missed."""
+        rows = self.rows(
+            "SELECT e.id, e.in_progress + (SELECT COUNT(*) FROM progress_calls c JOIN dispatch_log d "
+            "ON d.call_id = c.call_id AND d.attempt = c.attempt WHERE c.execution_id = e.id "
+            "AND c.bucket = 'pending' AND d.dispatched_at >= ?) AS n "
+            "FROM progress_executions e WHERE e.organization_id = ? AND (e.in_progress > 0 OR e.status = 'running')",
+            (lease_key, organization_id),
+        )
+        return {r["id"]: int(r["n"]) for r in rows}
 
     def in_progress_of_organization(self, organization_id: str) -> int:
         row = self.one(

@@ -1,0 +1,167 @@
+"""Execution reports, per-contact history, usage and activity, read over the real API after
+a campaign through every sandbox callee (last digits 0-9, one retry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.scenario import run_campaign
+from tests.harness import Platform, wait_for
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    platform = Platform(Path(tmp_path_factory.mktemp("reports")) / "var")
+    org, key = platform.new_org()
+    client = platform.client(key)
+    result = run_campaign(client, platform.clock.advance, n=10)
+    # The reports view follows the same logs as progress; let it catch up.
+    runner = platform.container.runner("reports")
+    wait_for(lambda: not any(runner.lag().values()), what="reports view to catch up")
+    yield platform, client, result
+    client.close()
+    platform.close()
+
+
+def test_summary_report_counts_contacts_and_calls(campaign: Any) -> None:
+    platform, client, result = campaign
+    r = client.get(f"/api/program-execution/{result['executionId']}/report")
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["status"] == "completed" and report["effectiveStatus"] == "completed"
+    assert report["isInPauseWindow"] is False
+    assert report["metadata"]["flowName"] == "Survey"
+    assert report["metadata"]["retryStrategy"]["type"] == "fixed_delay"
+    # 0 busy then answers; 1 never answers; 2 voicemail; 3 fails; 4-9 answer.
+    assert report["contactMetrics"] == {
+        "totalContacts": 10, "pending": 0, "queued": 0, "calling": 0, "pendingRetry": 0,
+        "completed": 7, "failed": 3, "skipped": 0, "reachRate": 70.0,
+    }  # fmt: skip
+    calls = report["callMetrics"]
+    assert calls["totalCalls"] == 13
+    assert (calls["answered"], calls["completed"], calls["voicemail"]) == (8, 7, 1)
+    assert (calls["noAnswer"], calls["busy"], calls["failed"], calls["rejected"]) == (2, 1, 2, 0)
+    assert calls["answerRate"] == round(8 * 100 / 13, 2)
+    assert calls["completionRate"] == 87.5
+    assert report["durationMs"] > 0
+
+
+def test_breakdown_per_attempt_number(campaign: Any) -> None:
+    platform, client, result = campaign
+    body = client.get(f"/api/program-execution/{result['executionId']}/report/breakdown").json()
+    first, second = body["perAttempt"]
+    assert (first["attemptNumber"], first["callsAttempted"], first["callsAnswered"], first["callsCompleted"]) == (1, 10, 7, 6)
+    assert (first["callsVoicemail"], first["callsNoAnswer"], first["callsBusy"], first["callsFailed"]) == (1, 1, 1, 1)
+    assert (second["attemptNumber"], second["callsAttempted"], second["callsAnswered"], second["callsCompleted"]) == (2, 3, 1, 1)
+    assert first["answeredPercentage"] == 70.0 and first["completedPercentage"] == 60.0
+    assert first["averageDurationMs"] >= 0
+    assert body["total"]["attemptNumber"] == 0 and body["total"]["callsAttempted"] == 13
+
+
+def test_node_stats_with_keypress_split(campaign: Any) -> None:
+    platform, client, result = campaign
+    body = client.get(f"/api/program-execution/{result['executionId']}/report/node-stats").json()
+    nodes = {n["nodeId"]: n for n in body["nodes"]}
+    assert list(nodes)[:3] == ["dial", "greet", "menu"], "flow order"
+    assert nodes["dial"]["uniqueCalls"] == 13 and nodes["dial"]["percentage"] == 100.0
+    assert nodes["greet"]["uniqueCalls"] == 7 and nodes["greet"]["nodeLabel"] == "Greeting"
+    assert nodes["menu"]["dtmfBreakdown"] == {"1": 7} and nodes["menu"]["dtmfPercentages"] == {"1": 100.0}
+    assert nodes["thanks"]["uniqueCalls"] == 7 and nodes["done"]["totalExecutions"] == 7
+    assert nodes["vm"]["uniqueCalls"] == 1
+    assert nodes["bye-na"]["uniqueCalls"] == 2 and nodes["bye-err"]["uniqueCalls"] == 2
+    assert nodes["bye"]["uniqueCalls"] == 1  # after the voicemail message
+    assert (body["totalCalls"], body["completedCalls"]) == (13, 7)
+
+
+def test_calls_report_filters_by_status(campaign: Any) -> None:
+    platform, client, result = campaign
+    eid = result["executionId"]
+    busy = client.get(f"/api/program-execution/{eid}/report/calls", params={"status": "busy"}).json()
+    assert [r["to"][-1] for r in busy["data"]] == ["0"] and busy["meta"]["total"] == 1
+    no_answer = client.get(f"/api/program-execution/{eid}/report/calls", params={"status": "no_answer"}).json()
+    assert no_answer["meta"]["total"] == 2
+
+
+def test_contact_calls_across_programs(campaign: Any) -> None:
+    platform, client, result = campaign
+    contact = next(cid for cid, phone in result["contacts"].items() if phone.endswith("0"))
+    body = client.get(f"/api/contact/{contact}/calls").json()
+    assert [a["outcome"] for a in body["data"]] == ["busy", "completed"]
+    second = body["data"][1]
+    assert second["keypresses"] == ["1"]
+    assert second["call"]["from"] in ("+212500000001", "+212500000002")
+    assert second["program"]["name"] == "Hundred calls"
+    assert second["program"]["launchedBy"] and second["program"]["launchedBy"] != "system"
+    assert [s["nodeId"] for s in second["flowExecution"]["executionPath"]][:3] == ["dial", "greet", "menu"]
+    assert client.get("/api/contact/00000000-0000-0000-0000-000000000000/calls").status_code == 404
+    # another organization sees nothing of it
+    _, other_key = platform.new_org("Other")
+    with platform.client(other_key) as other:
+        assert other.get(f"/api/contact/{contact}/calls").status_code == 404
+        assert other.get(f"/api/program-execution/{result['executionId']}/report").status_code == 404
+
+
+def test_usage_and_activity_log(campaign: Any) -> None:
+    platform, client, result = campaign
+    usage = client.get("/api/usage").json()["data"]
+    assert len(usage) == 1
+    assert (usage[0]["calls"], usage[0]["answeredCalls"]) == (13, 8)
+    assert usage[0]["billableMinutes"] >= 8  # each answered call is at least one minute
+    assert client.get("/api/usage", params={"month": "2025/01"}).status_code == 400
+    log = client.get("/api/activity", params={"limit": 100}).json()
+    events = {e["event"] for e in log["data"]}
+    assert {"Execution.Created", "Program.Created", "Flow.Created"} <= events
+    assert all(e["actor"] != "system" and e["requestId"] for e in log["data"])
+
+
+def test_report_of_an_execution_in_a_pause_window(tmp_path: Path) -> None:
+    platform = Platform(tmp_path / "var")
+    try:
+        _, key = platform.new_org()
+        with platform.client(key) as c:
+            contact = c.post("/api/contact", json={"firstName": "P", "lastName": "W", "primaryPhone": "+212612000004"}).json()
+            audience = c.post("/api/audience", json={"name": "Window audience", "description": "in a pause window"}).json()
+            c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
+            flow = c.post("/api/flows", json={"name": "Hang up", "graph": {"startNodeId": "h", "nodes": [
+                {"id": "h", "type": "hangup", "config": {"reason": "x", "hangupType": "normal"}}]}}).json()  # fmt: skip
+            program = c.post("/api/programs", json={
+                "name": "Paused", "audienceId": audience["id"], "flowId": flow["id"], "startAt": "2025-01-20T09:00:00Z",
+                "didPool": ["+212500000001"], "retryStrategy": {"type": "none"},
+                "pauseWindows": {"advanced": [{"startAt": "2000-01-01T00:00:00Z", "endAt": "2100-01-01T00:00:00Z"}]},
+            }).json()  # fmt: skip
+            eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+            report = wait_for(
+                lambda: (lambda r: r if r["status"] == "running" else None)(
+                    c.get(f"/api/program-execution/{eid}/report").json()
+                ),
+                what="execution to run",
+            )
+            assert report["effectiveStatus"] == "paused_window" and report["isInPauseWindow"] is True
+            assert report["contactMetrics"]["pending"] + report["contactMetrics"]["queued"] == 1
+            assert report["callMetrics"]["totalCalls"] == 0
+            assert c.patch(f"/api/program-executions/{eid}/pause").status_code == 200
+            assert c.get(f"/api/program-execution/{eid}/report").json()["effectiveStatus"] == "paused_manual"
+    finally:
+        platform.close()
+
+
+def test_reports_view_rebuilt_from_the_events_equals_the_live_one(campaign: Any) -> None:
+    platform, client, result = campaign
+    view = platform.container.views["reports"]
+    tables = ["report_calls", "report_attempts", "report_nodes", "report_visits", "report_digits", "report_usage", "report_activity"]
+
+    def snapshot() -> dict[str, list[Any]]:
+        return {t: sorted((tuple(sorted(r.items())) for r in view.rows(f"SELECT * FROM {t}")), key=repr) for t in tables}
+
+    before = snapshot()
+    assert all(before.values())
+    for r in platform.container.runners:
+        if r.name == "reports":
+            r.stop()
+    view.reset()
+    assert not any(snapshot().values())
+    platform.container.runner("reports").catch_up()
+    assert snapshot() == before
