@@ -30,15 +30,21 @@ from infrastructure.telephony.twilio.provider import TwilioTelephony
 from projections.call_history import CallHistoryView
 from projections.directory import DirectoryView
 from projections.progress import ProgressView
+from projections.reports import ReportsView
 from projections.runner import ProjectionRunner
 from projections.store import make_view
 
 log = logging.getLogger("gomobile")
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
-PROJECTIONS = {"progress": ProgressView, "call_history": CallHistoryView, "directory": DirectoryView}
+PROJECTIONS = {"progress": ProgressView, "call_history": CallHistoryView, "directory": DirectoryView, "reports": ReportsView}
 # The event logs each read model follows (an Execution's events come before its calls').
-UPSTREAMS = {"progress": ("campaigns", "calls"), "call_history": ("campaigns", "calls"), "directory": ("campaigns",)}
+UPSTREAMS = {
+    "progress": ("campaigns", "calls"),
+    "call_history": ("campaigns", "calls"),
+    "directory": ("campaigns",),
+    "reports": ("campaigns", "calls"),
+}
 
 
 @contextmanager
