@@ -7,7 +7,7 @@ answered gets the instructions it got the first time; a stale status appends not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from application.calls import CallsApp
 from application.executions import ExecutionCache, ExecutionInfo
@@ -47,6 +47,20 @@ def flow_context(info: ExecutionInfo, call: Call) -> dict[str, Any]:
     }
 
 
+def flow_completed(info: ExecutionInfo, call: Call) -> bool:
+    """Did the answered call complete its flow? With nodes marked ``"markComplete": true``
+    it must have entered one of them; otherwise the flow must have ended (at a hangup
+    or at a node with no way on) rather than stopped by the callee hanging up mid-way."""
+    marked = {
+        nid for nid, node in info.graph.nodes.items()
+        if node.get("markComplete") or (node.get("config") or {}).get("markComplete")
+    }
+    if marked:
+        return any(s.get("nodeId") in marked for t in call.turns for s in t.get("steps") or [])
+    state = call.flow_state or {}
+    return bool(state.get("ended"))
+
+
 def unanswered_steps(info: ExecutionInfo, call: Call, outcome: str) -> list[dict[str, Any]]:
     if call.answered_by is not None:
         return []
@@ -56,6 +70,12 @@ def unanswered_steps(info: ExecutionInfo, call: Call, outcome: str) -> list[dict
 def _settle(info: ExecutionInfo, turn: engine.Turn, ctx: dict[str, Any], requests: FlowRequests) -> engine.Turn:
     """Perform the turn's webhook calls (once, even if the change is retried) and resume."""
     return engine.settle(info.graph, turn, ctx, requests.perform)
+
+
+class Voice(Protocol):
+    def stitch(self, organization_id: Any, instructions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Spoken numbers, dates and words as dictionary audio where a dictionary covers them."""
+        ...
 
 
 class _Recorded:
@@ -77,12 +97,19 @@ class Conversation:
         clock: Clock,
         http: FlowHttp | None = None,
         effects: FlowEffects | None = None,
+        voice: Voice | None = None,
     ) -> None:
         self.calls = calls
         self.executions = executions
         self.clock = clock
         self.http = http
         self.effects = effects
+        self.voice = voice
+
+    def _spoken(self, info: ExecutionInfo, turn: engine.Turn) -> engine.Turn:
+        if self.voice is not None and turn.instructions:
+            turn.instructions = self.voice.stitch(info.organization_id, turn.instructions)
+        return turn
 
     def _update(self, call_id: str, change: Any, recorded: _Recorded) -> Any:
         """Apply ``change`` to the Call, then carry out the effects of the turn it saved."""
@@ -112,7 +139,7 @@ class Conversation:
             call.record_answered(attempt, answered_by)
             info = self.executions.get(call.execution_id)
             ctx = flow_context(info, call)
-            turn = _settle(info, engine.on_answer(info.graph, call.answered_by, ctx), ctx, requests)
+            turn = self._spoken(info, _settle(info, engine.on_answer(info.graph, call.answered_by, ctx), ctx, requests))
             data = turn.to_dict()
             data["at"] = self.clock.now().isoformat()
             record(call, {"type": "answer", "answeredBy": call.answered_by}, data)
@@ -146,7 +173,7 @@ class Conversation:
             turn = engine.resume(info.graph, state, state.waiting_node, result, ctx)
             if turn is None:
                 return Reply(HANGUP, seq)
-            turn = _settle(info, turn, ctx, requests)
+            turn = self._spoken(info, _settle(info, turn, ctx, requests))
             data = turn.to_dict()
             data["at"] = self.clock.now().isoformat()
             heard = {k: v for k, v in result.items() if v not in (None, "")}
@@ -186,7 +213,10 @@ class Conversation:
                     if turn.events:  # variables set, SMS or contact updates on the way to the hangup
                         data = {**turn.to_dict(), "steps": [], "at": self.clock.now().isoformat()}
                         record(call, {"type": "unanswered", "outcome": status}, data)
-                call.end_attempt(attempt, status, reason, duration_ms, self.clock.now(), info.retry, steps)
+                call.end_attempt(
+                    attempt, status, reason, duration_ms, self.clock.now(), info.retry, steps,
+                    flow_completed=flow_completed(info, call),
+                )
             return len(call.pending_events) > before
 
         record = _Recorded()

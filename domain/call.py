@@ -17,7 +17,7 @@ from eventsourcing.domain import event
 from domain.base import AuditedAggregate
 from domain.retry import RetryStrategy
 
-OUTCOMES = ("completed", "voicemail", "no_answer", "busy", "rejected", "failed", "cancelled")
+OUTCOMES = ("completed", "incomplete", "voicemail", "no_answer", "busy", "rejected", "failed", "cancelled")
 LIVE = ("dialing", "ringing", "in_progress")
 
 
@@ -133,6 +133,7 @@ class Call(AuditedAggregate):
         now: datetime,
         strategy: RetryStrategy,
         unanswered_steps: list[dict[str, Any]] | None = None,
+        flow_completed: bool = True,
     ) -> bool:
         """The provider says the attempt is over (``status`` is one of OUTCOMES, before
         voicemail is told apart). Decides retry or final result. False if a duplicate."""
@@ -141,8 +142,10 @@ class Call(AuditedAggregate):
         outcome = status
         if status == "completed" and self.answered_by == "machine":
             outcome = "voicemail"
+        elif status == "completed" and not flow_completed:
+            outcome = "incomplete"  # a person answered, the flow never completed
         self._end_attempt(attempt, outcome, reason, duration_ms, now, unanswered_steps or [])
-        next_at = strategy.next_attempt_at(attempt, outcome, now)
+        next_at = strategy.next_attempt_at(attempt, outcome, now, list(self.outcomes))
         if next_at is not None:
             self._retry(attempt + 1, next_at)
         else:

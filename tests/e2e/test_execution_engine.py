@@ -35,14 +35,14 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def launch(c: Any, phones: list[str], **program: Any) -> str:
+def launch(c: Any, phones: list[str], flow_body: dict[str, Any] | None = None, **program: Any) -> str:
     ids = []
     for p in phones:
         r = c.post("/api/contact", json={"primaryPhone": p})
         ids.append(r.json()["id"] if r.status_code == 201 else r.json()["details"]["contactId"])
     audience = c.post("/api/audience", json={"name": f"Aud {time.monotonic_ns()}"}).json()
     assert c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": ids}).status_code == 200
-    flow = c.post("/api/flows", json=FLOW).json()
+    flow = c.post("/api/flows", json=flow_body or FLOW).json()
     body = {"name": "Engine", "audienceId": audience["id"], "flowId": flow["id"], "startAt": "2025-01-01T00:00:00Z",
             "didPool": ["+212500000001"], "retryStrategy": {"type": "none"}, **program}
     r = c.post("/api/programs", json=body)
@@ -209,3 +209,42 @@ def test_do_not_call_and_daily_cap_checked_at_dial_time(platform: Platform) -> N
         platform.clock.advance(24 * 3600 + 60)
         wait_for(lambda: execution(c, second)["status"] == "completed", 20)
         assert len(dialled(platform, [capped])) == 2
+
+
+def test_per_outcome_rules_and_completion_retry(platform: Platform) -> None:
+    import httpx
+
+    _, key = platform.new_org("Retries")
+    busy_thrice, hangs_up = "+212612340804", "+212612340805"
+    base = platform.sandbox.base_url
+    httpx.put(f"{base}/_sandbox/scripts/{busy_thrice}", json={"attempts": [{"behaviour": "busy"}] * 3, "then": {"behaviour": "human"}}).raise_for_status()
+    # Hangs up after hearing one verb: the flow (say, then hangup) never completes the first time.
+    httpx.put(f"{base}/_sandbox/scripts/{hangs_up}", json={"attempts": [{"behaviour": "human", "hangupAfterVerbs": 0}], "then": {"behaviour": "human"}}).raise_for_status()
+    strategy = {"type": "fixed_delay", "delayMinutes": 30, "maxRetries": 0,
+                "outcomes": {"busy": {"maxRetries": 3, "delayMinutes": 5}},
+                "completionRetry": {"maxRetries": 1, "delayMinutes": 10}}
+    with platform.client(key) as c:
+        menu = {"name": "Menu", "graph": {"startNodeId": "dial", "nodes": [
+            {"id": "dial", "type": "dial", "config": {"enableAMD": False}, "outputs": {"onAnswer": "ask", "onBusy": "bye"}},
+            {"id": "ask", "type": "say", "config": {"text": "Press 1"}, "outputs": {"onComplete": "menu"}},
+            {"id": "menu", "type": "dtmf", "config": {"timeout": 5000}, "outputs": {"branches": {"1": "bye"}, "onTimeout": "bye"}},
+            {"id": "bye", "type": "hangup", "config": {"reason": "done"}},
+        ]}}
+        eid = launch(c, [busy_thrice, hangs_up], flow_body=menu, retryStrategy=strategy)
+        for _ in range(4):
+            wait_for(lambda: execution(c, eid)["contactsInProgress"] == 0 and execution(c, eid)["contactsPending"] in (0, 1, 2), 20)
+            time.sleep(0.3)
+            platform.clock.advance(10 * 60 + 1)
+        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
+        assert done["contactsCompleted"] == 2, done
+        rows = c.get(f"/api/program-execution/{eid}/report/calls", params={"limit": 50}).json()["data"]
+        by_phone: dict[str, list[str]] = {}
+        for r in sorted(rows, key=lambda r: r["attempt"]):
+            by_phone.setdefault(r["to"], []).append(r["outcome"])
+        assert by_phone[busy_thrice] == ["busy", "busy", "busy", "completed"]
+        assert by_phone[hangs_up] == ["incomplete", "completed"]
+    bad = {**strategy, "outcomes": {"sometimes": {"maxRetries": 1}}}
+    with platform.client(key) as c:
+        r = c.post("/api/programs", json={"name": "x", "audienceId": "00000000-0000-0000-0000-000000000000", "flowId": "00000000-0000-0000-0000-000000000000",
+                                          "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"], "retryStrategy": bad})
+        assert r.status_code in (400, 404)
