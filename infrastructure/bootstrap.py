@@ -4,6 +4,8 @@ them in one for the embedded default) builds a Container and starts its parts.""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Iterator
@@ -17,16 +19,20 @@ from application.campaigns import CampaignsApp
 from application.conversation import Conversation
 from application.dialing import Dialer
 from application.dispatcher import Dispatcher
+from application.assets import Assets, MediaSigner
+from application.dictionaries import Dictionaries
 from application.executions import ExecutionCache
 from application.flow_effects import FlowEffects
 from application.ports import Clock
 from domain import base
 from infrastructure.clock import FileOffsetClock, SystemClock
+from infrastructure.files import LocalFileStore
 from infrastructure.flow_http import HttpxFlowHttp
 from infrastructure.jobs import DramatiqDialQueue, build_broker, start_worker
 from infrastructure.settings import Settings
 from infrastructure.sms import LoggingSmsSender
 from infrastructure.telephony.twilio.provider import TwilioTelephony
+from projections.assets import AssetsView
 from projections.call_history import CallHistoryView
 from projections.directory import DirectoryView
 from projections.progress import ProgressView
@@ -45,6 +51,9 @@ UPSTREAMS = {
     "directory": ("campaigns",),
     "reports": ("campaigns", "calls"),
 }
+
+PROJECTIONS["assets"] = AssetsView  # flow assets (issue 4): audio files and dictionaries
+UPSTREAMS["assets"] = ("campaigns",)
 
 
 @contextmanager
@@ -84,8 +93,14 @@ class Container:
         self.directory: DirectoryView = self.views["directory"]
         self.campaigns.live_audience_members = self.directory.audience_member_ids
         self.executions = ExecutionCache(self.campaigns)
+        self.files = LocalFileStore(s.data_dir / "files")
+        signing_key = s.media_signing_key.encode() or hmac.new(s.twilio_auth_token.encode(), b"gomobile-media-urls", hashlib.sha256).digest()
+        self.signer = MediaSigner(signing_key, s.public_base_url, self.clock)
+        self.assets = Assets(self.campaigns, self.files, self.signer)
+        self.dictionaries = Dictionaries(self.campaigns, self.assets, self.views["assets"])
         self.conversation = Conversation(
-            self.calls, self.executions, self.clock, HttpxFlowHttp(), effects=FlowEffects(self.campaigns, LoggingSmsSender())
+            self.calls, self.executions, self.clock, HttpxFlowHttp(), effects=FlowEffects(self.campaigns, LoggingSmsSender()),
+            voice=self.dictionaries,
         )
         self.broker = build_broker(s.redis_url, s.redis_namespace)
         self.queue = DramatiqDialQueue(self.broker)

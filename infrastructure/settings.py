@@ -35,6 +35,8 @@ class Settings:
     clock_offset_file: str = field(default_factory=lambda: _env("GOMOBILE_CLOCK_OFFSET_FILE"))
     dispatch_interval: float = field(default_factory=lambda: float(_env("GOMOBILE_DISPATCH_INTERVAL", "0.1")))
     projection_interval: float = field(default_factory=lambda: float(_env("GOMOBILE_PROJECTION_INTERVAL", "0.05")))
+    # Signs the playback URLs of uploaded audio; unset: derived from the Twilio auth token.
+    media_signing_key: str = field(default_factory=lambda: _env("GOMOBILE_MEDIA_SIGNING_KEY"))
 
     def __post_init__(self) -> None:
         if not self.public_base_url:
@@ -74,4 +76,5 @@ class Settings:
         # read model gets its own file.
         for name in ("campaigns", "calls", "progress", "call_history", "directory", "reports"):
             env[f"{name.upper()}_SQLITE_DBNAME"] = str(self.data_dir / f"{name}.sqlite")
+        env["ASSETS_SQLITE_DBNAME"] = str(self.data_dir / "assets.sqlite")  # flow assets (issue 4)
         return env

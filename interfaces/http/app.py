@@ -9,6 +9,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from domain.errors import DomainError
+from interfaces.http.assets import ASSET_HANDLERS
 from interfaces.http.audiences import AUDIENCE_HANDLERS
 from interfaces.http.contacts import CONTACT_HANDLERS
 from interfaces.http.ingestion import INGESTION_HANDLERS
@@ -34,6 +35,7 @@ def _camel(name: str) -> str:
 
 def create_app(container: Any) -> Litestar:
     handlers = [health, *ORGANIZATION_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *WEBHOOK_HANDLERS]
+    handlers += ASSET_HANDLERS  # flow assets (issue 4)
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:

@@ -40,8 +40,10 @@ def _forbidden() -> Response[str]:
 
 
 def _twiml(request: Request[Any, Any, Any], call_id: str, attempt: int, reply: Any) -> Response[str]:
-    base = request.app.state.container.settings.public_base_url
-    return Response(render_twiml(reply.instructions, base, call_id, attempt, reply.seq), media_type=TWIML)
+    c = request.app.state.container
+    audio_url = lambda audio_id: c.signer.playback(audio_id).url  # noqa: E731  (Twilio sends no API key)
+    twiml = render_twiml(reply.instructions, c.settings.public_base_url, call_id, attempt, reply.seq, audio_url)
+    return Response(twiml, media_type=TWIML)
 
 
 @post("/twilio/voice/{call_id:str}/{attempt:int}", status_code=200)

@@ -5,6 +5,7 @@ client is pointed at the sandbox)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twilio.base.exceptions import TwilioException
@@ -72,21 +73,34 @@ def _say_args(ins: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _prompt(parent: Any, ins: dict[str, Any], base: str) -> None:
+AudioUrl = Callable[[str], str]  # an uploaded audio id -> a URL Twilio can fetch
+
+
+def _prompt(parent: Any, ins: dict[str, Any], audio_url: AudioUrl) -> None:
     if ins["verb"] == "say":
         parent.say(ins["text"], **_say_args(ins))
     else:
-        parent.play(ins.get("url") or f"{base}/api/audio-management/audio/{ins.get('audioId')}")
+        parent.play(ins.get("url") or audio_url(str(ins.get("audioId"))))
 
 
 def render_twiml(
-    instructions: list[dict[str, Any]], base_url: str, call_id: str, attempt: int, seq: int
+    instructions: list[dict[str, Any]],
+    base_url: str,
+    call_id: str,
+    attempt: int,
+    seq: int,
+    audio_url: AudioUrl | None = None,
 ) -> str:
     """Instructions of one flow turn as TwiML. A verb that waits for the callee (gather,
     record, dial) posts its result to the next turn's URL; when Twilio skips that request
-    (nothing pressed, nothing recorded) the Redirect after it reports the silence."""
+    (nothing pressed, nothing recorded) the Redirect after it reports the silence.
+
+    ``audio_url`` makes the URL of an uploaded audio's ``<Play>`` (a signed playback URL:
+    Twilio sends no API key); without it, the plain stream URL."""
     response = VoiceResponse()
     base = base_url.rstrip("/")
+    if audio_url is None:
+        audio_url = lambda audio_id: f"{base}/api/audio-management/audio/{audio_id}"  # noqa: E731
     action = f"{base}/twilio/voice/{call_id}/{attempt}/input/{seq + 1}"
     held: list[dict[str, Any]] = []  # barge-in prompts: played inside the next Gather
     for ins in instructions:
@@ -96,10 +110,10 @@ def render_twiml(
             continue
         if verb != "gather":
             for prompt in held:
-                _prompt(response, prompt, base)
+                _prompt(response, prompt, audio_url)
             held = []
         if verb in ("say", "play"):
-            _prompt(response, ins, base)
+            _prompt(response, ins, audio_url)
         elif verb == "gather":
             speech = ins.get("input") == "speech"
             kwargs: dict[str, Any] = {"input": "speech" if speech else "dtmf", "timeout": ins.get("timeoutSeconds", 10), "action": action, "method": "POST"}
@@ -114,7 +128,7 @@ def render_twiml(
                     kwargs["finish_on_key"] = ins["finishOnKey"]
             gather = Gather(**kwargs)
             for prompt in held:
-                _prompt(gather, prompt, base)
+                _prompt(gather, prompt, audio_url)
             held = []
             response.append(gather)
             response.redirect(action, method="POST")  # nothing pressed or said
@@ -134,7 +148,7 @@ def render_twiml(
         elif verb == "hangup":
             response.hangup()
     for prompt in held:
-        _prompt(response, prompt, base)
+        _prompt(response, prompt, audio_url)
     return str(response)
 
 
