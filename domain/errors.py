@@ -66,3 +66,12 @@ class InvalidRetryStrategyError(DomainError):
 class InvalidStateTransition(DomainError):
     code = "InvalidStateTransition"
     status = 400
+
+
+class InvalidStartTimeError(DomainError):
+    code = "InvalidStartTimeError"
+    status = 400
+
+
+class CallRequestValidationError(ValidationError):
+    code = "CallRequestValidationError"

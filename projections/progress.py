@@ -92,8 +92,9 @@ class ProgressView(ViewMixin):
         return [
             r["id"]
             for r in self.rows(
-                "SELECT id FROM progress_executions WHERE calls_queued = 0 "
-                "AND status IN ('scheduled', 'running', 'paused', 'paused_threshold')"
+                # Cancelled or stopped before its calls were queued: queue them anyway,
+                # so that each contact is accounted for (skipped) in the counters.
+                "SELECT id FROM progress_executions WHERE calls_queued = 0"
             )
         ]
 

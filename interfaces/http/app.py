@@ -13,11 +13,14 @@ from interfaces.http.assets import ASSET_HANDLERS
 from interfaces.http.audiences import AUDIENCE_HANDLERS
 from interfaces.http.contacts import CONTACT_HANDLERS
 from interfaces.http.ingestion import INGESTION_HANDLERS
+from interfaces.http.recordings import RECORDING_HANDLERS
 from interfaces.http.suppression import SUPPRESSION_HANDLERS
+from interfaces.http.call_requests import CALL_REQUEST_HANDLERS
 from interfaces.http.organization import ORGANIZATION_HANDLERS
 from interfaces.http.common import domain_error_handler, http_error_handler, internal_error_handler
 from interfaces.http.executions import EXECUTION_HANDLERS
 from interfaces.http.reports import REPORT_HANDLERS
+from interfaces.http.events import EVENT_HANDLERS
 from interfaces.http.flows import FLOW_HANDLERS
 from interfaces.http.resources import RESOURCE_HANDLERS
 from interfaces.webhooks.twilio import WEBHOOK_HANDLERS
@@ -34,8 +37,8 @@ def _camel(name: str) -> str:
 
 
 def create_app(container: Any) -> Litestar:
-    handlers = [health, *ORGANIZATION_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *WEBHOOK_HANDLERS]
-    handlers += ASSET_HANDLERS  # flow assets (issue 4)
+    handlers = [health, *ORGANIZATION_HANDLERS, *CALL_REQUEST_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *EVENT_HANDLERS, *WEBHOOK_HANDLERS]
+    handlers += [*ASSET_HANDLERS, *RECORDING_HANDLERS]  # flow assets and recordings (issue 4)
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:

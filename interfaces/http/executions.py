@@ -106,7 +106,9 @@ def get_execution(request: Request[Any, Any, Any], execution_id: str) -> dict[st
 def list_executions(request: Request[Any, Any, Any]) -> list[dict[str, Any]]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
-    return [execution_dto(r) for r in c.progress.executions(str(who.organization_id), active_only=True)]
+    rows = c.progress.executions(str(who.organization_id), active_only=True)
+    # Ad-hoc call requests run as one-contact executions; they are not program runs.
+    return [execution_dto(r) for r in rows if not (loads(r["program"]) or {}).get("adhoc")]
 
 
 @get("/api/programs/{program_id:str}/executions")

@@ -248,3 +248,46 @@ def test_per_outcome_rules_and_completion_retry(platform: Platform) -> None:
         r = c.post("/api/programs", json={"name": "x", "audienceId": "00000000-0000-0000-0000-000000000000", "flowId": "00000000-0000-0000-0000-000000000000",
                                           "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"], "retryStrategy": bad})
         assert r.status_code in (400, 404)
+
+
+def test_ad_hoc_call_requests(platform: Platform) -> None:
+    _, key = platform.new_org("Adhoc")
+    now = platform.clock.now()
+    with platform.client(key) as c:
+        contact = c.post("/api/contact", json={"primaryPhone": "+212612340904"}).json()
+        later = c.post("/api/contact", json={"primaryPhone": "+212612340905"}).json()
+        flow = c.post("/api/flows", json=FLOW).json()
+        body = {"fromNumber": "+212500000009", "contactId": contact["id"], "flowId": flow["id"], "retry": {"type": "none"}}
+        r = c.post("/api/call-requests", json=body)
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        job = r.json()["jobId"]
+        done = wait_for(lambda: (lambda j: j if j.get("status") == "completed" else None)(c.get(f"/api/call-report/{job}").json()), 20)
+        assert done["finalOutcome"] == "completed" and done["attempts"][0]["call"]["from"] == "+212500000009"
+        assert c.delete(f"/api/call-requests/{job}").status_code == 409  # already dialled
+        # Not in the list of program executions.
+        assert all(e["id"] != r.json()["programExecutionId"] for e in c.get("/api/program-executions").json())
+
+        scheduled = c.post("/api/call-requests", json={**body, "contactId": later["id"], "startAt": iso(now + timedelta(hours=2)),
+                                                       "retry": {"type": "fixed-delay", "delay": 60000, "maxRetries": 2}})
+        assert scheduled.status_code == 202, scheduled.text
+        sjob = scheduled.json()["jobId"]
+        wait_for(lambda: c.get(f"/api/call-report/{sjob}").status_code == 200, 10)
+        assert c.delete(f"/api/call-requests/{sjob}").status_code == 204
+        skipped = wait_for(lambda: (lambda j: j if j.get("status") == "skipped" else None)(c.get(f"/api/call-report/{sjob}").json()), 10)
+        assert skipped["attempts"][0]["status"] == "skipped"
+        platform.clock.advance(3 * 3600)
+        time.sleep(0.5)
+        assert dialled(platform, ["+212612340905"]) == []
+
+        past = c.post("/api/call-requests", json={**body, "startAt": "2020-01-01T00:00:00Z"})
+        assert past.status_code == 400 and past.json()["error"] == "InvalidStartTimeError"
+        missing = c.post("/api/call-requests", json={k: v for k, v in body.items() if k != "flowId"})
+        assert missing.status_code == 400 and missing.json()["error"] == "CallRequestValidationError"
+        assert "flowId" in missing.json()["fieldErrors"]
+        bad_retry = c.post("/api/call-requests", json={**body, "retry": {"type": "sometimes"}})
+        assert bad_retry.status_code == 400 and bad_retry.json()["error"] == "InvalidRetryStrategyError"
+        no_flow = c.post("/api/call-requests", json={**body, "flowId": "00000000-0000-0000-0000-000000000001"})
+        assert no_flow.status_code == 404 and no_flow.json()["error"] == "FlowNotFoundError"
+        no_contact = c.post("/api/call-requests", json={**body, "contactId": "00000000-0000-0000-0000-000000000001"})
+        assert no_contact.status_code == 404 and no_contact.json()["error"] == "ContactNotFoundError"
+        assert c.delete("/api/call-requests/00000000-0000-0000-0000-000000000001").status_code == 404
