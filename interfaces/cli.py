@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     from interfaces.flows_cli import add_flows_commands
 
     add_flows_commands(sub)
+    from interfaces.events_cli import add_events_commands
+
+    add_events_commands(sub)
     return p
 
 

@@ -58,11 +58,15 @@ class ReportsView(ViewMixin):
             version INTEGER NOT NULL, event_type TEXT NOT NULL, actor TEXT NOT NULL, role TEXT,
             request_id TEXT, correlation_id TEXT, PRIMARY KEY (aggregate_id, version))""",
         "CREATE INDEX IF NOT EXISTS report_activity_org ON report_activity (organization_id, at)",
+        # The organization of every stream, for the event feed's filter (later events of a
+        # stream do not carry it).
+        """CREATE TABLE IF NOT EXISTS report_streams (
+            originator_id TEXT PRIMARY KEY, organization_id TEXT NOT NULL)""",
     )
     DROP = tuple(
         f"DROP TABLE IF EXISTS {t}"
         for t in (
-            "report_activity", "report_usage", "report_digits", "report_visits",
+            "report_streams", "report_activity", "report_usage", "report_digits", "report_visits",
             "report_nodes", "report_attempts", "report_calls",
         )
     )  # fmt: skip
@@ -99,6 +103,17 @@ class ReportsView(ViewMixin):
         )
         return rows, int(total["n"]) if total else 0
 
+    def organizations_of(self, originator_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(originator_ids), 500):
+            chunk = originator_ids[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for r in self.rows(
+                f"SELECT originator_id, organization_id FROM report_streams WHERE originator_id IN ({marks})", chunk
+            ):
+                out[r["originator_id"]] = r["organization_id"]
+        return out
+
     # -- handlers -------------------------------------------------------------------
 
     def handle(self, c: Any, event: Any) -> None:
@@ -108,6 +123,15 @@ class ReportsView(ViewMixin):
             handler(c, event)
         if not name.startswith("Call_"):
             self._activity(c, event)
+        if name.endswith("_Created"):
+            org = event.originator_id if name == "Organization_Created" else getattr(event, "organization_id", None)
+            if org is not None:
+                self.ex(
+                    c,
+                    "INSERT INTO report_streams (originator_id, organization_id) VALUES (?, ?) "
+                    "ON CONFLICT (originator_id) DO NOTHING",
+                    (str(event.originator_id), str(org)),
+                )
 
     def _activity(self, c: Any, e: Any) -> None:
         meta = getattr(e, "meta", None) or {}
