@@ -22,6 +22,7 @@ from application.dispatcher import Dispatcher
 from application.assets import Assets, MediaSigner
 from application.dictionaries import Dictionaries
 from application.executions import ExecutionCache
+from application.recordings import Recordings
 from application.flow_effects import FlowEffects
 from application.ports import Clock
 from domain import base
@@ -31,6 +32,7 @@ from infrastructure.flow_http import HttpxFlowHttp
 from infrastructure.jobs import DramatiqDialQueue, build_broker, start_worker
 from infrastructure.settings import Settings
 from infrastructure.sms import LoggingSmsSender
+from infrastructure.telephony.twilio.media import TwilioRecordingMedia
 from infrastructure.telephony.twilio.provider import TwilioTelephony
 from projections.assets import AssetsView
 from projections.call_history import CallHistoryView
@@ -98,6 +100,10 @@ class Container:
         self.signer = MediaSigner(signing_key, s.public_base_url, self.clock)
         self.assets = Assets(self.campaigns, self.files, self.signer)
         self.dictionaries = Dictionaries(self.campaigns, self.assets, self.views["assets"])
+        self.recordings = Recordings(
+            self.campaigns, self.history, self.views["assets"], self.files,
+            TwilioRecordingMedia(s.twilio_account_sid, s.twilio_auth_token),
+        )
         self.conversation = Conversation(
             self.calls, self.executions, self.clock, HttpxFlowHttp(), effects=FlowEffects(self.campaigns, LoggingSmsSender()),
             voice=self.dictionaries,

@@ -236,6 +236,9 @@ class _LiveCall:
     def record_error(self, code: int, message: str) -> None:
         self.call.errors.append({"code": code, "message": message})
 
+    def save_recording(self, sid: str, seconds: int) -> None:
+        self.sandbox.recordings[sid] = seconds
+
 
 class Sandbox:
     """State of the phone network: calls placed, per-number attempts, scripts."""
@@ -249,6 +252,7 @@ class Sandbox:
             number: parse_script(script) for number, script in (config.scripts or {}).items()
         }
         self.scripts: dict[str, CalleeScript] = {}
+        self.recordings: dict[str, int] = {}  # RecordingSid -> simulated seconds
         self.http: httpx.AsyncClient | None = None
 
     # -- lifecycle ------------------------------------------------------
@@ -586,6 +590,19 @@ class Sandbox:
 _E164 = re.compile(r"^\+?[1-9]\d{1,14}$")
 
 
+def _silence_wav(seconds: int) -> bytes:
+    import io
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 8000 * max(seconds, 0))
+    return buf.getvalue()
+
+
 def _valid_address(value: str) -> bool:
     return bool(_E164.match(value)) or value.startswith(("client:", "sip:"))
 
@@ -691,6 +708,18 @@ def create_sandbox_app(config: SandboxConfig, sandbox: Sandbox | None = None) ->
             resource["status"] = found.api_end  # the call task settles it momentarily
         return Response(content=resource, status_code=200, media_type="application/json")
 
+    @get(prefix + "/Recordings/{recording_file:str}")
+    async def recording_media(request: Request, account_sid: str, recording_file: str) -> Response:
+        """A recording's audio, as Twilio serves ``RecordingUrl`` (+ ``.wav``, the default,
+        or ``.mp3``): HTTP Basic auth, a WAV of silence as long as the callee spoke."""
+        denied = _check_auth(sandbox, request, account_sid)
+        if denied is not None:
+            return denied
+        sid, _, ext = recording_file.partition(".")
+        if sid not in sandbox.recordings or ext not in ("", "wav"):
+            return _twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
+        return Response(content=_silence_wav(sandbox.recordings[sid]), status_code=200, media_type="audio/x-wav")
+
     @get("/_sandbox/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "account_sid": config.account_sid, "calls": len(sandbox.calls)}
@@ -738,6 +767,7 @@ def create_sandbox_app(config: SandboxConfig, sandbox: Sandbox | None = None) ->
             put_script,
             delete_scripts,
             reset,
+            recording_media,
         ],
         on_startup=[sandbox.startup],
         on_shutdown=[sandbox.shutdown],

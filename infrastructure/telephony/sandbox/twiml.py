@@ -301,6 +301,9 @@ class TwimlInterpreter:
         await self.session.elapse(duration)
         self._after_verb()
         rec_sid = "RE" + secrets.token_hex(16)
+        save = getattr(self.session, "save_recording", None)
+        if save is not None:  # so that GET RecordingUrl serves its media
+            save(rec_sid, duration)
         extra = {
             "RecordingUrl": f"{self.session.recording_base_url}/{rec_sid}",
             "RecordingSid": rec_sid,
