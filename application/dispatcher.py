@@ -38,7 +38,9 @@ class Dispatcher:
         clock: Clock,
         lease_seconds: float = 120.0,
         batch: int = 500,
+        reconciler: Any = None,
     ) -> None:
+        self.reconciler = reconciler
         self.campaigns = campaigns
         self.calls = calls
         self.progress = progress
@@ -68,6 +70,8 @@ class Dispatcher:
         running = self.progress.running_executions()
         counts["paused"] = self._auto_pause(running)
         counts["dispatched"] = self._dispatch(running, now)
+        if self.reconciler is not None:
+            counts["reconciled"] = self.reconciler.tick()
         for eid in self.progress.executions_to_complete():
             counts["completed"] += self._change_execution(eid, lambda e: e.complete(now))
         return counts

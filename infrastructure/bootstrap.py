@@ -163,7 +163,16 @@ class Container:
             self.runners.append(self.runner(name).start())
 
     def start_dispatcher(self) -> None:
-        self.dispatcher = Dispatcher(self.campaigns, self.calls, self.progress, self.queue, self.clock)
+        from datetime import timedelta
+
+        from application.reconciler import Reconciler
+
+        reconciler = Reconciler(
+            self.calls, self.conversation, self.telephony, self.progress, self.clock,
+            stale_after=timedelta(seconds=self.settings.reconcile_after),
+            unplaced_after=timedelta(seconds=self.settings.reconcile_after * 5),
+        )
+        self.dispatcher = Dispatcher(self.campaigns, self.calls, self.progress, self.queue, self.clock, reconciler=reconciler)
         self.dispatcher.start(self.settings.dispatch_interval)
 
     def start_worker(self) -> None:

@@ -32,6 +32,7 @@ class Settings:
     worker_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_THREADS", "8")))
     pool_size: int = field(default_factory=lambda: int(_env("GOMOBILE_POSTGRES_POOL_SIZE", "2")))
     pool_max_overflow: int = field(default_factory=lambda: int(_env("GOMOBILE_POSTGRES_MAX_OVERFLOW", "8")))
+    reconcile_after: float = field(default_factory=lambda: float(_env("GOMOBILE_RECONCILE_AFTER", "120")))
     clock_offset_file: str = field(default_factory=lambda: _env("GOMOBILE_CLOCK_OFFSET_FILE"))
     dispatch_interval: float = field(default_factory=lambda: float(_env("GOMOBILE_DISPATCH_INTERVAL", "0.1")))
     projection_interval: float = field(default_factory=lambda: float(_env("GOMOBILE_PROJECTION_INTERVAL", "0.05")))

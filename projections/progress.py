@@ -200,6 +200,18 @@ class ProgressView(ViewMixin):
         )
         return [(r["call_id"], int(r["attempt"])) for r in rows]
 
+    def stale_live_calls(self, before_key: str, limit: int = 200) -> list[str]:
+        """Calls claimed before then and still in progress: candidates for reconciling
+        with the provider (a final callback may have been lost)."""
+        return [
+            r["call_id"]
+            for r in self.rows(
+                "SELECT call_id FROM progress_calls WHERE bucket = 'in_progress' AND updated_at < ? "
+                "ORDER BY updated_at LIMIT ?",
+                (before_key[:23] + "Z", limit),
+            )
+        ]
+
     def forget_dispatch(self, call_id: str, attempt: int) -> None:
         """A worker declined the job (window closed, rate limited): let it be sent again."""
         with self.transaction() as c:

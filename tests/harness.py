@@ -51,6 +51,7 @@ class Platform:
             worker_threads=4,
             dispatch_interval=0.05,
             projection_interval=0.02,
+            reconcile_after=5.0,
         )
         self.container = Container(self.settings, clock=self.clock)
         self.container.start_projections()

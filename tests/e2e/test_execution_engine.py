@@ -291,3 +291,21 @@ def test_ad_hoc_call_requests(platform: Platform) -> None:
         no_contact = c.post("/api/call-requests", json={**body, "contactId": "00000000-0000-0000-0000-000000000001"})
         assert no_contact.status_code == 404 and no_contact.json()["error"] == "ContactNotFoundError"
         assert c.delete("/api/call-requests/00000000-0000-0000-0000-000000000001").status_code == 404
+
+
+def test_a_lost_final_callback_is_reconciled_with_the_provider(platform: Platform) -> None:
+    import httpx
+
+    _, key = platform.new_org("Reconcile")
+    lost = "+212612341004"
+    httpx.put(f"{platform.sandbox.base_url}/_sandbox/scripts/{lost}", json={"attempts": [{"behaviour": "human", "dropFinalCallback": True}]}).raise_for_status()
+    with platform.client(key) as c:
+        eid = launch(c, [lost])
+        wait_for(lambda: len(dialled(platform, [lost])) == 1 and dialled(platform, [lost])[0]["status"] == "completed", 20)
+        time.sleep(1.0)
+        assert execution(c, eid)["contactsInProgress"] == 1  # the platform never heard the end
+        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
+        assert done["contactsCompleted"] == 1
+        row = c.get(f"/api/program-execution/{eid}/report/calls").json()["data"][0]
+        assert row["outcome"] == "completed" and row["outcomeReason"].startswith("reconciled")
+        assert len(dialled(platform, [lost])) == 1  # looked up, never redialled

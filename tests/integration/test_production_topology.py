@@ -46,6 +46,7 @@ class Topology:
             "GOMOBILE_CLOCK_OFFSET_FILE": str(self.clock_file),
             "GOMOBILE_DISPATCH_INTERVAL": "0.05",
             "GOMOBILE_PROJECTION_INTERVAL": "0.02",
+            "GOMOBILE_RECONCILE_AFTER": "10",
             "GOMOBILE_DATA_DIR": str(tmp / "var"),
             "PYTHONUNBUFFERED": "1",
         }

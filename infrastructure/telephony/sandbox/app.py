@@ -553,6 +553,8 @@ class Sandbox:
             params["AnsweredBy"] = call.answered_by
         params.update(extra or {})
         assert call.callbacks is not None
+        if call.plan.drop_final_callback and status in ("completed", "busy", "no-answer", "failed", "canceled"):
+            return
         if status == "ringing" and call.plan.out_of_order_callbacks:
             call.held_ringing = params
             return

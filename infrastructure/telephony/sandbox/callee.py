@@ -70,6 +70,8 @@ A script (``PUT /_sandbox/scripts/{number}`` with a JSON body, or
 * ``answerDelayMs``: ring time before answering (unscaled milliseconds of
   simulated time, replaces ``ring_seconds``).  If it exceeds the call's
   ``Timeout`` the call ends ``no-answer``.
+* ``dropFinalCallback`` (per attempt): the final status callback is never sent, as when
+  Twilio's request is lost; the call still ends at the provider (fetch shows it).
 * ``duplicateCallbacks``: every status callback is delivered twice (same
   ``SequenceNumber``).
 * ``outOfOrderCallbacks``: the ``ringing`` callback is held back and delivered
@@ -116,6 +118,7 @@ class CalleePlan:
     speech: tuple[str | None, ...] = ()
     recordings: tuple[float | None, ...] = ()
     transfers: tuple[str, ...] = ()
+    drop_final_callback: bool = False  # the final status callback is lost (never sent)
 
     def speech_for_gather(self, index: int) -> str:
         """Words said at the ``index``-th speech Gather ("" = silence)."""
@@ -212,6 +215,7 @@ def _plan_from_step(step: Mapping[str, Any], *, duplicate: bool, out_of_order: b
         speech=tuple(step.get("speech") or ()),
         recordings=tuple(step.get("recordings") or ()),
         transfers=tuple(step.get("transfers") or ()),
+        drop_final_callback=bool(step.get("dropFinalCallback", False)),
     )
 
 

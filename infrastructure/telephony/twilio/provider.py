@@ -17,10 +17,40 @@ from application.ports import TelephonyError
 SAY_LANGUAGE = {"ar": "ar-XA", "ar-MA": "ar-XA", "fr": "fr-FR", "fr-FR": "fr-FR", "en": "en-US", "en-US": "en-US", "en-GB": "en-GB"}
 
 
+# Twilio's call statuses in our words.
+PROVIDER_STATUS = {
+    "queued": "queued",
+    "initiated": "queued",
+    "ringing": "ringing",
+    "in-progress": "in_progress",
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "failed",
+    "canceled": "cancelled",
+}
+FINAL_STATUSES = ("completed", "busy", "no_answer", "failed", "cancelled")
+
+
 class TwilioTelephony:
     def __init__(self, client: Client, public_base_url: str) -> None:
         self.client = client
         self.base = public_base_url.rstrip("/")
+
+    def fetch_call(self, provider_call_id: str) -> dict[str, Any]:
+        """The provider's view of a call, in our words (for reconciling lost callbacks)."""
+        try:
+            call = self.client.calls(provider_call_id).fetch()
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(str(exc)) from exc
+        status = PROVIDER_STATUS.get(str(call.status), str(call.status))
+        answered_by = getattr(call, "answered_by", None)
+        duration = getattr(call, "duration", None)
+        return {
+            "status": status,
+            "answeredBy": ("machine" if str(answered_by).startswith(("machine", "fax")) else "human") if answered_by else None,
+            "durationMs": int(duration) * 1000 if duration not in (None, "") and str(duration).isdigit() else None,
+        }
 
     def place_call(
         self,
