@@ -26,6 +26,7 @@ from domain.windows import CallingHours, PauseWindows, in_pause_window, is_allow
 from projections.store import loads
 
 log = logging.getLogger("gomobile.dispatcher")
+QUEUE_BATCH = 2000
 
 
 class Dispatcher:
@@ -41,6 +42,7 @@ class Dispatcher:
         reconciler: Any = None,
     ) -> None:
         self.reconciler = reconciler
+        self._snapshots: dict[str, list[str]] = {}
         self.campaigns = campaigns
         self.calls = calls
         self.progress = progress
@@ -146,25 +148,45 @@ class Dispatcher:
         return 1
 
     def _queue_calls(self, eid: str) -> int:
+        """Queue the calls of an execution's snapshot, one batch per tick (so a large
+        launch never stalls dispatching), checkpointed on the Execution: a restarted
+        dispatcher resumes where the last batch ended, and existing calls are kept."""
         execution = self.campaigns.execution(None, eid)
         if execution.calls_queued:
             return 0
-        contacts = []
-        for cid in execution.contact_ids:
-            try:
-                contacts.append(self.campaigns.contact(execution.organization_id, cid))
-            except ContactNotFoundError:
-                log.warning("contact %s of execution %s was erased before queueing", cid, eid)
-        not_before = execution.scheduled_start_at
+        members = self._members(execution)
         with audit_context(correlationId=eid):
+            if execution.snapshot_total is None:
+                execution.record_snapshot(len(members))
+            start = execution.queued_upto
+            batch_ids = members[start : start + QUEUE_BATCH]
+            contacts = []
+            for cid in batch_ids:
+                try:
+                    contacts.append(self.campaigns.contact(execution.organization_id, cid))
+                except ContactNotFoundError:
+                    log.warning("contact %s of execution %s was deleted before its call was queued", cid, eid)
             org = self.campaigns.organization(execution.organization_id)
-            n = self.calls.queue_calls(execution, contacts, not_before, org.country, org.timezone)
-            execution.record_calls_queued(len(contacts))
+            n = self.calls.queue_calls(execution, contacts, execution.scheduled_start_at, org.country, org.timezone)
+            execution.record_queue_progress(start + len(batch_ids), len(batch_ids) - len(contacts))
+            if execution.queued_upto >= len(members):
+                execution.record_calls_queued(len(members) - execution.missing_contacts)
+                self._snapshots.pop(eid, None)
             try:
                 self.campaigns.save(execution)
             except IntegrityError:
-                pass
+                pass  # another dispatcher did this batch; its checkpoint wins
         return n
+
+    def _members(self, execution: Any) -> list[str]:
+        if execution.audience_ref is None:
+            return list(execution.contact_ids)
+        key = str(execution.id)
+        if key not in self._snapshots:
+            ref = execution.audience_ref
+            audience = self.campaigns.repository.get(UUID(ref["audienceId"]), version=ref["version"])
+            self._snapshots[key] = list(audience.members)
+        return self._snapshots[key]
 
     def run(self, interval: float = 0.1) -> None:
         while not self._stop.is_set():

@@ -29,12 +29,21 @@ class Execution(AuditedAggregate):
         contact_ids: list[str],
         scheduled_start_at: datetime,
         scheduled_stop_at: datetime | None,
+        audience_ref: dict[str, Any] | None = None,
     ) -> None:
+        """``contact_ids`` is the snapshot itself (small or live audiences), or empty
+        with ``audience_ref`` = ``{audienceId, version}``: the snapshot is the audience
+        as of that version, read in the background (a launch of a million contacts
+        answers at once)."""
         self.organization_id = organization_id
         self.program_id = program_id
         self.program = program
         self.flow = flow
         self.contact_ids = contact_ids
+        self.audience_ref = audience_ref
+        self.snapshot_total: int | None = None if audience_ref else len(contact_ids)
+        self.queued_upto = 0
+        self.missing_contacts = 0
         self.scheduled_start_at = scheduled_start_at
         self.scheduled_stop_at = scheduled_stop_at
         self.status = "scheduled"
@@ -48,7 +57,19 @@ class Execution(AuditedAggregate):
 
     @property
     def total_contacts(self) -> int:
-        return len(self.contact_ids)
+        return (self.snapshot_total or 0) - self.missing_contacts
+
+    @event("SnapshotTaken")
+    def record_snapshot(self, total: int) -> None:
+        """The audience as of the launch has ``total`` members (counted in the background)."""
+        self.snapshot_total = total
+
+    @event("QueueProgress")
+    def record_queue_progress(self, upto: int, missing: int) -> None:
+        """Calls queued for the snapshot's members up to ``upto``; ``missing`` of them
+        were deleted contacts (they leave the total)."""
+        self.queued_upto = upto
+        self.missing_contacts += missing
 
     @event("CallsQueued")
     def record_calls_queued(self, count: int) -> None:

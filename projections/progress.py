@@ -308,6 +308,22 @@ class ProgressView(ViewMixin):
     def on_Execution_CallsQueued(self, c: Any, e: Any) -> None:
         self._exec(c, e, calls_queued=1)
 
+    def on_Execution_SnapshotTaken(self, c: Any, e: Any) -> None:
+        # A snapshot by reference: its size is known now (the launch recorded none).
+        self.ex(
+            c,
+            "UPDATE progress_executions SET total = total + ?, pending = pending + ? WHERE id = ? AND total = 0",
+            (e.total, e.total, str(e.originator_id)),
+        )
+
+    def on_Execution_QueueProgress(self, c: Any, e: Any) -> None:
+        if e.missing:  # deleted contacts leave the snapshot: total and pending shrink together
+            self.ex(
+                c,
+                "UPDATE progress_executions SET total = total - ?, pending = pending - ? WHERE id = ?",
+                (e.missing, e.missing, str(e.originator_id)),
+            )
+
     def on_Execution_Completed(self, c: Any, e: Any) -> None:
         self._exec(c, e, status="completed", actual_end_at=format_instant(e.at))
 

@@ -309,3 +309,36 @@ def test_a_lost_final_callback_is_reconciled_with_the_provider(platform: Platfor
         row = c.get(f"/api/program-execution/{eid}/report/calls").json()["data"][0]
         assert row["outcome"] == "completed" and row["outcomeReason"].startswith("reconciled")
         assert len(dialled(platform, [lost])) == 1  # looked up, never redialled
+
+
+def test_large_audience_is_snapshotted_by_reference_and_queued_in_the_background(platform: Platform) -> None:
+    from application.campaigns import SMALL_AUDIENCE_VERSIONS
+
+    _, key = platform.new_org("Large")
+    n = SMALL_AUDIENCE_VERSIONS + 2
+    phones = [f"+21261234{200 + i:03d}{4 + i % 6}" for i in range(n)]  # callees who answer
+    with platform.client(key) as c:
+        audience = c.post("/api/audience", json={"name": "Many batches"}).json()
+        ids = []
+        for p in phones:  # one add-contacts per contact: many audience versions
+            cid = c.post("/api/contact", json={"primaryPhone": p}).json()["id"]
+            ids.append(cid)
+            assert c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [cid]}).status_code == 200
+        # Deleted after joining: still a member of the audience, but nobody to call.
+        assert c.delete(f"/api/contact/{ids[0]}").status_code == 200
+        flow = c.post("/api/flows", json=FLOW).json()
+        program = c.post("/api/programs", json={"name": "Big", "audienceId": audience["id"], "flowId": flow["id"],
+                                                "startAt": iso(platform.clock.now() + timedelta(minutes=5)), "didPool": ["+212500000001"],
+                                                "retryStrategy": {"type": "none"}}).json()
+        eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+        execution_row = platform.container.campaigns.execution(None, eid)
+        assert execution_row.audience_ref is not None and execution_row.contact_ids == []
+        # After the launch: one more member, not in the snapshot.
+        extra = c.post("/api/contact", json={"primaryPhone": "+212612341199"}).json()["id"]
+        c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [extra]})
+        e = wait_for(lambda: (lambda e: e if e["totalContacts"] == n - 1 else None)(execution(c, eid)), 20)
+        assert e["contactsPending"] == n - 1
+        platform.clock.advance(301)
+        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
+        assert done["contactsCompleted"] == n - 1 and done["totalContacts"] == n - 1
+        assert dialled(platform, ["+212612341199", phones[0]]) == []
