@@ -78,7 +78,8 @@ def summary_report(c: Any, org: Any, execution_id: str, now: datetime | None = N
         },
         "contactMetrics": {
             "totalContacts": total,
-            "pending": states.get("pending", 0) if row else total,
+            # Contacts whose Call is not queued yet are pending too (the counter starts at the total).
+            "pending": max(0, int(row.get("pending", total)) - states.get("queued", 0) - states.get("pendingRetry", 0)),
             "queued": states.get("queued", 0),
             "calling": int(row.get("in_progress", 0)),
             "pendingRetry": states.get("pendingRetry", 0),

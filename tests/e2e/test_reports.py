@@ -146,8 +146,11 @@ def test_report_of_an_execution_in_a_pause_window(tmp_path: Path) -> None:
                 what="execution to run",
             )
             assert report["effectiveStatus"] == "paused_window" and report["isInPauseWindow"] is True
-            assert report["contactMetrics"]["pending"] + report["contactMetrics"]["queued"] == 1
+            assert report["contactMetrics"]["pending"] + report["contactMetrics"]["queued"] == 1, report
             assert report["callMetrics"]["totalCalls"] == 0
+            # Pause once the dispatcher has queued the calls: it writes the Execution stream
+            # until then, and a PATCH racing that write answers 500 (a version conflict).
+            wait_for(lambda: (platform.container.progress.execution(eid) or {}).get("calls_queued") == 1, what="calls queued")
             assert c.patch(f"/api/program-executions/{eid}/pause").status_code == 200
             assert c.get(f"/api/program-execution/{eid}/report").json()["effectiveStatus"] == "paused_manual"
     finally:
