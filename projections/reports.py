@@ -103,6 +103,12 @@ class ReportsView(ViewMixin):
         )
         return rows, int(total["n"]) if total else 0
 
+    def call_totals(self) -> dict[str, int]:
+        """Across every execution, for /metrics: attempts dialled, answered, and each outcome."""
+        cols = ("attempted", "answered", "completed", "voicemail", "no_answer", "busy", "rejected", "failed", "cancelled")
+        row = self.one("SELECT " + ", ".join(f"COALESCE(SUM({k}), 0) AS {k}" for k in cols) + " FROM report_attempts")
+        return {k: int((row or {}).get(k) or 0) for k in cols}
+
     def organizations_of(self, originator_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for i in range(0, len(originator_ids), 500):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.scenario import run_campaign
@@ -211,6 +212,18 @@ def test_events_export_cli_writes_ndjson(campaign: Any, tmp_path: Path) -> None:
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 13 and all(x["type"] == "Call.AttemptEnded" and x["organizationId"] == org for x in lines)
     assert json.loads(done.stderr.strip().splitlines()[-1]) == {"organizationId": org, "events": 13}
+
+
+def test_prometheus_metrics(campaign: Any) -> None:
+    platform, client, result = campaign
+    r = httpx.get(platform.base_url + "/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines() if line and not line.startswith("#")}
+    assert samples["gomobile_calls_dialled_total"] == 13
+    assert samples["gomobile_calls_answered_total"] == 8
+    assert samples['gomobile_call_outcomes_total{outcome="busy"}'] == 1
+    assert samples['gomobile_call_outcomes_total{outcome="completed"}'] == 7
+    assert samples['gomobile_projection_lag_events{application="calls",projection="reports"}'] >= 0
 
 
 def test_reports_view_rebuilt_from_the_events_equals_the_live_one(campaign: Any) -> None:
