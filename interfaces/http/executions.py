@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from eventsourcing.persistence import IntegrityError
 from litestar import Request, Response, delete, get, patch
+from litestar.exceptions import HTTPException
 
 from domain.call import attempt_id
 from domain.errors import NotFound
@@ -123,20 +126,28 @@ def program_executions(request: Request[Any, Any, Any], program_id: str) -> list
 def _lifecycle(request: Request[Any, Any, Any], execution_id: str, action: str, body: Any = None) -> Execution:
     c = _c(request)
     who = authenticate(request, c.campaigns)
+    rules = body.get("autoPauseRules") if isinstance(body, dict) else None
+    checked = check_auto_pause_rules(rules) if rules is not None else None
     with acting(who, request):
-        execution = c.campaigns.execution(who.organization_id, execution_id)
-        if action == "cancel":
-            execution.cancel(c.clock.now())
-        elif action == "resume":
-            rules = body.get("autoPauseRules") if isinstance(body, dict) else None
-            execution.resume()
-            if rules is not None:
-                # Resuming with new rules replaces the old ones (DOMAIN.md §6.5).
-                execution.set_auto_pause_rules(check_auto_pause_rules(rules))
-        else:
-            getattr(execution, action)()
-        c.campaigns.save(execution)
-    return execution
+        # The dispatcher may append to the same Execution at this moment (start, queue
+        # progress): on a version conflict, load it again and re-decide.
+        for attempt in range(10):
+            execution = c.campaigns.execution(who.organization_id, execution_id)
+            if action == "cancel":
+                execution.cancel(c.clock.now())
+            elif action == "resume":
+                execution.resume()
+                if checked is not None:
+                    # Resuming with new rules replaces the old ones (DOMAIN.md §6.5).
+                    execution.set_auto_pause_rules(checked)
+            else:
+                getattr(execution, action)()
+            try:
+                c.campaigns.save(execution)
+                return execution
+            except IntegrityError:
+                time.sleep(0.01 * (attempt + 1))
+    raise HTTPException(status_code=503, detail="The execution is busy; try again", headers={"Retry-After": "1"})
 
 
 @patch("/api/program-executions/{execution_id:str}/pause")
