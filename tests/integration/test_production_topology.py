@@ -52,9 +52,10 @@ class Topology:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, role: str, *args: str) -> None:
-        log = open(self.tmp / f"{role}.log", "wb")
-        self.procs[role] = subprocess.Popen([*GOMOBILE, role, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    def start(self, role: str, *args: str, name: str | None = None) -> None:
+        name = name or role
+        log = open(self.tmp / f"{name}.log", "wb")
+        self.procs[name] = subprocess.Popen([*GOMOBILE, role, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([*GOMOBILE, *args], env=self.env, cwd=ROOT, capture_output=True, timeout=120)
@@ -85,6 +86,9 @@ def topology(tmp_path: Path, postgres_database: str, redis_namespace: tuple[str,
     t.start("sandbox")
     for role in ("api", "worker", "dispatcher", "projector"):
         t.start(role)
+    # Two dispatchers and two workers at once: still never one attempt dialled twice.
+    t.start("dispatcher", name="dispatcher-2")
+    t.start("worker", name="worker-2")
     try:
         wait_for(lambda: _up(f"http://127.0.0.1:{t.api_port}/health") and _up(f"http://127.0.0.1:{t.sandbox_port}/_sandbox/health"), 30, what="api and sandbox")
         yield t, org
