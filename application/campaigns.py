@@ -391,7 +391,7 @@ class CampaignsApp(Application[UUID]):
         execution = Execution(
             org.id,
             program.id,
-            {**s, "programId": str(program.id)},
+            {**s, "programId": str(program.id), "audienceKind": kind},
             {"flowId": str(flow.id), "flowName": flow.name, "flowVersion": flow.latest_version, "graph": flow.graph},
             members,
             start_at,

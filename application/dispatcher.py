@@ -40,8 +40,13 @@ class Dispatcher:
         lease_seconds: float = 120.0,
         batch: int = 500,
         reconciler: Any = None,
+        live_members: Any = None,
+        live_every: int = 10,
     ) -> None:
         self.reconciler = reconciler
+        self.live_members = live_members
+        self.live_every = live_every
+        self._ticks = 0
         self._snapshots: dict[str, list[str]] = {}
         self.campaigns = campaigns
         self.calls = calls
@@ -70,6 +75,7 @@ class Dispatcher:
         for call_id in self.progress.pending_calls_of_ended_executions():
             counts["skipped"] += int(self.calls.update(call_id, lambda c: c.skip("execution_ended", now)))
         running = self.progress.running_executions()
+        counts["joined"], counts["left"] = self._follow_live_audiences(running, now)
         counts["paused"] = self._auto_pause(running)
         counts["dispatched"] = self._dispatch(running, now)
         if self.reconciler is not None:
@@ -77,6 +83,41 @@ class Dispatcher:
         for eid in self.progress.executions_to_complete():
             counts["completed"] += self._change_execution(eid, lambda e: e.complete(now))
         return counts
+
+    def _follow_live_audiences(self, running: list[dict[str, Any]], now: datetime) -> tuple[int, int]:
+        """A running execution of a live audience follows it: a contact who joins is
+        called too (the total grows with it), one who leaves before being called is
+        skipped. Checked every ``live_every`` ticks."""
+        self._ticks += 1
+        if self.live_members is None or self._ticks % self.live_every:
+            return 0, 0
+        joined = left = 0
+        for row in running:
+            program = loads(row["program"]) or {}
+            if program.get("audienceKind") != "live" or not row.get("calls_queued"):
+                continue
+            members = set(self.live_members(program["audienceId"]))
+            calls = self.progress.calls_by_contact(row["id"])
+            new = sorted(members - set(calls))
+            if new:
+                execution = self.campaigns.execution(None, row["id"])
+                contacts = []
+                for cid in new:
+                    try:
+                        contacts.append(self.campaigns.contact(execution.organization_id, cid))
+                    except ContactNotFoundError:
+                        continue
+                if contacts:
+                    with audit_context(correlationId=row["id"]):
+                        execution.record_joined([str(c.id) for c in contacts])
+                        self.campaigns.save(execution)
+                        org = self.campaigns.organization(execution.organization_id)
+                        self.calls.queue_calls(execution, contacts, now, org.country, org.timezone)
+                    joined += len(contacts)
+            for contact_id, (call_id, bucket) in calls.items():
+                if bucket == "pending" and contact_id not in members:
+                    left += int(self.calls.update(call_id, lambda c: c.skip("left_audience", now)))
+        return joined, left
 
     def _auto_pause(self, running: list[dict[str, Any]]) -> int:
         paused = 0

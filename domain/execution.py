@@ -71,6 +71,11 @@ class Execution(AuditedAggregate):
         self.queued_upto = upto
         self.missing_contacts += missing
 
+    @event("ContactsJoined")
+    def record_joined(self, contact_ids: list[str]) -> None:
+        """Contacts who joined the (live) audience while this execution runs: called too."""
+        self.joined = getattr(self, "joined", 0) + len(contact_ids)
+
     @event("CallsQueued")
     def record_calls_queued(self, count: int) -> None:
         self.calls_queued = True

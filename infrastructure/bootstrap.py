@@ -172,7 +172,10 @@ class Container:
             stale_after=timedelta(seconds=self.settings.reconcile_after),
             unplaced_after=timedelta(seconds=self.settings.reconcile_after * 5),
         )
-        self.dispatcher = Dispatcher(self.campaigns, self.calls, self.progress, self.queue, self.clock, reconciler=reconciler)
+        self.dispatcher = Dispatcher(
+            self.campaigns, self.calls, self.progress, self.queue, self.clock,
+            reconciler=reconciler, live_members=self.directory.audience_member_ids,
+        )
         self.dispatcher.start(self.settings.dispatch_interval)
 
     def start_worker(self) -> None:

@@ -200,6 +200,13 @@ class ProgressView(ViewMixin):
         )
         return [(r["call_id"], int(r["attempt"])) for r in rows]
 
+    def calls_by_contact(self, execution_id: str) -> dict[str, tuple[str, str]]:
+        """contact id → (call id, bucket) of one execution."""
+        return {
+            r["contact_id"]: (r["call_id"], r["bucket"])
+            for r in self.rows("SELECT contact_id, call_id, bucket FROM progress_calls WHERE execution_id = ?", (execution_id,))
+        }
+
     def stale_live_calls(self, before_key: str, limit: int = 200) -> list[str]:
         """Calls claimed before then and still in progress: candidates for reconciling
         with the provider (a final callback may have been lost)."""
@@ -307,6 +314,14 @@ class ProgressView(ViewMixin):
 
     def on_Execution_CallsQueued(self, c: Any, e: Any) -> None:
         self._exec(c, e, calls_queued=1)
+
+    def on_Execution_ContactsJoined(self, c: Any, e: Any) -> None:
+        n = len(e.contact_ids)
+        self.ex(
+            c,
+            "UPDATE progress_executions SET total = total + ?, pending = pending + ? WHERE id = ?",
+            (n, n, str(e.originator_id)),
+        )
 
     def on_Execution_SnapshotTaken(self, c: Any, e: Any) -> None:
         # A snapshot by reference: its size is known now (the launch recorded none).

@@ -343,3 +343,36 @@ def test_large_audience_is_snapshotted_by_reference_and_queued_in_the_background
         done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
         assert done["contactsCompleted"] == n - 1 and done["totalContacts"] == n - 1
         assert dialled(platform, ["+212612341199", phones[0]]) == []
+
+
+def test_a_running_execution_follows_its_live_audience(platform: Platform) -> None:
+    _, key = platform.new_org("Live")
+    now = platform.clock.now()
+    with platform.client(key) as c:
+        a = c.post("/api/contact", json={"primaryPhone": "+212612341504", "city": "Rabat"}).json()
+        b = c.post("/api/contact", json={"primaryPhone": "+212612341505", "city": "Rabat"}).json()
+        live = c.post("/api/audience", json={"name": "Rabat", "type": "live",
+                                             "rules": {"combinator": "AND", "rules": [{"field": "city", "operator": "equals", "value": "Rabat"}]}})
+        assert live.status_code == 201, live.text
+        wait_for(lambda: c.get(f"/api/audience/{live.json()['id']}").json()["contactCount"] == 2, 10)
+        flow = c.post("/api/flows", json=FLOW).json()
+        program = c.post("/api/programs", json={
+            "name": "Live", "audienceId": live.json()["id"], "flowId": flow["id"], "startAt": "2025-01-01T00:00:00Z",
+            "didPool": ["+212500000001"], "retryStrategy": {"type": "none"},
+            "pauseWindows": {"advanced": [{"startAt": iso(now - timedelta(hours=1)), "endAt": iso(now + timedelta(hours=1))}]},
+        }).json()
+        eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+        wait_for(lambda: execution(c, eid)["totalContacts"] == 2 and execution(c, eid)["status"] == "running", 10)
+        # While it runs (paused by the window): one joins, one leaves.
+        joined = c.post("/api/contact", json={"primaryPhone": "+212612341506", "city": "Rabat"}).json()
+        assert c.put(f"/api/contact/{b['id']}", json={"city": "Fes"}).status_code == 200
+        e = wait_for(lambda: (lambda e: e if e["totalContacts"] == 3 and e["contactsSkipped"] == 1 else None)(execution(c, eid)), 20)
+        assert e["contactsPending"] == 2
+        platform.clock.advance(3601)
+        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 20)
+        assert done["contactsCompleted"] == 2 and done["contactsSkipped"] == 1
+        assert len(dialled(platform, ["+212612341504", "+212612341506"])) == 2
+        assert dialled(platform, ["+212612341505"]) == []
+        rows = {r["contactId"]: r for r in c.get(f"/api/program-execution/{eid}/report/calls").json()["data"]}
+        assert rows[b["id"]]["outcomeReason"] == "left_audience" and rows[joined["id"]]["outcome"] == "completed"
+        assert rows[a["id"]]["outcome"] == "completed"
