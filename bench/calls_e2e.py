@@ -20,7 +20,18 @@ from typing import Any
 
 import httpx
 
-from bench.common import ACCOUNT_SID, AUTH_TOKEN, REDIS_URL, Processes, emit, free_port, fresh_database, machine, raw_commit_rate
+from bench.common import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    REDIS_URL,
+    Processes,
+    emit,
+    free_port,
+    fresh_database,
+    machine,
+    postgres_cpu_seconds,
+    raw_commit_rate,
+)
 
 FLOW = {
     "startNodeId": "dial",
@@ -32,7 +43,7 @@ FLOW = {
 }
 
 
-def run_once(contacts: int, workers: int, threads: int) -> dict[str, Any]:
+def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) -> dict[str, Any]:
     with fresh_database() as db, tempfile.TemporaryDirectory() as tmp:
         raw = raw_commit_rate(db)
         api_port, sandbox_port = free_port(), free_port()
@@ -76,7 +87,7 @@ def run_once(contacts: int, workers: int, threads: int) -> dict[str, Any]:
                 "didPool": ["+212500000001"], "retryStrategy": {"type": "none"},
             })
             procs.start("sandbox", name="sandbox")
-            procs.start("api", name="api")
+            procs.start("api", "--workers", str(api_workers), name="api")
             procs.start("dispatcher", name="dispatcher")
             procs.start("projector", name="projector")
             for w in range(workers):
@@ -92,6 +103,7 @@ def run_once(contacts: int, workers: int, threads: int) -> dict[str, Any]:
                     raise TimeoutError("processes did not start")
                 time.sleep(0.2)
             time.sleep(2)  # let workers connect to Redis
+            cpu_before, pg_before = procs.cpu_seconds(), postgres_cpu_seconds()
             t_launch = time.perf_counter()
             execution = container.campaigns.launch_program(org, str(program.id), container.clock.now())
             first_dial = None
@@ -109,14 +121,22 @@ def run_once(contacts: int, workers: int, threads: int) -> dict[str, Any]:
             placed = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/calls", timeout=60).json()
             assert len(placed) == contacts, len(placed)
             elapsed = t_end - (first_dial or t_launch)
+            cpu_after, pg_after = procs.cpu_seconds(), postgres_cpu_seconds()
+            cpu = {k: round((cpu_after[k] - cpu_before.get(k, 0)) * 1000 / contacts, 1) for k in cpu_after}
+            cpu["postgres"] = round((pg_after - pg_before) * 1000 / contacts, 1)
             return {
                 "workers": workers,
+                "apiProcesses": api_workers,
                 "threadsPerWorker": threads,
                 "contacts": contacts,
                 "secondsFirstDialToAllCounted": round(elapsed, 2),
                 "completedCallsPerSecond": round(contacts / elapsed, 1),
                 "rawPostgresCommitsPerSecond": round(raw, 0),
                 "ratioToRawCommits": round(contacts / elapsed / raw, 4),
+                # CPU milliseconds each completed call cost, per process: the ceiling on
+                # 2 cores is about 2000 / sum(...) calls per second.
+                "cpuMsPerCall": cpu,
+                "cpuMsPerCallTotal": round(sum(cpu.values()), 1),
             }
         finally:
             procs.stop()
@@ -128,8 +148,9 @@ def main() -> None:
     ap.add_argument("--contacts", type=int, default=2000)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--api", type=int, default=1, help="API server processes")
     args = ap.parse_args()
-    runs = [run_once(args.contacts, int(w), args.threads) for w in args.workers.split(",")]
+    runs = [run_once(args.contacts, int(w), args.threads, args.api) for w in args.workers.split(",")]
     emit("calls_e2e", {"machine": machine(), "runs": runs})
 
 

@@ -77,12 +77,26 @@ class Processes:
         self.env = env
         self.logdir = logdir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
 
     def start(self, *args: str, name: str) -> None:
+        self.names.append(name)
         log = open(self.logdir / f"{name}.log", "wb")
         self.procs.append(
             subprocess.Popen([sys.executable, "-m", "interfaces.cli", *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         )
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each process and its children."""
+        out: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, p in zip(self.names, self.procs):
+            try:
+                fields = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+            except (OSError, IndexError):
+                out[name] = 0.0
+        return out
 
     def stop(self) -> None:
         for p in self.procs:
@@ -92,6 +106,24 @@ class Processes:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL server process (they are not our children)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() not in ("postgres", "postmaster"):
+                    continue
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
+            continue
+    return total
 
 
 def emit(name: str, result: dict[str, Any]) -> None:

@@ -93,6 +93,19 @@ def _demo_credentials(container: Any) -> dict[str, str]:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    workers = getattr(args, "workers", 1) or 1
+    if workers > 1:
+        # Several processes, each with its own container (PostgreSQL + Redis are shared).
+        import uvicorn
+
+        from infrastructure.settings import Settings
+
+        s = Settings()
+        if not s.uses_postgres:
+            print("gomobile: --workers needs GOMOBILE_DATABASE_URL (the embedded store is one process)", file=sys.stderr)
+            return 2
+        uvicorn.run("interfaces.http.asgi:app", host=s.host, port=s.port, workers=workers, log_level="warning", access_log=False)
+        return 0
     container = _container()
     try:
         _serve_api(container)
@@ -187,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gomobile", description="Automated outbound voice campaigns")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run everything in one process (embedded default)").set_defaults(func=cmd_run)
-    sub.add_parser("api", help="run the HTTP API").set_defaults(func=cmd_api)
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--workers", type=int, default=int(os.environ.get("GOMOBILE_API_WORKERS", "1")), help="server processes (PostgreSQL only)")
+    api.set_defaults(func=cmd_api)
     sub.add_parser("worker", help="run a Dramatiq dial worker").set_defaults(func=cmd_worker)
     sub.add_parser("dispatcher", help="run the dispatcher").set_defaults(func=cmd_dispatcher)
     sub.add_parser("projector", help="run the read-model projections").set_defaults(func=cmd_projector)
