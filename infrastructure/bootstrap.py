@@ -8,7 +8,8 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -78,6 +79,45 @@ def schema_lock(settings: Settings) -> Iterator[None]:
 SCHEMA_LOCK_ID = 7_420_001
 
 
+class LazyViews(Mapping[str, Any]):
+    """The registered read models, each constructed (tables and pool) on first access."""
+
+    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+        self.settings = settings
+        self.env = env
+        self.built: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> Any:
+        view = self.built.get(name)
+        if view is not None:
+            return view
+        if name not in PROJECTIONS:
+            raise KeyError(name)
+        with self._lock:
+            if name not in self.built:
+                with schema_lock(self.settings):
+                    self.built[name] = make_view(PROJECTIONS[name], name, self.env)
+            return self.built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(PROJECTIONS)
+
+    def __len__(self) -> int:
+        return len(PROJECTIONS)
+
+
+class LazyView:
+    """Stands for a read model until it is first used."""
+
+    def __init__(self, views: LazyViews, name: str) -> None:
+        self._views = views
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._views[self._name], attr)
+
+
 class Container:
     def __init__(self, settings: Settings | None = None, clock: Clock | None = None) -> None:
         self.settings = settings or Settings()
@@ -89,19 +129,21 @@ class Container:
         with schema_lock(s):
             self.campaigns = CampaignsApp(env=env)
             self.calls = CallsApp(env=env)
-            self.views: dict[str, Any] = {name: make_view(cls, name, env) for name, cls in PROJECTIONS.items()}
-        self.progress: ProgressView = self.views["progress"]
-        self.history: CallHistoryView = self.views["call_history"]
-        self.directory: DirectoryView = self.views["directory"]
-        self.campaigns.live_audience_members = self.directory.audience_member_ids
+        # Read models open on first use: a worker needs one, the API and projector all of
+        # them; each costs a PostgreSQL pool per process.
+        self.views = LazyViews(s, env)
+        self.progress: ProgressView = LazyView(self.views, "progress")  # type: ignore[assignment]
+        self.history: CallHistoryView = LazyView(self.views, "call_history")  # type: ignore[assignment]
+        self.directory: DirectoryView = LazyView(self.views, "directory")  # type: ignore[assignment]
+        self.campaigns.live_audience_members = lambda audience_id: self.directory.audience_member_ids(audience_id)
         self.executions = ExecutionCache(self.campaigns)
         self.files = LocalFileStore(s.data_dir / "files")
         signing_key = s.media_signing_key.encode() or hmac.new(s.twilio_auth_token.encode(), b"gomobile-media-urls", hashlib.sha256).digest()
         self.signer = MediaSigner(signing_key, s.public_base_url, self.clock)
         self.assets = Assets(self.campaigns, self.files, self.signer)
-        self.dictionaries = Dictionaries(self.campaigns, self.assets, self.views["assets"])
+        self.dictionaries = Dictionaries(self.campaigns, self.assets, LazyView(self.views, "assets"))
         self.recordings = Recordings(
-            self.campaigns, self.history, self.views["assets"], self.files,
+            self.campaigns, self.history, LazyView(self.views, "assets"), self.files,
             TwilioRecordingMedia(s.twilio_account_sid, s.twilio_auth_token),
         )
         self.conversation = Conversation(
@@ -192,5 +234,5 @@ class Container:
         self.broker.close()
         self.campaigns.close()
         self.calls.close()
-        for v in self.views.values():
+        for v in self.views.built.values():
             v.datastore.close()

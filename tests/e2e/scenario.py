@@ -114,8 +114,10 @@ def run_campaign(
     return {"executionId": eid, "final": final, "contacts": contact_ids, "phones": phones}
 
 
-def check_call_records(client: httpx.Client, result: dict[str, Any]) -> None:
-    eid = result["executionId"]
+ACTIVE = ("queued", "dialing", "ringing", "in_progress")
+
+
+def call_rows(client: httpx.Client, eid: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     page = 1
     while True:
@@ -124,8 +126,17 @@ def check_call_records(client: httpx.Client, result: dict[str, Any]) -> None:
         body = r.json()
         rows.extend(body["data"])
         if not body["meta"]["hasNextPage"]:
-            break
+            return rows
         page += 1
+
+
+def check_call_records(client: httpx.Client, result: dict[str, Any]) -> None:
+    eid = result["executionId"]
+    # The call history is its own read model: it may trail the counters by a moment.
+    rows = wait_for(
+        lambda: (lambda rs: rs if rs and not any(r["status"] in ACTIVE for r in rs) else None)(call_rows(client, eid)),
+        timeout=20, what="the call history to catch up",
+    )
     by_contact: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_contact.setdefault(row["contactId"], []).append(row)

@@ -351,6 +351,10 @@ def test_a_running_execution_follows_its_live_audience(platform: Platform) -> No
     with platform.client(key) as c:
         a = c.post("/api/contact", json={"primaryPhone": "+212612341504", "city": "Rabat"}).json()
         b = c.post("/api/contact", json={"primaryPhone": "+212612341505", "city": "Rabat"}).json()
+        # A live audience's first membership is computed from the directory read model, so
+        # contacts created in the previous ~100 ms can be missed (a known gap of issue 3):
+        # let the directory see both first.
+        wait_for(lambda: c.get("/api/contact", params={"search": "+2126123415"}).json()["meta"]["total"] == 2, 10)
         live = c.post("/api/audience", json={"name": "Rabat", "type": "live",
                                              "rules": {"combinator": "AND", "rules": [{"field": "city", "operator": "equals", "value": "Rabat"}]}})
         assert live.status_code == 201, live.text
