@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
-from litestar import Request, Response, delete, get, patch
+from litestar import Request, delete, get, patch
 from litestar.exceptions import HTTPException
 
 from domain.call import attempt_id

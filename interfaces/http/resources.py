@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.params import Parameter
 
-from domain.errors import NotFound, ValidationError
+from domain.errors import NotFound
 from domain.flow import Flow
 from domain.flows.graph import parse_graph
 from domain.program import Program
