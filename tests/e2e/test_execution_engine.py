@@ -345,7 +345,15 @@ def test_large_audience_is_snapshotted_by_reference_and_queued_in_the_background
         assert dialled(platform, ["+212612341199", phones[0]]) == []
 
 
-def test_a_running_execution_follows_its_live_audience(platform: Platform) -> None:
+def test_a_running_execution_follows_its_live_audience(tmp_path: Path) -> None:
+    platform = Platform(tmp_path / "var")  # its own platform: nothing else running
+    try:
+        _follows_live_audience(platform)
+    finally:
+        platform.close()
+
+
+def _follows_live_audience(platform: Platform) -> None:
     _, key = platform.new_org("Live")
     now = platform.clock.now()
     with platform.client(key) as c:
@@ -370,7 +378,18 @@ def test_a_running_execution_follows_its_live_audience(platform: Platform) -> No
         # While it runs (paused by the window): one joins, one leaves.
         joined = c.post("/api/contact", json={"primaryPhone": "+212612341506", "city": "Rabat"}).json()
         assert c.put(f"/api/contact/{b['id']}", json={"city": "Fes"}).status_code == 200
-        e = wait_for(lambda: (lambda e: e if e["totalContacts"] == 3 and e["contactsSkipped"] == 1 else None)(execution(c, eid)), 20)
+        seen: list[dict[str, Any]] = []
+
+        def followed() -> Any:
+            seen.append(execution(c, eid))
+            return seen[-1] if seen[-1]["totalContacts"] == 3 and seen[-1]["contactsSkipped"] == 1 else None
+
+        try:
+            e = wait_for(followed, 30)
+        except TimeoutError:
+            members = c.get(f"/api/audience/{live.json()['id']}/contacts").json()
+            raise AssertionError(f"not followed: {seen[-1]}; audience members: {[m['id'] for m in members['data']]}; "
+                                 f"a={a['id']} b={b['id']} joined={joined['id']}") from None
         assert e["contactsPending"] == 2
         platform.clock.advance(3601)
         done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 20)
