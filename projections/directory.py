@@ -3,8 +3,10 @@ that can be searched, sorted and paged (the documented list endpoints)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from eventsourcing.persistence import Tracking
 
 from domain.timeparse import format_instant
 from projections.store import ViewMixin, dumps, loads
@@ -22,34 +24,57 @@ AUDIENCE_SORT = {"name": "name", "createdAt": "created_at", "updatedAt": "update
 FLOW_SORT = {"name": "name", "createdAt": "created_at", "updatedAt": "updated_at"}
 
 
-class DirectoryView(ViewMixin):
-    TABLES = (
-        """CREATE TABLE IF NOT EXISTS dir_contacts (
+def _contacts_table(pg: bool) -> str:
+    # PostgreSQL keeps the contact document as jsonb: rule conditions read it without
+    # parsing text for each row and condition (SQLite has JSON functions over TEXT).
+    return f"""CREATE TABLE IF NOT EXISTS dir_contacts (
             id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, primary_phone TEXT NOT NULL,
-            first_name TEXT, last_name TEXT, full_name TEXT, primary_email TEXT, data TEXT NOT NULL,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted_at TEXT)""",
-        "CREATE INDEX IF NOT EXISTS dir_contacts_org ON dir_contacts (organization_id, created_at)",
-        """CREATE TABLE IF NOT EXISTS dir_audiences (
-            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,
-            contact_count INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted INTEGER NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS dir_audiences_org ON dir_audiences (organization_id, created_at)",
-        """CREATE TABLE IF NOT EXISTS dir_flows (
-            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,
-            version INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted INTEGER NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS dir_flows_org ON dir_flows (organization_id, name)",
-        """CREATE TABLE IF NOT EXISTS dir_programs (
-            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS dir_programs_org ON dir_programs (organization_id, created_at)",
-        """CREATE TABLE IF NOT EXISTS dir_suppressions (
-            id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, phone TEXT NOT NULL, reason TEXT,
-            source TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
-        "CREATE INDEX IF NOT EXISTS dir_suppressions_org ON dir_suppressions (organization_id, active, phone)",
-        """CREATE TABLE IF NOT EXISTS dir_audience_members (
-            audience_id TEXT NOT NULL, contact_id TEXT NOT NULL, joined_at TEXT NOT NULL,
-            PRIMARY KEY (audience_id, contact_id))""",
-        "CREATE INDEX IF NOT EXISTS dir_audience_members_contact ON dir_audience_members (contact_id)",
-    )
+            first_name TEXT, last_name TEXT, full_name TEXT, primary_email TEXT, data {'jsonb' if pg else 'TEXT'} NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted_at TEXT)"""
+
+
+_OTHER_TABLES = (
+    "CREATE INDEX IF NOT EXISTS dir_contacts_org ON dir_contacts (organization_id, created_at)",
+    """CREATE TABLE IF NOT EXISTS dir_audiences (
+        id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,
+        kind TEXT NOT NULL, rules TEXT,
+        contact_count INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS dir_audiences_org ON dir_audiences (organization_id, created_at)",
+    """CREATE TABLE IF NOT EXISTS dir_flows (
+        id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,
+        version INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, deleted INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS dir_flows_org ON dir_flows (organization_id, name)",
+    """CREATE TABLE IF NOT EXISTS dir_programs (
+        id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+        audience_id TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS dir_programs_org ON dir_programs (organization_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS dir_programs_audience ON dir_programs (audience_id)",
+    """CREATE TABLE IF NOT EXISTS dir_suppressions (
+        id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, phone TEXT NOT NULL, reason TEXT,
+        source TEXT NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS dir_suppressions_org ON dir_suppressions (organization_id, active, phone)",
+    """CREATE TABLE IF NOT EXISTS dir_audience_members (
+        audience_id TEXT NOT NULL, contact_id TEXT NOT NULL, joined_at TEXT NOT NULL,
+        PRIMARY KEY (audience_id, contact_id))""",
+    "CREATE INDEX IF NOT EXISTS dir_audience_members_contact ON dir_audience_members (contact_id)",
+)
+
+# The contact events a batch applies together (rows read once, written with executemany).
+CONTACT_EVENTS = frozenset(
+    f"Contact.{n}" for n in ("Created", "Updated", "Restored", "Deleted", "JoinedAudience", "ExitedAudience")
+)
+
+
+def _doc(value: Any) -> Any:
+    """The contact document of a row: jsonb arrives parsed (PostgreSQL), TEXT does not."""
+    return value if isinstance(value, (dict, list)) or value is None else loads(value)
+
+
+class DirectoryView(ViewMixin):
+    @property
+    def TABLES(self) -> tuple[str, ...]:  # type: ignore[override]  # noqa: N802 - ViewMixin's name
+        return (_contacts_table(self.is_postgres), *_OTHER_TABLES)
+
     DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("dir_contacts", "dir_audiences", "dir_flows", "dir_programs", "dir_suppressions", "dir_audience_members"))
 
     # -- queries --------------------------------------------------------------------
@@ -76,13 +101,30 @@ class DirectoryView(ViewMixin):
             f"{CONTACT_COLUMNS[sort]} {'DESC' if desc else 'ASC'}, id", page, limit,
         )
         for r in rows:
-            r["data"] = loads(r["data"])
+            r["data"] = _doc(r["data"])
         return rows, total
 
     def audiences(self, org: str, page: int, limit: int, search: str | None, sort: str, desc: bool) -> tuple[list[dict[str, Any]], int]:
         where, params = self._search(("name", "description"), search)
-        return self._page("dir_audiences", org, "AND deleted = 0 " + where, params,
-                          f"{AUDIENCE_SORT[sort]} {'DESC' if desc else 'ASC'}, id", page, limit)
+        rows, total = self._page("dir_audiences", org, "AND deleted = 0 " + where, params,
+                                 f"{AUDIENCE_SORT[sort]} {'DESC' if desc else 'ASC'}, id", page, limit)
+        linked = self._linked_counts([r["id"] for r in rows])
+        for r in rows:
+            r["rules"] = loads(r["rules"])
+            r["linked_campaigns"] = linked.get(r["id"], 0)
+        return rows, total
+
+    def _linked_counts(self, audience_ids: Sequence[str]) -> dict[str, int]:
+        if not audience_ids:
+            return {}
+        marks = ", ".join("?" for _ in audience_ids)
+        return {r["audience_id"]: int(r["n"]) for r in self.rows(
+            f"SELECT audience_id, COUNT(*) AS n FROM dir_programs WHERE audience_id IN ({marks}) "
+            "AND status <> 'deleted' GROUP BY audience_id", list(audience_ids))}
+
+    def linked_campaigns_count(self, audience_id: str) -> int:
+        """The programs (campaigns) targeting the audience that are not deleted."""
+        return self._linked_counts([audience_id]).get(audience_id, 0)
 
     def flows(self, org: str, page: int, limit: int, search: str | None, sort: str, desc: bool) -> tuple[list[dict[str, Any]], int]:
         where, params = self._search(("name", "description"), search)
@@ -116,7 +158,7 @@ class DirectoryView(ViewMixin):
         total = self.one(f"SELECT COUNT(*) AS n {base}", [org, *params])
         rows = self.rows(f"SELECT * {base} ORDER BY created_at DESC, id LIMIT ?", [org, *params, sample]) if sample else []
         for r in rows:
-            r["data"] = loads(r["data"])
+            r["data"] = _doc(r["data"])
         return (int(total["n"]) if total else 0), rows
 
     def matching_contact_ids(self, org: str, tree: dict[str, Any], types: dict[str, str]) -> set[str]:
@@ -142,30 +184,20 @@ class DirectoryView(ViewMixin):
             (audience_id, limit, (page - 1) * limit),
         )
         for r in rows:
-            r["data"] = loads(r["data"])
+            r["data"] = _doc(r["data"])
         return rows, total
 
     def _join(self, c: Any, audience_id: str, contact_ids: Sequence[str], at: str) -> None:
-        added = 0
-        for cid in dict.fromkeys(contact_ids):
-            # (the library's SQLite cursor has no rowcount: look before inserting)
-            if self.fetch(c, "SELECT 1 AS x FROM dir_audience_members WHERE audience_id = ? AND contact_id = ?", (audience_id, cid)):
-                continue
-            self.ex(c, "INSERT INTO dir_audience_members (audience_id, contact_id, joined_at) VALUES (?, ?, ?)",
-                    (audience_id, cid, at))
-            added += 1
-        if added:
-            self.ex(c, "UPDATE dir_audiences SET contact_count = contact_count + ? WHERE id = ?", (added, audience_id))
+        batch = _Batch(self, c)
+        for cid in contact_ids:
+            batch.member(audience_id, cid, at)
+        batch.flush()
 
     def _leave(self, c: Any, audience_id: str, contact_ids: Sequence[str]) -> None:
-        gone = 0
-        for cid in dict.fromkeys(contact_ids):
-            if not self.fetch(c, "SELECT 1 AS x FROM dir_audience_members WHERE audience_id = ? AND contact_id = ?", (audience_id, cid)):
-                continue
-            self.ex(c, "DELETE FROM dir_audience_members WHERE audience_id = ? AND contact_id = ?", (audience_id, cid))
-            gone += 1
-        if gone:
-            self.ex(c, "UPDATE dir_audiences SET contact_count = contact_count - ? WHERE id = ?", (gone, audience_id))
+        batch = _Batch(self, c)
+        for cid in contact_ids:
+            batch.member(audience_id, cid, None)
+        batch.flush()
 
     def latest_flow(self, org: str, name: str) -> str | None:
         row = self.one(
@@ -182,61 +214,46 @@ class DirectoryView(ViewMixin):
 
     # -- handlers -------------------------------------------------------------------
 
+    def apply_batch(self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None]) -> None:
+        """Apply events and advance the tracking position in one transaction. Runs of
+        contact events (an import is 100,000 of them) are applied together: the rows
+        they touch are read in one query and written with executemany, instead of a
+        round trip or two per event."""
+        if not items:
+            return
+        with self.transaction() as c:
+            batch = _Batch(self, c)
+            for event, _ in items:
+                if _name(event) in CONTACT_EVENTS:
+                    batch.add(event)
+                else:
+                    batch.flush()  # keep the order with every other event
+                    handle(c, event)
+            batch.flush()
+            self._insert_tracking(c, items[-1][1])  # type: ignore[attr-defined]
+
     def handle(self, c: Any, event: Any) -> None:
-        handler = getattr(self, "on_" + type(event).__qualname__.replace(".", "_"), None)
+        if _name(event) in CONTACT_EVENTS:
+            batch = _Batch(self, c)
+            batch.add(event)
+            batch.flush()
+            return
+        handler = getattr(self, "on_" + _name(event).replace(".", "_"), None)
         if handler is not None:
             handler(c, event)
-
-    def _contact_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
-        return {k: fields.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail")}
-
-    def on_Contact_Created(self, c: Any, e: Any) -> None:
-        at = format_instant(e.timestamp)
-        f = self._contact_fields(e.fields)
-        self.ex(
-            c,
-            "INSERT INTO dir_contacts (id, organization_id, primary_phone, first_name, last_name, full_name, "
-            "primary_email, data, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.organization_id), e.phone, f["firstName"], f["lastName"], f["fullName"],
-             f["primaryEmail"], dumps(e.fields), at, at),
-        )
-
-    def _merge_contact(self, c: Any, e: Any, fields: dict[str, Any], deleted_at: str | None) -> None:
-        rows = self.fetch(c, "SELECT data FROM dir_contacts WHERE id = ?", (str(e.originator_id),))
-        if not rows:
-            return
-        data = loads(rows[0]["data"]) or {}
-        attrs = {**data.get("customAttributes", {}), **fields.get("customAttributes", {})}
-        attrs = {k: v for k, v in attrs.items() if v is not None}  # null clears a value
-        data.update({k: v for k, v in fields.items() if k != "customAttributes"})
-        data["customAttributes"] = attrs
-        f = self._contact_fields(data)
-        self.ex(
-            c,
-            "UPDATE dir_contacts SET first_name = ?, last_name = ?, full_name = ?, primary_email = ?, data = ?, "
-            "updated_at = ?, deleted_at = ? WHERE id = ?",
-            (f["firstName"], f["lastName"], f["fullName"], f["primaryEmail"], dumps(data),
-             format_instant(e.timestamp), deleted_at, str(e.originator_id)),
-        )
-
-    def on_Contact_Updated(self, c: Any, e: Any) -> None:
-        self._merge_contact(c, e, e.fields, None)
-
-    def on_Contact_Restored(self, c: Any, e: Any) -> None:
-        self._merge_contact(c, e, e.fields, None)
-
-    def on_Contact_Deleted(self, c: Any, e: Any) -> None:
-        self.ex(c, "UPDATE dir_contacts SET deleted_at = ?, updated_at = ? WHERE id = ?",
-                (format_instant(e.timestamp), format_instant(e.timestamp), str(e.originator_id)))
 
     def on_Audience_Created(self, c: Any, e: Any) -> None:
         at = format_instant(e.timestamp)
         self.ex(
             c,
-            "INSERT INTO dir_audiences (id, organization_id, name, description, contact_count, created_at, updated_at, deleted) "
-            "VALUES (?, ?, ?, ?, 0, ?, ?, 0) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO dir_audiences (id, organization_id, name, description, kind, contact_count, created_at, "
+            "updated_at, deleted) VALUES (?, ?, ?, ?, 'static', 0, ?, ?, 0) ON CONFLICT (id) DO NOTHING",
             (str(e.originator_id), str(e.organization_id), e.name, e.description, at, at),
         )
+
+    def on_Audience_RulesSet(self, c: Any, e: Any) -> None:
+        self.ex(c, "UPDATE dir_audiences SET kind = 'live', rules = ?, updated_at = ? WHERE id = ?",
+                (dumps(e.rules), format_instant(e.timestamp), str(e.originator_id)))
 
     def on_Audience_Renamed(self, c: Any, e: Any) -> None:
         self.ex(c, "UPDATE dir_audiences SET name = ?, description = ?, updated_at = ? WHERE id = ?",
@@ -249,12 +266,6 @@ class DirectoryView(ViewMixin):
     def on_Audience_MembersRemoved(self, c: Any, e: Any) -> None:
         self._leave(c, str(e.originator_id), e.contact_ids)
         self.ex(c, "UPDATE dir_audiences SET updated_at = ? WHERE id = ?", (format_instant(e.timestamp), str(e.originator_id)))
-
-    def on_Contact_JoinedAudience(self, c: Any, e: Any) -> None:
-        self._join(c, e.audience_id, [str(e.originator_id)], format_instant(e.timestamp) or "")
-
-    def on_Contact_ExitedAudience(self, c: Any, e: Any) -> None:
-        self._leave(c, e.audience_id, [str(e.originator_id)])
 
     def on_Audience_Deleted(self, c: Any, e: Any) -> None:
         self.ex(c, "UPDATE dir_audiences SET deleted = 1, updated_at = ? WHERE id = ?",
@@ -282,9 +293,10 @@ class DirectoryView(ViewMixin):
         at = format_instant(e.timestamp)
         self.ex(
             c,
-            "INSERT INTO dir_programs (id, organization_id, name, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'draft', ?, ?) ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.organization_id), e.settings.get("name", ""), at, at),
+            "INSERT INTO dir_programs (id, organization_id, name, status, audience_id, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'draft', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (str(e.originator_id), str(e.organization_id), e.settings.get("name", ""),
+             _text(e.settings.get("audienceId")), at, at),
         )
 
     def _program(self, c: Any, e: Any, **fields: Any) -> None:
@@ -293,10 +305,12 @@ class DirectoryView(ViewMixin):
                 (format_instant(e.timestamp), *fields.values(), str(e.originator_id)))
 
     def on_Program_Configured(self, c: Any, e: Any) -> None:
+        fields = {}
         if "name" in e.changes:
-            self._program(c, e, name=e.changes["name"])
-        else:
-            self._program(c, e)
+            fields["name"] = e.changes["name"]
+        if "audienceId" in e.changes:
+            fields["audience_id"] = _text(e.changes["audienceId"])
+        self._program(c, e, **fields)
 
     def on_Program_Launched(self, c: Any, e: Any) -> None:
         self._program(c, e, status="active")
@@ -323,3 +337,143 @@ class DirectoryView(ViewMixin):
     def on_Suppression_Removed(self, c: Any, e: Any) -> None:
         self.ex(c, "UPDATE dir_suppressions SET active = 0, updated_at = ? WHERE id = ?",
                 (format_instant(e.timestamp), str(e.originator_id)))
+
+
+def _name(event: Any) -> str:
+    return type(event).__qualname__
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _contact_columns(data: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(data.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail"))
+
+
+class _Batch:
+    """Contact events and membership changes of one transaction, applied together.
+
+    Contact rows are read once (those the batch did not create), the events are replayed
+    on them in order in memory (the same merge as one event at a time), and the final
+    rows are written with executemany. Membership changes are netted the same way
+    against the pairs already stored, and each audience's count moves once."""
+
+    def __init__(self, view: DirectoryView, c: Any) -> None:
+        self.view = view
+        self.c = c
+        self.events: list[Any] = []
+        self.members: list[tuple[str, str, str | None]] = []  # (audience, contact, joined at | None = exit)
+
+    def add(self, event: Any) -> None:
+        self.events.append(event)
+
+    def member(self, audience_id: str, contact_id: str, joined_at: str | None) -> None:
+        self.members.append((audience_id, contact_id, joined_at))
+
+    def flush(self) -> None:
+        if self.events:
+            self._contacts()
+        if self.members:
+            self._memberships()
+        self.events = []
+        self.members = []
+
+    def _contacts(self) -> None:
+        v, c = self.view, self.c
+        created: dict[str, dict[str, Any]] = {}
+        updated: dict[str, dict[str, Any]] = {}
+        wanted = []
+        for e in self.events:
+            cid = str(e.originator_id)
+            kind = _name(e)
+            if kind == "Contact.Created":
+                if cid not in created:
+                    at = format_instant(e.timestamp)
+                    created[cid] = {"id": cid, "organization_id": str(e.organization_id), "primary_phone": e.phone,
+                                    "data": dict(e.fields), "created_at": at, "updated_at": at, "deleted_at": None}
+            elif kind in ("Contact.JoinedAudience", "Contact.ExitedAudience"):
+                joined = format_instant(e.timestamp) or "" if kind == "Contact.JoinedAudience" else None
+                self.member(e.audience_id, cid, joined)
+            elif cid not in created:
+                wanted.append(cid)
+        stored: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(wanted))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for r in v.fetch(c, f"SELECT id, data, deleted_at FROM dir_contacts WHERE id IN ({marks})", chunk):
+                stored[r["id"]] = {"data": _doc(r["data"]) or {}, "deleted_at": r["deleted_at"]}
+        for e in self.events:
+            kind = _name(e)
+            if kind not in ("Contact.Updated", "Contact.Restored", "Contact.Deleted"):
+                continue
+            cid = str(e.originator_id)
+            row = created.get(cid) or stored.get(cid)
+            if row is None:
+                continue  # a contact the directory never saw (as before: nothing to update)
+            at = format_instant(e.timestamp)
+            if kind == "Contact.Deleted":
+                row["deleted_at"] = at
+            else:
+                data = row["data"]
+                fields = e.fields
+                attrs = {**data.get("customAttributes", {}), **fields.get("customAttributes", {})}
+                data.update({k: x for k, x in fields.items() if k != "customAttributes"})
+                data["customAttributes"] = {k: x for k, x in attrs.items() if x is not None}  # null clears a value
+                row["deleted_at"] = None
+            row["updated_at"] = at
+            if cid not in created:
+                updated[cid] = row
+        if created:
+            c.executemany(v.q(
+                "INSERT INTO dir_contacts (id, organization_id, primary_phone, first_name, last_name, full_name, "
+                "primary_email, data, created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING"),
+                [(r["id"], r["organization_id"], r["primary_phone"], *_contact_columns(r["data"]), dumps(r["data"]),
+                  r["created_at"], r["updated_at"], r["deleted_at"]) for r in created.values()],
+            )
+        if updated:
+            c.executemany(v.q(
+                "UPDATE dir_contacts SET first_name = ?, last_name = ?, full_name = ?, primary_email = ?, data = ?, "
+                "updated_at = ?, deleted_at = ? WHERE id = ?"),
+                [(*_contact_columns(r["data"]), dumps(r["data"]), r["updated_at"], r["deleted_at"], cid)
+                 for cid, r in updated.items()],
+            )
+
+    def _memberships(self) -> None:
+        v, c = self.view, self.c
+        contacts = list(dict.fromkeys(cid for _, cid, _ in self.members))
+        audiences = set(a for a, _, _ in self.members)
+        before: set[tuple[str, str]] = set()
+        for i in range(0, len(contacts), 500):
+            chunk = contacts[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for r in v.fetch(c, f"SELECT audience_id, contact_id FROM dir_audience_members WHERE contact_id IN ({marks})", chunk):
+                if r["audience_id"] in audiences:
+                    before.add((r["audience_id"], r["contact_id"]))
+        present = set(before)
+        rejoined: dict[tuple[str, str], str] = {}  # pairs (re)joined in this batch, and when
+        for audience_id, cid, joined_at in self.members:
+            pair = (audience_id, cid)
+            if joined_at is not None and pair not in present:
+                present.add(pair)
+                rejoined[pair] = joined_at
+            elif joined_at is None and pair in present:
+                present.discard(pair)
+                rejoined.pop(pair, None)
+        removed = [p for p in before if p not in present or p in rejoined]
+        inserted = [(a, cid, at) for (a, cid), at in rejoined.items()]
+        if removed:
+            c.executemany(v.q("DELETE FROM dir_audience_members WHERE audience_id = ? AND contact_id = ?"), removed)
+        if inserted:
+            c.executemany(v.q("INSERT INTO dir_audience_members (audience_id, contact_id, joined_at) VALUES (?, ?, ?)"),
+                          inserted)
+        delta: dict[str, int] = {}
+        for a, _ in present - before:
+            delta[a] = delta.get(a, 0) + 1
+        for a, _ in before - present:
+            delta[a] = delta.get(a, 0) - 1
+        changes = [(n, a) for a, n in sorted(delta.items()) if n]
+        if changes:
+            c.executemany(v.q("UPDATE dir_audiences SET contact_count = contact_count + ? WHERE id = ?"), changes)

@@ -26,10 +26,11 @@ def _value_sql(field: str, type_: str | None, pg: bool) -> str:
         return "CAST(NULL AS TEXT)"
     p = _path(field, pg)
     if pg:
-        typ = f"jsonb_typeof(data::jsonb #> {p})"
-        txt = f"(data::jsonb #>> {p})"
+        # ``data`` is a jsonb column there: read in place, nothing parsed per row.
+        typ = f"jsonb_typeof(data #> {p})"
+        txt = f"(data #>> {p})"
         if type_ == "number":
-            return f"(CASE WHEN {typ} = 'number' THEN {txt}::float8 END)"
+            return f"(CASE WHEN {typ} = 'number' THEN (data #> {p})::float8 END)"
         if type_ == "boolean":
             return f"(CASE WHEN {typ} = 'boolean' THEN (CASE WHEN {txt} = 'true' THEN 1 ELSE 0 END) END)"
         return f"(CASE WHEN {typ} = 'string' THEN {txt} END)"

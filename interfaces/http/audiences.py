@@ -34,6 +34,7 @@ def audience_dto(a: Audience, c: Any) -> dict[str, Any]:
         "type": a.kind,
         "rules": a.rules,
         "contactCount": count,
+        "linkedCampaignsCount": c.directory.linked_campaigns_count(str(a.id)),
         "createdAt": iso(a.created_on),
         "updatedAt": iso(a.modified_on),
     }
@@ -141,9 +142,11 @@ def list_audiences(
     p, lim = paging(page, limit)
     term, sort, desc = list_args(search, sort_by, sort_order, tuple(AUDIENCE_SORT))
     rows, total = c.directory.audiences(str(who.organization_id), p, lim, term, sort, desc)
+    # The same fields as GET /api/audience/{id} (DOMAIN.md §4.2), from the directory.
     data = [
         {"id": r["id"], "organizationId": r["organization_id"], "name": r["name"], "description": r["description"],
-         "contactCount": r["contact_count"], "createdAt": r["created_at"], "updatedAt": r["updated_at"]}
+         "type": r["kind"], "rules": r["rules"], "contactCount": r["contact_count"],
+         "linkedCampaignsCount": r["linked_campaigns"], "createdAt": r["created_at"], "updatedAt": r["updated_at"]}
         for r in rows
     ]
     return envelope(data, p, lim, total)
