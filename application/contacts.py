@@ -9,7 +9,7 @@ is an event on the contact), and a batch is one ``save`` (one transaction).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from application.bulk import load_many
 from application.campaigns import CampaignsApp
 from domain import custom_attributes as ca
 from domain import rules
@@ -25,7 +26,7 @@ from domain.contact import Contact, clean_fields, contact_id
 from domain.contact_schema import ContactSchema, schema_id
 from domain.errors import Conflict, ContactNotFoundError, NotFound, ValidationError
 from domain.organization import Organization
-from domain.phone import timezone_for, to_e164
+from domain.phone import parse_number, timezone_for
 from domain.timeparse import format_instant
 
 MAX_UPSERT = 1000
@@ -38,6 +39,8 @@ class Prepared:
     phone: str
     raw_phone: str
     fields: dict[str, Any]
+    id: UUID | None = None  # the contact's id (from the organization and the number)
+    number: Any = None  # the parsed number, to derive the time zone without parsing again
 
 
 @dataclass
@@ -55,11 +58,8 @@ class BatchResult:
 
 
 class Contacts:
-    def __init__(self, app: CampaignsApp, exists_hint: Callable[[Sequence[str]], set[str]] | None = None) -> None:
+    def __init__(self, app: CampaignsApp) -> None:
         self.app = app
-        # Which of these contact ids exist (from a read model): lets a bulk import skip
-        # loading streams it knows are new. A stale answer only costs a retry.
-        self.exists_hint = exists_hint
 
     # -- schema and values ----------------------------------------------------------------
 
@@ -86,9 +86,10 @@ class Contacts:
             raise ValidationError.single(prefix.rstrip(".") or "body", "must be a JSON object")
         errors: dict[str, list[str]] = {}
         phone = raw = ""
+        number = None
         if not partial or "primaryPhone" in data:
             try:
-                phone = to_e164(data.get("primaryPhone"), org.country)
+                phone, number = parse_number(data.get("primaryPhone"), org.country)
                 raw = str(data.get("primaryPhone"))
             except ValidationError as exc:
                 errors.update({prefix + k: v for k, v in exc.field_errors.items()})
@@ -106,7 +107,7 @@ class Contacts:
         if errors:
             first = next(iter(errors))
             raise ValidationError(f"{first}: {errors[first][0]}", errors)
-        return Prepared(phone, raw, fields)
+        return Prepared(phone, raw, fields, contact_id(org.id, phone) if phone else None, number)
 
     def custom_values(
         self, org: Organization, schema: ContactSchema, raw: dict[str, Any], from_text: bool
@@ -129,20 +130,8 @@ class Contacts:
     # -- writing ------------------------------------------------------------------------
 
     def _load(self, ids: Sequence[UUID]) -> dict[UUID, Contact]:
-        known = None
-        if self.exists_hint is not None:
-            known = self.exists_hint([str(i) for i in ids])
-        found: dict[UUID, Contact] = {}
-        for cid in ids:
-            if known is not None and str(cid) not in known:
-                continue
-            try:
-                c = self.app.repository.get(cid)
-            except AggregateNotFoundError:
-                continue
-            if isinstance(c, Contact):
-                found[cid] = c
-        return found
+        """The existing contacts among ``ids``, read in one query per thousand."""
+        return load_many(self.app, ids, Contact)
 
     def write_batch(
         self,
@@ -156,35 +145,32 @@ class Contacts:
 
         Items sharing a number apply in order to one contact."""
         batch = list(items)
-        for attempt in range(3):
+        for _ in range(3):
             try:
-                return self._write(org, schema, batch, conflict_on_existing, use_hint=attempt == 0)
+                return self._write(org, schema, batch, conflict_on_existing)
             except IntegrityError:
                 # Someone wrote one of these contacts meanwhile: reload and decide again.
                 continue
-        return self._write(org, schema, batch, conflict_on_existing, use_hint=False)
+        return self._write(org, schema, batch, conflict_on_existing)
 
     def _write(
         self, org: Organization, schema: ContactSchema, batch: list[tuple[Any, Prepared]],
-        conflict_on_existing: bool, use_hint: bool,
+        conflict_on_existing: bool,
     ) -> BatchResult:
-        ids = list(dict.fromkeys(contact_id(org.id, p.phone) for _, p in batch))
-        hint = self.exists_hint
-        if not use_hint:
-            self.exists_hint = None
-        try:
-            existing = self._load(ids)
-        finally:
-            self.exists_hint = hint
+        for _, p in batch:
+            if p.id is None:
+                p.id = contact_id(org.id, p.phone)
+        existing = self._load([p.id for _, p in batch if p.id is not None])
         touched: dict[UUID, Contact] = {}
         result = BatchResult()
         for key, p in batch:
-            cid = contact_id(org.id, p.phone)
+            cid = p.id
+            assert cid is not None
             contact = touched.get(cid) or existing.get(cid)
             if contact is None:
                 fields = dict(p.fields)
                 if "timezone" not in fields:
-                    tz = timezone_for(p.phone, org.country, org.timezone)
+                    tz = timezone_for(p.phone, org.country, org.timezone, p.number)
                     if tz:
                         fields["timezone"] = tz
                 contact = Contact(org.id, p.phone, p.raw_phone, fields)

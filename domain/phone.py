@@ -7,8 +7,12 @@ import phonenumbers
 from domain.errors import ValidationError
 
 
-def to_e164(raw: object, default_region: str | None, field: str = "primaryPhone") -> str:
-    """Parse ``raw`` (national numbers use ``default_region``) and return it in E.164.
+def parse_number(
+    raw: object, default_region: str | None, field: str = "primaryPhone"
+) -> tuple[str, phonenumbers.PhoneNumber]:
+    """Parse ``raw`` (national numbers use ``default_region``): its E.164 form and the
+    parsed number (so that callers deriving more from it, such as its time zone, do not
+    parse it again).
 
     Raises a ValidationError naming ``field`` when the number cannot be a real number.
     """
@@ -23,7 +27,15 @@ def to_e164(raw: object, default_region: str | None, field: str = "primaryPhone"
         raise ValidationError.single(field, f"'{text}' is not a phone number ({exc})") from None
     if not phonenumbers.is_valid_number(number):
         raise ValidationError.single(field, f"'{text}' is not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), number
+
+
+def to_e164(raw: object, default_region: str | None, field: str = "primaryPhone") -> str:
+    """Parse ``raw`` (national numbers use ``default_region``) and return it in E.164.
+
+    Raises a ValidationError naming ``field`` when the number cannot be a real number.
+    """
+    return parse_number(raw, default_region, field)[0]
 
 
 def region_of(e164: str) -> str | None:
@@ -67,16 +79,20 @@ def _country_zones() -> dict[str, list[str]]:
 _zones_cache: dict[str, list[str]] = {}
 
 
-def timezone_for(e164: str, org_country: str | None, org_timezone: str | None) -> str | None:
+def timezone_for(
+    e164: str, org_country: str | None, org_timezone: str | None, number: phonenumbers.PhoneNumber | None = None
+) -> str | None:
     """The time zone a number most likely rings in.
 
     phonenumbers' own guess is coarse (every Moroccan number maps to Atlantic/Canary, an
     Algerian one to Europe/Paris), so a country with a single zone gets that zone; a
     country with several takes phonenumbers' guess when it is one of them (US area codes),
-    else the organization's zone when the number is domestic."""
+    else the organization's zone when the number is domestic. ``number`` is ``e164``
+    already parsed, when the caller has it."""
     from phonenumbers import timezone as pn_timezone
 
-    number = phonenumbers.parse(e164)
+    if number is None:
+        number = phonenumbers.parse(e164)
     region = phonenumbers.region_code_for_number(number)
     zones = _country_zones().get(region or "", [])
     if len(zones) == 1:

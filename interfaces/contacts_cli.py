@@ -53,7 +53,7 @@ def cmd_contacts_import(args: argparse.Namespace) -> int:
     header: list[str] = []
     try:
         org = container.campaigns.organization(UUID(args.org))
-        contacts = Contacts(container.campaigns, exists_hint=container.directory.existing_contact_ids)
+        contacts = Contacts(container.campaigns)
         with open(args.file, "rb") as source:
             from application.csv_source import read_rows
 

@@ -12,6 +12,7 @@ SORT_COLUMNS = {"createdAt": "created_at", "title": "title", "durationSeconds": 
 
 
 class AssetsView(ViewMixin):
+    DISPATCH_BY_METHOD = True
     TABLES = (
         """CREATE TABLE IF NOT EXISTS asset_audio (
             id TEXT PRIMARY KEY, organization_id TEXT, title TEXT NOT NULL, description TEXT,

@@ -23,6 +23,7 @@ ENDED_STATUS = {
 
 
 class CallHistoryView(ViewMixin):
+    DISPATCH_BY_METHOD = True
     TABLES = (
         """CREATE TABLE IF NOT EXISTS history_executions (
             id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, program_id TEXT NOT NULL,

@@ -25,6 +25,7 @@ def _key(value: Any) -> str:
 
 
 class ProgressView(ViewMixin):
+    DISPATCH_BY_METHOD = True
     TABLES = (
         """CREATE TABLE IF NOT EXISTS progress_executions (
             id TEXT PRIMARY KEY, organization_id TEXT NOT NULL, program_id TEXT NOT NULL,

@@ -26,7 +26,9 @@ class View(Protocol):
 
     def handle(self, c: Any, event: Any) -> None: ...
 
-    def apply_batch(self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None]) -> None: ...
+    def apply_batch(
+        self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None], last: Tracking | None = None
+    ) -> None: ...
 
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
@@ -52,12 +54,30 @@ class ProjectionRunner:
     def position(self, app: Application[Any]) -> int:
         return self.view.max_tracking_id(app.name) or 0
 
-    def _read(self, app: Application[Any], after: int, limit: int) -> list[tuple[Any, Tracking]]:
+    def _read(
+        self, app: Application[Any], after: int, limit: int, until: int | None = None
+    ) -> tuple[list[tuple[Any, Tracking]], Tracking | None]:
+        """The next events after ``after`` that the view wants, decoded, and the tracking
+        of the last notification read (events of other topics are skipped undecoded,
+        but the position still moves past them)."""
         notes = app.recorder.select_notifications(start=after + 1, limit=limit)
-        return [
+        if until is not None:
+            notes = [n for n in notes if n.id <= until]
+        if not notes:
+            return [], None
+        wants = getattr(self.view, "wants", None)
+        items = [
             (app.mapper.to_domain_event(n), Tracking(app.name, n.id))
             for n in notes
+            if wants is None or wants(n.topic)
         ]
+        return items, Tracking(app.name, notes[-1].id)
+
+    def _apply(self, items: list[tuple[Any, Tracking]], last: Tracking) -> None:
+        if items and items[-1][1].notification_id == last.notification_id:
+            self.view.apply_batch(items, self.view.handle)
+        else:
+            self.view.apply_batch(items, self.view.handle, last)
 
     def _catch_up(self, app: Application[Any], until: int | None = None) -> int:
         done = 0
@@ -65,24 +85,23 @@ class ProjectionRunner:
             pos = self.position(app)
             if until is not None and pos >= until:
                 return done
-            batch = self._read(app, pos, self.batch_size)
-            if until is not None:
-                batch = [b for b in batch if b[1].notification_id <= until]
-            if not batch:
+            batch, last = self._read(app, pos, self.batch_size, until)
+            if last is None:
                 return done
-            self.view.apply_batch(batch, self.view.handle)
-            done += len(batch)
+            self._apply(batch, last)
+            done += last.notification_id - pos
 
     def run_once(self) -> int:
-        """One round over every upstream; returns the number of events applied."""
+        """One round over every upstream; returns the number of events read (applied or skipped)."""
         done = 0
-        last = self.upstreams[-1]
-        pending = self._read(last, self.position(last), self.batch_size)
+        last_app = self.upstreams[-1]
+        pos = self.position(last_app)
+        pending, last = self._read(last_app, pos, self.batch_size)
         for app in self.upstreams[:-1]:
             done += self._catch_up(app)
-        if pending:
-            self.view.apply_batch(pending, self.view.handle)
-            done += len(pending)
+        if last is not None:
+            self._apply(pending, last)
+            done += last.notification_id - pos
         return done
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:

@@ -79,14 +79,32 @@ class ViewMixin:
                 (name, version),
             )
 
-    def apply_batch(self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None]) -> None:
-        """Apply events and advance the tracking position in one transaction."""
-        if not items:
+    def apply_batch(
+        self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None], last: Tracking | None = None
+    ) -> None:
+        """Apply events and advance the tracking position (to ``last`` when the batch read
+        further than its last wanted event) in one transaction."""
+        if not items and last is None:
             return
         with self.transaction() as c:
             for event, _ in items:
                 handle(c, event)
-            self._insert_tracking(c, items[-1][1])  # type: ignore[attr-defined]
+            self._insert_tracking(c, last or items[-1][1])  # type: ignore[attr-defined]
+
+    # Views that only react through ``on_<Aggregate>_<Event>`` methods set this, so that the
+    # runner does not decode the events they would ignore (most of the log, for most views).
+    DISPATCH_BY_METHOD = False
+    _wanted: dict[str, bool]
+
+    def wants(self, topic: str) -> bool:
+        """Whether an event of ``topic`` ("module:Class.Event") can change this view."""
+        if not self.DISPATCH_BY_METHOD:
+            return True
+        cache = self.__dict__.setdefault("_wanted", {})
+        found = cache.get(topic)
+        if found is None:
+            found = cache[topic] = hasattr(self, "on_" + topic.rsplit(":", 1)[-1].replace(".", "_"))
+        return found
 
     def track_only(self, tracking: Tracking) -> None:
         with self.transaction() as c:

@@ -26,7 +26,7 @@ def container(request: Request[Any, Any, Any]) -> Any:
 
 
 def contacts_of(c: Any) -> Contacts:
-    return Contacts(c.campaigns, exists_hint=c.directory.existing_contact_ids)
+    return Contacts(c.campaigns)
 
 
 def contact_dto(c: Contact) -> dict[str, Any]:
