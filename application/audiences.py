@@ -8,8 +8,11 @@ found with the read model and each gets its join or exit event, in batches."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 from uuid import UUID
+
+from eventsourcing.utils import get_topic
 
 from application.campaigns import CampaignsApp
 from application.contacts import Contacts
@@ -20,6 +23,9 @@ from domain.errors import Conflict, ContactNotFoundError, NotFound, ValidationEr
 
 BATCH = 500
 MAX_SAMPLE = 50
+CATCH_UP_WAIT = 1.0  # seconds an audience's creation waits for the directory before reading the log itself
+CONTACT_TOPICS = [get_topic(getattr(Contact, e)) for e in (
+    "Created", "Updated", "Restored", "Deleted", "JoinedAudience", "ExitedAudience")]
 
 
 class AudienceQueries(Protocol):
@@ -30,6 +36,8 @@ class AudienceQueries(Protocol):
     def audience_member_ids(self, audience_id: str) -> list[str]: ...
 
     def program_ids(self, org: str) -> list[str]: ...
+
+    def max_tracking_id(self, application_name: str) -> int | None: ...
 
 
 class Audiences:
@@ -140,14 +148,21 @@ class Audiences:
     def refresh_membership(self, org_id: UUID, audience: Audience) -> int:
         """Record the joins and exits the new rules cause; returns how many contacts changed.
 
-        Candidates come from the read model (the contacts matching now, and the current
-        members); each is decided again on its own stream, so a stale read model can
-        only miss a contact, never record a wrong join."""
+        Called after the rules were saved into the contact schema: from then on every
+        contact write evaluates them itself. The contacts written before are found with
+        the directory read model, which may lag behind the event log (a contact created
+        100 ms earlier may not be listed yet). So the candidates are the read model's
+        verdicts (the contacts matching, and the current members) plus every contact with
+        an event the read model had not applied when asked, up to the end of the log as
+        it was after the rules were saved. Each candidate is then decided again on its
+        own stream, the truth: nothing is missed, and nothing wrong is recorded."""
         schema = self.contacts.schema(org_id)
         assert audience.rules is not None
+        until = self.app.recorder.max_notification_id() or 0
+        seen = self._directory_position(until)
         matching = self.queries.matching_contact_ids(str(org_id), audience.rules, schema.types())
         members = set(self.queries.audience_member_ids(str(audience.id)))
-        candidates = sorted(matching ^ members)
+        candidates = sorted((matching ^ members) | self._contacts_written(seen, until))
         changed = 0
         for i in range(0, len(candidates), BATCH):
             batch: list[Contact] = []
@@ -156,6 +171,8 @@ class Audiences:
                     contact = self.app.repository.get(UUID(cid))
                 except Exception:  # noqa: BLE001 - a contact the read model knows must exist; skip if not
                     continue
+                if not isinstance(contact, Contact) or contact.organization_id != org_id:
+                    continue  # the log's tail holds every organization's contacts
                 self.contacts.reconcile(contact, schema)
                 if getattr(contact, "_pending_events", None):
                     batch.append(contact)
@@ -163,6 +180,29 @@ class Audiences:
                 self.app.save(*batch)
                 changed += len(batch)
         return changed
+
+
+    def _directory_position(self, until: int) -> int:
+        """How far the read model has applied the log, after giving it a moment to reach
+        ``until`` (its projection usually runs 20-50 ms behind); the rest is read here."""
+        deadline = time.monotonic() + CATCH_UP_WAIT
+        while True:
+            seen = self.queries.max_tracking_id(self.app.name) or 0
+            if seen >= until or time.monotonic() >= deadline:
+                return seen
+            time.sleep(0.02)
+
+    def _contacts_written(self, after: int, until: int) -> set[str]:
+        """The contacts with an event in the log's notifications ``(after, until]``."""
+        out: set[str] = set()
+        while after < until:
+            notes = self.app.recorder.select_notifications(start=after + 1, limit=1000, stop=until,
+                                                           topics=CONTACT_TOPICS)
+            if not notes:
+                break
+            out.update(str(n.originator_id) for n in notes)
+            after = notes[-1].id
+        return out
 
 
 def _ids(contacts: Any) -> list[str]:
