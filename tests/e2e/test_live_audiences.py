@@ -101,3 +101,40 @@ def test_live_audience_follows_contact_changes(platform: Platform, client: Any) 
     assert execution["totalContacts"] == 2
     client.delete(f"/api/programs/{program['id']}")
     assert client.delete(f"/api/audience/{aid}").status_code == 200
+
+
+def test_live_audience_created_right_after_its_contacts_enrolls_them(client: Any) -> None:
+    # No waiting for the directory: the audience comes within milliseconds of the contacts.
+    ids = [client.post("/api/contact", json={"primaryPhone": f"+21261200050{i}", "city": "Rabat",
+                                             "customAttributes": {"balance": 1000 + i}}).json()["id"] for i in range(3)]
+    client.post("/api/contact", json={"primaryPhone": "+212612000509", "city": "Fes", "customAttributes": {"balance": 5000}})
+    live = client.post("/api/audience", json={"name": "Just now", "type": "live", "rules": RICH})
+    assert live.status_code == 201, live.text
+    aid = live.json()["id"]
+    members = wait_for(lambda: (m := client.get(f"/api/audience/{aid}/contacts").json())["meta"]["total"] == 3 and m,
+                       what="three members")
+    assert sorted(m["id"] for m in members["data"]) == sorted(ids)
+    assert client.get(f"/api/audience/{aid}").json()["contactCount"] == 3
+
+
+def test_list_and_get_carry_the_same_audience_fields(client: Any) -> None:
+    static = client.post("/api/audience", json={"name": "Plain list", "description": "by hand"}).json()
+    live = client.post("/api/audience", json={"name": "Rule list", "type": "live", "rules": RICH}).json()
+    flow = client.post("/api/flows", json=FLOW).json()
+    client.post("/api/programs", json={"name": "P", "audienceId": live["id"], "flowId": flow["id"],
+                                       "startAt": "2099-01-01T00:00:00Z", "didPool": ["+212500000001"],
+                                       "retryStrategy": {"type": "none"}})
+
+    def listed() -> Any:
+        rows = {a["id"]: a for a in client.get("/api/audience").json()["data"]}
+        return rows if rows.get(live["id"], {}).get("linkedCampaignsCount") == 1 else None
+
+    rows = wait_for(listed, what="the program counted on the live audience")
+    for a in (static, live):
+        got = client.get(f"/api/audience/{a['id']}").json()
+        assert rows[a["id"]] == got
+    assert rows[static["id"]]["type"] == "static" and rows[static["id"]]["rules"] is None
+    assert rows[live["id"]]["type"] == "live" and rows[live["id"]]["rules"] == client.get(f"/api/audience/{live['id']}").json()["rules"]
+    assert rows[static["id"]]["linkedCampaignsCount"] == 0 and rows[live["id"]]["linkedCampaignsCount"] == 1
+    assert set(rows[live["id"]]) >= {"id", "organizationId", "name", "description", "type", "contactCount",
+                                     "linkedCampaignsCount", "createdAt", "updatedAt"}
