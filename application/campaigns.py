@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import StoredEvent
 
 from domain.audience import Audience, check_description, check_name
@@ -24,11 +24,18 @@ from domain.errors import (
 from domain.execution import ACTIVE, Execution
 from domain.flow import Flow
 from domain.flows.graph import require_graph
-from domain.windows import CallingHours, PauseWindows, zone
-from domain.organization import PLANS, ROLES, Organization, new_api_key, organization_of_key, slugify
+from domain.organization import (
+    PLANS,
+    ROLES,
+    Organization,
+    new_api_key,
+    organization_of_key,
+    slugify,
+)
 from domain.program import Program
 from domain.retry import RetryStrategy
 from domain.timeparse import format_instant, parse_instant
+from domain.windows import CallingHours, PauseWindows, zone
 
 
 def check_auto_pause_rules(rules: Any) -> list[dict[str, Any]]:
@@ -52,6 +59,8 @@ def check_auto_pause_rules(rules: Any) -> list[dict[str, Any]]:
 
 # Audiences with more stored events than this are snapshotted by reference at launch.
 SMALL_AUDIENCE_VERSIONS = 20
+# ... and so are audiences of more members than this, however few their versions.
+SMALL_AUDIENCE_MEMBERS = 2000
 
 
 class Principal:
@@ -376,14 +385,19 @@ class CampaignsApp(Application[UUID]):
         members: list[str] = []
         kind, version = self._audience_head(org.id, s["audienceId"])
         if kind == "live" and self.live_audience_members is not None:
-            members = [m for m in self.live_audience_members(s["audienceId"]) if self._is_live_contact(org.id, m)]
+            members = [str(c.id) for c in self.contacts_of(org.id, list(self.live_audience_members(s["audienceId"])))]
         elif version > SMALL_AUDIENCE_VERSIONS:
             # A large audience: snapshot it by reference (its version) and let the
             # dispatcher read it in the background, so the launch answers at once.
             audience_ref = {"audienceId": str(s["audienceId"]), "version": version}
         else:
             audience = self.audience(org.id, s["audienceId"])
-            members = [m for m in audience.members if self._is_live_contact(org.id, m)]
+            if len(audience.members) > SMALL_AUDIENCE_MEMBERS:
+                # Few versions but many members (one import): by reference too; the
+                # dispatcher finds which members were deleted, in bulk.
+                audience_ref = {"audienceId": str(s["audienceId"]), "version": audience.version}
+            else:
+                members = [str(c.id) for c in self.contacts_of(org.id, list(audience.members))]
         if not members and audience_ref is None:
             raise AudienceEmptyError("Audience has no contacts")
         flow = self.flow(org.id, s["flowId"])
@@ -425,31 +439,19 @@ class CampaignsApp(Application[UUID]):
         live = bool(second) and second[0].topic.endswith(".RulesSet")  # live audiences get rules at creation
         return ("live" if live else "static"), last[0].originator_version
 
-    def _is_live_contact(self, org: UUID, cid: str) -> bool:
-        try:
-            self.contact(org, cid)
-        except ContactNotFoundError:
-            return False
-        return True
-
     # -- bulk reads for large launches ------------------------------------------------
 
     def load_many(self, ids: list[UUID]) -> dict[UUID, Any]:
         """Many aggregates at once: one query for all their stored events instead of one
         per aggregate (a million-contact launch reads its contacts 2,000 at a time).
         Missing ids are absent from the result."""
-        stored = self._select_events_of(ids)
         out: dict[UUID, Any] = {}
-        events: list[Any] = []
-        current: Any = None
-        for s in stored:
-            if s.originator_id != current and events:
-                out[UUID(str(current))] = project_aggregate(None, events)
-                events = []
-            current = s.originator_id
-            events.append(self.mapper.to_domain_event(s))
-        if events:
-            out[UUID(str(current))] = project_aggregate(None, events)
+        to_domain_event = self.mapper.to_domain_event
+        for s in self._select_events_of(ids):
+            # Events come in stream order; mutate() directly (eventsourcing's
+            # project_aggregate checks a typing Protocol per event: a third of the time).
+            key = s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))
+            out[key] = to_domain_event(s).mutate(out.get(key))
         return out
 
     def _select_events_of(self, ids: list[UUID]) -> list[StoredEvent]:
@@ -462,10 +464,10 @@ class CampaignsApp(Application[UUID]):
 
             statement = SQL(
                 "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-                "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+                "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
             ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
             with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(statement, (list(ids),))
+                curs.execute(statement, ([str(i) for i in ids],))
                 return [
                     StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
                     for r in curs.fetchall()
