@@ -7,7 +7,10 @@ primary-key lookups however large the execution (call_history keeps the rows).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from eventsourcing.persistence import Tracking
 
 from domain.call import attempt_id
 from domain.timeparse import format_instant
@@ -122,37 +125,66 @@ class ReportsView(ViewMixin):
 
     # -- handlers -------------------------------------------------------------------
 
+    ACTIVITY_SQL = (
+        "INSERT INTO report_activity (organization_id, at, aggregate_id, version, event_type, actor, role, "
+        "request_id, correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (aggregate_id, version) DO NOTHING"
+    )
+    STREAMS_SQL = (
+        "INSERT INTO report_streams (originator_id, organization_id) VALUES (?, ?) "
+        "ON CONFLICT (originator_id) DO NOTHING"
+    )
+
+    def apply_batch(
+        self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None], last: Tracking | None = None
+    ) -> None:
+        """As ViewMixin's, but the activity log and stream rows of the whole batch (one of
+        each per command event: most of the log) are written with one executemany each.
+        Nothing in the batch reads them, so writing them last is the same."""
+        if not items and last is None:
+            return
+        activity: list[tuple[Any, ...]] = []
+        streams: list[tuple[Any, ...]] = []
+        with self.transaction() as c:
+            for event, _ in items:
+                self._handle(c, event, activity, streams)
+            if activity:
+                c.executemany(self.q(self.ACTIVITY_SQL), activity)
+            if streams:
+                c.executemany(self.q(self.STREAMS_SQL), streams)
+            self._insert_tracking(c, last or items[-1][1])  # type: ignore[attr-defined]
+
     def handle(self, c: Any, event: Any) -> None:
+        activity: list[tuple[Any, ...]] = []
+        streams: list[tuple[Any, ...]] = []
+        self._handle(c, event, activity, streams)
+        for row in activity:
+            self.ex(c, self.ACTIVITY_SQL, row)
+        for row in streams:
+            self.ex(c, self.STREAMS_SQL, row)
+
+    def _handle(self, c: Any, event: Any, activity: list[tuple[Any, ...]], streams: list[tuple[Any, ...]]) -> None:
         name = type(event).__qualname__.replace(".", "_")
         handler = getattr(self, "on_" + name, None)
         if handler is not None:
             handler(c, event)
         if not name.startswith("Call_"):
-            self._activity(c, event)
+            row = self._activity(event)
+            if row is not None:
+                activity.append(row)
         if name.endswith("_Created"):
             org = event.originator_id if name == "Organization_Created" else getattr(event, "organization_id", None)
             if org is not None:
-                self.ex(
-                    c,
-                    "INSERT INTO report_streams (originator_id, organization_id) VALUES (?, ?) "
-                    "ON CONFLICT (originator_id) DO NOTHING",
-                    (str(event.originator_id), str(org)),
-                )
+                streams.append((str(event.originator_id), str(org)))
 
-    def _activity(self, c: Any, e: Any) -> None:
+    def _activity(self, e: Any) -> tuple[Any, ...] | None:
         meta = getattr(e, "meta", None) or {}
         org = meta.get("organizationId")
         actor = meta.get("actor")
         if not org or not actor or actor == "system":
-            return
-        self.ex(
-            c,
-            "INSERT INTO report_activity (organization_id, at, aggregate_id, version, event_type, actor, role, "
-            "request_id, correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (aggregate_id, version) DO NOTHING",
-            (org, format_instant(e.timestamp), str(e.originator_id), e.originator_version,
-             type(e).__qualname__, actor, meta.get("role"), meta.get("requestId"), meta.get("correlationId")),
-        )  # fmt: skip
+            return None
+        return (org, format_instant(e.timestamp), str(e.originator_id), e.originator_version,
+                type(e).__qualname__, actor, meta.get("role"), meta.get("requestId"), meta.get("correlationId"))  # fmt: skip
 
     def _execution_of(self, c: Any, job_id: Any) -> tuple[str, str] | None:
         rows = self.fetch(c, "SELECT execution_id, organization_id FROM report_calls WHERE job_id = ?", (str(job_id),))
