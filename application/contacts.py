@@ -17,7 +17,6 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from application.bulk import load_many
 from application.campaigns import CampaignsApp
 from domain import custom_attributes as ca
 from domain import rules
@@ -131,7 +130,8 @@ class Contacts:
 
     def _load(self, ids: Sequence[UUID]) -> dict[UUID, Contact]:
         """The existing contacts among ``ids``, read in one query per thousand."""
-        return load_many(self.app, ids, Contact)
+        found = self.app.load_many(list(ids))
+        return {k: v for k, v in found.items() if isinstance(v, Contact)}
 
     def write_batch(
         self,

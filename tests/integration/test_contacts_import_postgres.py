@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from application.bulk import load_many
 from application.contacts import Contacts
 from application.imports import ContactImporter
 from domain.base import audit_context
-from domain.contact import Contact, contact_id
+from domain.contact import contact_id
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 
@@ -49,7 +48,7 @@ def test_bulk_import_on_postgres_matches_the_repository_and_keeps_stored_contact
     contacts.delete(org_id, str(contact_id(org_id, "+212612000004")))
     ids = [contact_id(org_id, f"+2126120{i:05d}") for i in range(30)]
     before = {i: app.repository.get(i) for i in ids}
-    bulk = load_many(app, [*ids, contact_id(org_id, "+212699999999")], Contact)
+    bulk = app.load_many([*ids, contact_id(org_id, "+212699999999")])
     assert set(bulk) == set(ids)  # an unknown id is simply absent
     for i in ids:
         assert (bulk[i].version, bulk[i].fields, bulk[i].custom_attributes, bulk[i].deleted_at) == (
