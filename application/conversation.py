@@ -149,6 +149,33 @@ class Conversation:
         record = _Recorded()
         return self._update(call_id, change, record)  # type: ignore[no-any-return]
 
+    def machine_detected(self, call_id: str, attempt: int, answered_by: str, detail: str | None = None) -> Reply | None:
+        """Asynchronous answering-machine detection's verdict (``human`` or ``machine``;
+        ``detail`` is the provider's word, e.g. machine_end_beep). Recorded on the Call
+        once. A machine met while the flow runs turns the call to the dial node's
+        ``onVoicemail``: the reply is that turn's instructions, which the caller must send
+        to the live call (they replace whatever it is playing). None: nothing to play."""
+        requests = FlowRequests(self.http)
+
+        def change(call: Call) -> Reply | None:
+            if not call.record_machine_detection(attempt, answered_by, detail):
+                return None
+            if answered_by != "machine" or not call.turns:
+                return None  # a person goes on; a verdict before the answer routes it
+            info = self.executions.get(call.execution_id)
+            ctx = flow_context(info, call)
+            turn = engine.on_machine_detected(info.graph, engine.FlowState.from_dict(call.flow_state), ctx)
+            if turn is None:
+                return None
+            turn = self._spoken(info, _settle(info, turn, ctx, requests))
+            data = turn.to_dict()
+            data["at"] = self.clock.now().isoformat()
+            record(call, {"type": "amd", "answeredBy": detail or answered_by}, data)
+            return Reply(turn.instructions, len(call.turns) - 1)
+
+        record = _Recorded()
+        return self._update(call_id, change, record)  # type: ignore[no-any-return]
+
     def input(self, call_id: str, attempt: int, seq: int, digits: str | None) -> Reply | None:
         """Keys pressed (or none) at the gather of turn ``seq - 1``. None: no such turn."""
         return self.advance(call_id, attempt, seq, {"digits": digits})

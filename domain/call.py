@@ -82,6 +82,7 @@ class Call(AuditedAggregate):
         self.status = "dialing"
         self.provider_call_id = None
         self.answered_by = None
+        self.machine_detected: str | None = None
         self.turns = []
         self.flow_state = None
 
@@ -104,12 +105,28 @@ class Call(AuditedAggregate):
 
     def record_answered(self, attempt: int, answered_by: str | None) -> None:
         if attempt == self.attempt and self.status in ("dialing", "ringing"):
-            self._answered(attempt, answered_by or "human")
+            # An asynchronous AMD verdict can overtake the answer it is about.
+            self._answered(attempt, getattr(self, "machine_detected", None) or answered_by or "human")
 
     @event("Answered")
     def _answered(self, attempt: int, answered_by: str) -> None:
         self.status = "in_progress"
         self.answered_by = answered_by
+
+    def record_machine_detection(self, attempt: int, answered_by: str, detail: str | None) -> bool:
+        """Asynchronous answering-machine detection's verdict (``human`` or ``machine``),
+        which may come before or after the flow started. Once per attempt; False when a
+        duplicate, stale, or the call is over."""
+        if attempt != self.attempt or self.status not in LIVE or getattr(self, "machine_detected", None):
+            return False
+        self._machine_detected(attempt, answered_by, detail)
+        return True
+
+    @event("MachineDetected")
+    def _machine_detected(self, attempt: int, answered_by: str, detail: str | None) -> None:
+        self.machine_detected = answered_by
+        if self.status == "in_progress":
+            self.answered_by = answered_by
 
     # -- the flow -------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from domain.flows.nodes.call import DIAL_OUTPUT_FOR_OUTCOME
 
 __all__ = [
     "DIAL_OUTPUT_FOR_OUTCOME", "MAX_NODE_VISITS", "FlowState", "Turn", "on_answer", "on_input",
-    "on_unanswered", "render_template", "resume", "settle",
+    "on_machine_detected", "on_unanswered", "render_template", "resume", "settle",
 ]  # fmt: skip
 
 MAX_NODE_VISITS = 100  # loops are allowed, endless loops are not (a graph may lower or raise it)
@@ -224,6 +224,33 @@ def on_unanswered(graph: FlowGraph, outcome: str, context: dict[str, Any]) -> Tu
     walk.run(graph.start_node_id)
     state.ended = True
     state.waiting_node = None
+    return walk.turn()
+
+
+def on_machine_detected(graph: FlowGraph, state: FlowState, context: dict[str, Any]) -> Turn | None:
+    """Asynchronous answering-machine detection said "machine" while the flow already runs
+    (it started as for a person, so that a person hears no dead air): leave the dial node
+    again, by ``onVoicemail``, from wherever the call is. None when there is nothing to
+    change: the flow ended, the start is not a dial with AMD on, or it has no
+    ``onVoicemail`` output (the call goes on; its outcome will still say voicemail)."""
+    if state.ended:
+        return None
+    start = graph.node(graph.start_node_id)
+    config = start.get("config") or {}
+    if start["type"] != "dial" or not config.get("enableAMD", True):
+        return None
+    if not isinstance((start.get("outputs") or {}).get("onVoicemail"), str):
+        return None
+    state = FlowState.from_dict(state.to_dict())
+    state.waiting_node = None
+    walk = _Walk(graph, state, context, answered_by="machine")
+    walk.current = start
+    walk.emit("machine_detected", start, answeredBy="machine")
+    if state.visits >= walk.cap:
+        walk.end("max_node_visits", hangup=False)
+        return walk.turn()
+    state.visits += 1
+    walk.run(walk.follow(start, Next(("onVoicemail",))))
     return walk.turn()
 
 

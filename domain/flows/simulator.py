@@ -5,6 +5,7 @@ no call, and return the path taken and every event (``POST /api/flows/execute``,
 A callee script::
 
     {"answeredBy": "human" | "machine",     # or "outcome": busy | no_answer | rejected | failed
+     "amd": "async" | "sync",               # when a machine is told apart (default async)
      "inputs": ["1", null, "123#", ...],    # one per waiting node, in order (see below)
      "webhooks": [{"status": 200, "json": {...}}, {"error": "timeout"}, ...]}
 
@@ -13,7 +14,13 @@ Each entry of ``inputs`` answers the node the call waits at: keys for ``dtmf`` (
 ``record`` (``null`` = silence), a DialCallStatus for ``transfer`` (``completed``,
 ``busy``, ``no-answer``, ``failed``); an object is passed to the engine as it is. When
 the inputs run out while the call waits, the callee hangs up. Webhook nodes take the
-next entry of ``webhooks`` (default: ``200`` with an empty JSON object)."""
+next entry of ``webhooks`` (default: ``200`` with an empty JSON object).
+
+Answering-machine detection runs as the platform runs it over Twilio, asynchronously
+(``"amd": "async"``): the flow starts as for a person and the verdict arrives while the
+call waits for the first time (a flow that never waits has ended before it); a machine
+then leaves the dial node by ``onVoicemail``. ``"amd": "sync"`` stands for a verdict
+known when the call is answered (the dial node leaves by ``onVoicemail`` at once)."""
 
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ def check_callee(callee: Any) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     if callee.get("answeredBy") not in (None, "human", "machine"):
         errors["callee.answeredBy"] = ["must be 'human' or 'machine'"]
+    if callee.get("amd") not in (None, "async", "sync"):
+        errors["callee.amd"] = ["must be 'async' or 'sync'"]
     if callee.get("outcome") is not None and callee["outcome"] not in OUTCOMES:
         errors["callee.outcome"] = [f"must be one of {', '.join(OUTCOMES)}"]
     for key in ("inputs", "webhooks"):
@@ -121,13 +130,24 @@ def simulate(graph: FlowGraph, callee: dict[str, Any] | None = None, context: di
         state = turn.state
     else:
         answered_by = callee.get("answeredBy") or "human"
-        ctx = {**ctx, "sys": {**ctx.get("sys", {}), "answeredBy": answered_by}}
-        turn = engine.settle(graph, engine.on_answer(graph, answered_by, ctx), ctx, perform)
-        add({"kind": "answer", "answeredBy": answered_by}, turn)
+        pending_amd = answered_by == "machine" and callee.get("amd", "async") == "async"
+        heard_as = "human" if pending_amd else answered_by
+        ctx = {**ctx, "sys": {**ctx.get("sys", {}), "answeredBy": heard_as}}
+        turn = engine.settle(graph, engine.on_answer(graph, heard_as, ctx), ctx, perform)
+        add({"kind": "answer", "answeredBy": heard_as}, turn)
         state = turn.state
         inputs = list(callee.get("inputs") or [])
         index = 0
         while state.waiting_node is not None and not state.ended:
+            if pending_amd:
+                pending_amd = False
+                ctx = {**ctx, "sys": {**ctx["sys"], "answeredBy": "machine"}}
+                amd = engine.on_machine_detected(graph, state, ctx)
+                if amd is not None:
+                    amd = engine.settle(graph, amd, ctx, perform)
+                    add({"kind": "amd", "answeredBy": "machine"}, amd)
+                    state = amd.state
+                    continue
             node = graph.node(state.waiting_node)
             if index >= len(inputs):
                 events.append({"type": "trigger", "kind": "callee_hangup", "nodeId": node["id"]})

@@ -3,12 +3,16 @@ Twilio called (never the Host header behind a proxy), then translated into comma
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response, post
 from twilio.request_validator import RequestValidator
 
+from application.ports import TelephonyError
 from infrastructure.telephony.twilio.provider import callback_result, render_twiml
+
+log = logging.getLogger("gomobile.twilio")
 
 TWIML = "application/xml"
 
@@ -97,4 +101,27 @@ async def status(request: Request[Any, Any, Any], call_id: str, attempt: int) ->
     return Response(None, status_code=204)
 
 
-WEBHOOK_HANDLERS = [voice, voice_input, status]
+@post("/twilio/amd/{call_id:str}/{attempt:int}", status_code=204)
+async def amd(request: Request[Any, Any, Any], call_id: str, attempt: int) -> Response[None]:
+    """Asynchronous answering-machine detection's verdict. A machine met while the flow
+    runs gets the flow's onVoicemail turn, sent to the live call as a redirect."""
+    params = await _verified_form(request)
+    if params is None:
+        return Response(None, status_code=403)
+    answered_by = _answered_by(params.get("AnsweredBy"))
+    if answered_by is None or params.get("AnsweredBy") == "unknown":
+        return Response(None, status_code=204)  # no verdict: the flow goes on as for a person
+    c = request.app.state.container
+    from litestar.concurrency import sync_to_thread
+
+    reply = await sync_to_thread(c.conversation.machine_detected, call_id, attempt, answered_by, params.get("AnsweredBy"))
+    if reply is not None and params.get("CallSid"):
+        twiml = _twiml(request, call_id, attempt, reply).content
+        try:
+            await sync_to_thread(c.telephony.redirect, params["CallSid"], twiml)
+        except TelephonyError as exc:  # the call ended meanwhile: its outcome says voicemail
+            log.warning("could not turn call %s to voicemail: %s", call_id, exc)
+    return Response(None, status_code=204)
+
+
+WEBHOOK_HANDLERS = [voice, voice_input, status, amd]

@@ -94,7 +94,7 @@ class Receiver:
 
     async def answer(self, kind: str, params: dict[str, str]) -> Response:
         r = VoiceResponse()
-        if kind == "status":
+        if kind in ("status", "amd"):
             return Response(content="", status_code=204)
         if kind == "voice":
             r.say("Hello, this is your appointment reminder.")

@@ -166,3 +166,34 @@ def test_missing_url_raises_via_sdk(client):
     with pytest.raises(TwilioRestException) as exc:
         client.calls.create(to="+15551234567", from_="+15557654321")
     assert exc.value.status == 400
+
+
+def test_async_amd_posts_the_verdict_while_the_call_plays_and_honours_a_redirect(client, sandbox, receiver, number):
+    """AsyncAmd=true: the voice webhook comes at once (no AnsweredBy), the verdict is
+    posted, signed, to its own callback while the TwiML plays, and a call update with
+    new TwiML replaces what the machine hears."""
+    import time
+
+    amd = {"machine_detection": "Enable", "async_amd": "true", "async_amd_status_callback": receiver.base_url + "/amd"}
+    machine = place(client, receiver, number("2"), path="/long", **amd)
+    human = place(client, receiver, number("7"), path="/long", **amd)
+    deadline = time.monotonic() + 10
+    while not receiver.by_sid(machine.sid, "/amd"):
+        assert time.monotonic() < deadline, "no AMD callback"
+        time.sleep(0.01)
+    verdict = receiver.by_sid(machine.sid, "/amd")[0]
+    assert verdict.params["AnsweredBy"] == "machine_start" and int(verdict.params["MachineDetectionDuration"]) > 0
+    assert "AnsweredBy" not in receiver.by_sid(machine.sid, "/long")[0].params  # the flow did not wait
+    client.calls(machine.sid).update(twiml="<Response><Say>Please call us back.</Say><Hangup/></Response>")
+
+    report = sandbox.wait_for_call(machine.sid)
+    assert report["status"] == "completed" and report["answered_by"] == "machine_start"
+    verbs = [(v["verb"], v.get("text")) for v in report["verbs"]]
+    assert ("Say", "Please call us back.") in verbs and verbs[-1][0] == "Hangup"
+    assert sum(1 for v, _ in verbs if v == "Pause") < 30  # the long document was cut short
+    assert_all_signed(receiver, machine.sid)
+
+    client.calls(human.sid).update(status="completed")
+    sandbox.wait_for_call(human.sid)
+    assert [r.params["AnsweredBy"] for r in receiver.by_sid(human.sid, "/amd")] == ["human"]
+

@@ -7,6 +7,12 @@
 * ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` (update: ``Status=completed|canceled``,
   or ``Url``/``Method``/``Twiml`` to redirect a live call)
 
+Answering-machine detection (``MachineDetection``) runs synchronously (the voice webhook
+waits for the verdict and carries ``AnsweredBy``) or, with ``AsyncAmd=true``, in the
+background: the voice webhook comes at once and the verdict is posted, signed, to
+``AsyncAmdStatusCallback`` (``AnsweredBy``, ``MachineDetectionDuration``) while the TwiML
+plays; the platform may then redirect the live call.
+
 with HTTP Basic auth ``AccountSid:AuthToken`` and Twilio-style JSON errors, and
 simulates every call in asyncio tasks: signed (``X-Twilio-Signature``) status
 callbacks, the voice webhook, the TwiML the webhooks return (see ``twiml.py``)
@@ -137,6 +143,11 @@ class Call:
     api_redirect: tuple[str | None, str, str | None] | None = None
     held_ringing: dict[str, str] | None = None
     callbacks: asyncio.Queue | None = None
+    async_amd: bool = False
+    async_amd_callback: str | None = None
+    async_amd_method: str = "POST"
+    amd_task: asyncio.Task | None = None
+    amd_due: tuple[float, str] | None = None  # (simulated time, verdict) of a pending async AMD verdict
 
     def set_status(self, status: str) -> None:
         self.status = status
@@ -290,6 +301,19 @@ class Sandbox:
     async def elapse(self, call: Call, simulated_seconds: float) -> None:
         if simulated_seconds <= 0:
             return
+        if call.amd_due is not None and call.sim_clock + simulated_seconds >= call.amd_due[0]:
+            # An asynchronous AMD verdict falls due within this stretch: post it there. Like
+            # every webhook, the platform's handling takes no simulated time (the callee
+            # hears nothing more until it answered, or redirected the call meanwhile).
+            (due, verdict), call.amd_due = call.amd_due, None
+            first = max(0.0, due - call.sim_clock)
+            call.sim_clock += first
+            await asyncio.sleep(first * self.config.time_scale)
+            started = call.answered_at_sim or 0.0
+            task = asyncio.create_task(self._post_amd_verdict(call, verdict, call.sim_clock - started))
+            call.amd_task = task
+            await asyncio.shield(task)
+            simulated_seconds -= first
         call.sim_clock += simulated_seconds
         await asyncio.sleep(simulated_seconds * self.config.time_scale)
 
@@ -385,6 +409,9 @@ class Sandbox:
             timeout=timeout,
             attempt=attempt,
             plan=plan_for(to, attempt, self.script_for(to)),
+            async_amd=(one("AsyncAmd") or "").lower() == "true",
+            async_amd_callback=one("AsyncAmdStatusCallback"),
+            async_amd_method=(one("AsyncAmdStatusCallbackMethod", "POST") or "POST").upper(),
         )
         self.calls[call.sid] = call
         call.callbacks = asyncio.Queue()
@@ -479,18 +506,41 @@ class Sandbox:
         call.set_status("in-progress")
         call.start_time = _now()
         call.answered_at_sim = call.sim_clock
+        verdict: str | None = None
         if call.machine_detection:
             if behaviour == "human":
-                call.answered_by = "human"
+                verdict = "human"
             elif call.machine_detection.lower() == "detectmessageend":
-                call.answered_by = "machine_end_beep"
+                verdict = "machine_end_beep"
             else:
-                call.answered_by = "machine_start"
-        self._enqueue_callback(call, "in-progress")
-        if call.machine_detection:
-            await self.elapse(call, AMD_DETECTION_SECONDS[call.answered_by or "human"])
+                verdict = "machine_start"
+        if verdict is not None and call.async_amd:
+            # Asynchronous AMD: the call goes on at once; the verdict is due after the
+            # detection time on the call's own (simulated) clock, i.e. while its TwiML
+            # plays, and is posted to its own callback (see ``elapse``).
+            self._enqueue_callback(call, "in-progress")
+            call.amd_due = (call.sim_clock + AMD_DETECTION_SECONDS[verdict], verdict)
+        else:
+            call.answered_by = verdict
+            self._enqueue_callback(call, "in-progress")
+            if verdict is not None:
+                await self.elapse(call, AMD_DETECTION_SECONDS[verdict])
         reason = await self._answered_phase(call)
         return "completed", reason, None
+
+    async def _post_amd_verdict(self, call: Call, verdict: str, seconds: float) -> None:
+        call.answered_by = verdict
+        if not call.async_amd_callback:
+            return
+        params = {
+            "CallSid": call.sid,
+            "AccountSid": call.account_sid,
+            "AnsweredBy": verdict,
+            "MachineDetectionDuration": str(int(seconds * 1000)),
+        }
+        entry, _ = await self.send_webhook(call, "amd-callback", call.async_amd_callback, call.async_amd_method, params)
+        if entry["error"] is not None:
+            call.errors.append({"code": 21262, "message": f"AMD status callback failed: {entry['error']}"})
 
     async def _answered_phase(self, call: Call) -> str:
         live = _LiveCall(self, call)
@@ -667,6 +717,8 @@ def create_sandbox_app(config: SandboxConfig, sandbox: Sandbox | None = None) ->
         md = one("MachineDetection")
         if md and md.lower() not in ("enable", "detectmessageend"):
             return _twilio_error(400, 21626, "MachineDetection must be Enable or DetectMessageEnd")
+        if one("AsyncAmd") and one("AsyncAmd").lower() not in ("true", "false"):
+            return _twilio_error(400, 21263, "AsyncAmd must be true or false")
         call = sandbox.place_call(form)
         return Response(content=call.resource(), status_code=201, media_type="application/json")
 

@@ -18,7 +18,9 @@ digit   behaviour
         or ``SandboxConfig.no_answer_after_seconds``), scaled by ``time_scale``.
 ``2``   an answering machine: answers after ringing; ``AnsweredBy=machine_start``
         (``machine_end_beep`` with ``MachineDetection=DetectMessageEnd``) when
-        machine detection was requested, no ``AnsweredBy`` otherwise; never
+        machine detection was requested (posted to ``AsyncAmdStatusCallback``
+        3 simulated seconds into the call with ``AsyncAmd=true``), no ``AnsweredBy``
+        otherwise; never
         presses keys (every ``<Gather>`` times out); listens to the TwiML until
         it ends.  Final status ``completed``.
 ``3``   unreachable: final status ``failed`` right away, no ringing

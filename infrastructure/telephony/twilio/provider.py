@@ -52,6 +52,13 @@ class TwilioTelephony:
             "durationMs": int(duration) * 1000 if duration not in (None, "") and str(duration).isdigit() else None,
         }
 
+    def redirect(self, provider_call_id: str, twiml: str) -> None:
+        """Replace what a live call is doing with ``twiml`` (Twilio's call update)."""
+        try:
+            self.client.calls(provider_call_id).update(twiml=twiml)
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(str(exc)) from exc
+
     def place_call(
         self,
         *,
@@ -75,7 +82,13 @@ class TwilioTelephony:
             "timeout": timeout_seconds,
         }
         if machine_detection:
+            # Asynchronous: a person hears the flow at once (no dead air while Twilio
+            # listens); the verdict comes to its own webhook, and a machine is then turned
+            # to the dial node's onVoicemail by redirecting the live call (``redirect``).
             params["machine_detection"] = "Enable"
+            params["async_amd"] = "true"
+            params["async_amd_status_callback"] = f"{self.base}/twilio/amd/{call_id}/{attempt}"
+            params["async_amd_status_callback_method"] = "POST"
         try:
             return str(self.client.calls.create(**params).sid)
         except (TwilioException, OSError) as exc:
