@@ -12,6 +12,8 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+from domain.base import audit_context, current_audit
+
 log = logging.getLogger("gomobile.jobs")
 
 DIAL_QUEUE = "dial"
@@ -33,11 +35,14 @@ class DramatiqDialQueue:
         self.broker = broker
         self._handler = handler
 
-        def dial(call_id: str, attempt: int) -> None:
+        def dial(call_id: str, attempt: int, correlation_id: str | None = None) -> None:
             if self._handler is None:
                 raise RuntimeError("no dial handler in this process")
-            result = self._handler(call_id, attempt)
-            log.info("dial %s attempt %s: %s", call_id, attempt, getattr(result, "status", result))
+            # The job runs under the correlation id it was sent with (a call's work is
+            # correlated by the call id, as its events are): its log lines carry it.
+            with audit_context(correlationId=correlation_id or call_id):
+                result = self._handler(call_id, attempt)
+                log.info("dial %s attempt %s: %s", call_id, attempt, getattr(result, "status", result))
 
         self.actor = dramatiq.actor(
             dial,
@@ -54,7 +59,7 @@ class DramatiqDialQueue:
         self._handler = handler
 
     def enqueue_dial(self, call_id: str, attempt: int) -> None:
-        self.actor.send(call_id, attempt)
+        self.actor.send(call_id, attempt, current_audit().get("correlationId") or call_id)
 
 
 def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:

@@ -28,7 +28,15 @@ def _serve_api(container: Any) -> None:
     from interfaces.http.app import create_app
 
     s = container.settings
-    uvicorn.run(create_app(container), host=s.host, port=s.port, log_level="warning", access_log=False)
+    _setup_logging()  # again: the sandbox's app (in this process) replaced the handlers
+    uvicorn.run(create_app(container), host=s.host, port=s.port, log_level="warning", access_log=False, log_config=None)
+
+
+def _setup_logging() -> None:
+    """JSON log lines with request and correlation ids (infrastructure.logs)."""
+    from infrastructure.logs import configure_logging
+
+    configure_logging(os.environ.get("GOMOBILE_LOG_LEVEL", "WARNING"))
 
 
 def _sandbox_config(settings: Any) -> Any:
@@ -104,7 +112,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         if not s.uses_postgres:
             print("gomobile: --workers needs GOMOBILE_DATABASE_URL (the embedded store is one process)", file=sys.stderr)
             return 2
-        uvicorn.run("interfaces.http.asgi:app", host=s.host, port=s.port, workers=workers, log_level="warning", access_log=False)
+        uvicorn.run("interfaces.http.asgi:app", host=s.host, port=s.port, workers=workers, log_level="warning", access_log=False, log_config=None)
         return 0
     container = _container()
     try:
@@ -234,10 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("GOMOBILE_LOG_LEVEL", "WARNING"),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    _setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -17,7 +17,7 @@ from interfaces.http.recordings import RECORDING_HANDLERS
 from interfaces.http.suppression import SUPPRESSION_HANDLERS
 from interfaces.http.call_requests import CALL_REQUEST_HANDLERS
 from interfaces.http.organization import ORGANIZATION_HANDLERS
-from interfaces.http.common import domain_error_handler, http_error_handler, internal_error_handler
+from interfaces.http.common import RequestIdMiddleware, domain_error_handler, http_error_handler, internal_error_handler
 from interfaces.http.executions import EXECUTION_HANDLERS
 from interfaces.http.reports import REPORT_HANDLERS
 from interfaces.http.events import EVENT_HANDLERS
@@ -58,6 +58,11 @@ def create_app(container: Any) -> Litestar:
             path="/docs",
         ),
         debug=False,
+        # Logging is the process's (infrastructure.logs: JSON lines with request ids);
+        # litestar's default would replace the root handlers at startup.
+        logging_config=None,
     )
     app.state.container = container
+    # Outside litestar's routing, so that unknown paths and errors get a request id too.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)  # type: ignore[method-assign]
     return app

@@ -8,7 +8,13 @@ from interfaces.http.app import create_app
 
 
 def _build() -> object:
+    import os
+
     from infrastructure.bootstrap import Container
+    from infrastructure.logs import configure_logging
+
+    # A server's worker process starts afresh: JSON log lines there too.
+    configure_logging(os.environ.get("GOMOBILE_LOG_LEVEL", "WARNING"))
 
     return create_app(Container())
 

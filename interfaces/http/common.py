@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
-import uuid
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from litestar.exceptions import ValidationException as LitestarValidationExcepti
 from application.campaigns import CampaignsApp, Principal
 from domain.base import audit_context
 from domain.errors import DomainError, ValidationError
+from infrastructure.logs import new_id, request_context, safe_id
 
 READ_ONLY_ROLES = {"auditor"}
 
@@ -59,14 +61,61 @@ def authenticate(request: Request[Any, Any, Any], campaigns: CampaignsApp) -> Pr
 
 
 def acting(principal: Principal, request: Request[Any, Any, Any]) -> Any:
-    """Audit context for commands issued by this request."""
+    """Audit context for commands issued by this request: its events carry the request
+    and correlation ids the response header and the request's log lines show."""
+    ids = request.scope.get("state", {}).get(REQUEST_IDS) or {}
     return audit_context(
         actor=principal.actor,
         organizationId=str(principal.organization_id),
-        requestId=request.headers.get("x-request-id") or str(uuid.uuid4()),
-        correlationId=request.headers.get("x-correlation-id"),
+        requestId=ids.get("requestId") or safe_id(request.headers.get("x-request-id")) or new_id(),
+        correlationId=ids.get("correlationId") or safe_id(request.headers.get("x-correlation-id")),
         role=principal.role,
     )
+
+
+REQUEST_IDS = "gomobile_request_ids"
+access_log = logging.getLogger("gomobile.http")
+
+
+class RequestIdMiddleware:
+    """Gives every HTTP request an id: the client's ``X-Request-Id`` when it is a plain
+    token, a new one otherwise, echoed in the response with the correlation id
+    (``X-Correlation-Id``, the request id unless the client sent one). Every log line
+    written while serving the request carries both, as do the events it appends; one
+    access line per request says how it ended and how long it took.
+
+    Wraps the whole ASGI handler (not a route), so 404s and errors are covered too."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        request_id = safe_id(headers.get("x-request-id")) or new_id()
+        correlation_id = safe_id(headers.get("x-correlation-id")) or request_id
+        scope.setdefault("state", {})[REQUEST_IDS] = {"requestId": request_id, "correlationId": correlation_id}
+        status = [500]
+        started = time.perf_counter()
+
+        async def send_with_ids(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                extra = [(b"x-request-id", request_id.encode()), (b"x-correlation-id", correlation_id.encode())]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        with request_context(request_id, correlation_id):
+            try:
+                await self.app(scope, receive, send_with_ids)
+            finally:
+                access_log.info(
+                    "%s %s %s", scope.get("method"), scope.get("path"), status[0],
+                    extra={"method": scope.get("method"), "path": scope.get("path"), "status": status[0],
+                           "durationMs": round((time.perf_counter() - started) * 1000, 1)},
+                )  # fmt: skip
 
 
 def body_object(data: Any) -> dict[str, Any]:
@@ -147,8 +196,6 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    import logging
-
     logging.getLogger("gomobile.api").exception("unhandled error on %s", request.url.path)
     return _problem(request, 500, "INTERNAL_ERROR", "Internal server error")
 
