@@ -98,6 +98,38 @@ class CallHistoryView(ViewMixin):
             (contact_id, organization_id),
         )
 
+    def attempts_after(
+        self,
+        *,
+        execution_id: str | None = None,
+        contact: tuple[str, str] | None = None,
+        status: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """One page of an execution's attempts, or of a contact's (organization id, contact
+        id) across programs, in (created_at, call_id) order after ``after``: exports read
+        page by page (keyset), so memory does not grow with the report."""
+        where, params = [], []
+        if execution_id is not None:
+            where.append("a.execution_id = ?")
+            params.append(execution_id)
+        if contact is not None:
+            where += ["a.organization_id = ?", "a.contact_id = ?"]
+            params += list(contact)
+        if status:
+            where.append("a.status = ?")
+            params.append(status)
+        if after is not None:
+            where.append("(a.created_at > ? OR (a.created_at = ? AND a.call_id > ?))")
+            params += [after[0], after[0], after[1]]
+        return self.rows(
+            "SELECT a.*, x.program_name, x.launched_by, x.launched_at FROM history_attempts a "
+            "JOIN history_executions x ON x.id = a.execution_id WHERE " + " AND ".join(where or ["1 = 1"])
+            + " ORDER BY a.created_at, a.call_id LIMIT ?",
+            (*params, limit),
+        )
+
     def number_attempts(self, organization_id: str, to_number: str, limit: int = 200) -> list[dict[str, Any]]:
         return self.rows(
             "SELECT a.*, x.program_name, x.launched_by FROM history_attempts a "

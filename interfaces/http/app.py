@@ -21,6 +21,7 @@ from interfaces.http.common import RequestIdMiddleware, domain_error_handler, ht
 from interfaces.http.executions import EXECUTION_HANDLERS
 from interfaces.http.reports import REPORT_HANDLERS
 from interfaces.http.events import EVENT_HANDLERS
+from interfaces.http.exports import EXPORT_HANDLERS
 from interfaces.http.dashboard import DASHBOARD_HANDLERS
 from interfaces.http.metrics import METRICS_HANDLERS
 from interfaces.http.flows import FLOW_HANDLERS
@@ -41,6 +42,7 @@ def _camel(name: str) -> str:
 def create_app(container: Any) -> Litestar:
     handlers = [health, *ORGANIZATION_HANDLERS, *CALL_REQUEST_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *EVENT_HANDLERS, *DASHBOARD_HANDLERS, *METRICS_HANDLERS, *WEBHOOK_HANDLERS]
     handlers += [*ASSET_HANDLERS, *RECORDING_HANDLERS]  # flow assets and recordings (issue 4)
+    handlers += EXPORT_HANDLERS  # streamed CSV / NDJSON exports (issue 6)
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:

@@ -245,3 +245,77 @@ def test_reports_view_rebuilt_from_the_events_equals_the_live_one(campaign: Any)
     assert not any(snapshot().values())
     platform.container.runner("reports").catch_up()
     assert snapshot() == before
+
+
+def _export(client: Any, path: str, **params: Any) -> tuple[httpx.Response, bytes]:
+    with client.stream("GET", path, params=params) as r:
+        return r, r.read()
+
+
+def test_call_report_export_streams_csv_and_ndjson(campaign: Any) -> None:
+    import csv
+    import io
+
+    platform, client, result = campaign
+    eid = result["executionId"]
+    listed = client.get(f"/api/program-execution/{eid}/report/calls", params={"limit": 100}).json()["data"]
+    r, body = _export(client, f"/api/program-execution/{eid}/report/calls/export", format="csv")
+    assert r.status_code == 200, body
+    assert r.headers["content-type"].startswith("text/csv")
+    assert f'filename="execution-{eid}-calls.csv"' in r.headers["content-disposition"]
+    # Streamed: sent in chunks as it is written, with no length known up front.
+    assert "content-length" not in r.headers and r.headers.get("transfer-encoding") == "chunked"
+    text = body.decode()
+    assert text.count("\r\n") >= 14, "RFC 4180 line ends"
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(rows) == 13 == len(listed)
+    assert {r["callId"] for r in rows} == {x["callId"] for x in listed}
+    by_call = {r["callId"]: r for r in rows}
+    for x in listed:
+        row = by_call[x["callId"]]
+        assert (row["to"], row["status"], row["outcome"], row["attempt"]) == (x["to"], x["status"], x["outcome"] or "", str(x["attempt"]))
+    answered = [r for r in rows if r["outcome"] == "completed"]
+    assert len(answered) == 7 and all(r["keypresses"] == "1" for r in answered)
+    assert all(r["path"].startswith("dial > greet > menu") for r in answered)
+    assert all(r["programName"] == "Hundred calls" and r["launchedBy"] for r in rows)
+    # A cell holding commas and quotes (the final variables, as JSON) is quoted, its quotes
+    # doubled, and reads back whole.
+    report = client.get(f"/api/call-report/call/{answered[0]['callId']}").json()
+    assert json.loads(by_call[answered[0]["callId"]]["finalVariables"]) == report["flowExecution"]["finalVariables"]
+    assert '"{""' in text
+    # NDJSON: one full CallAttemptReport per line, the same calls.
+    r, body = _export(client, f"/api/program-execution/{eid}/report/calls/export", format="ndjson")
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(x) for x in body.decode().splitlines()]
+    assert {x["callId"] for x in lines} == set(by_call)
+    line = next(x for x in lines if x["callId"] == answered[0]["callId"])
+    assert line["flowExecution"] == report["flowExecution"] and line["events"] == report["events"]
+    # The status filter, a bad format, another organization.
+    r, body = _export(client, f"/api/program-execution/{eid}/report/calls/export", format="csv", status="no_answer")
+    assert len(list(csv.DictReader(io.StringIO(body.decode(), newline="")))) == 2
+    assert client.get(f"/api/program-execution/{eid}/report/calls/export", params={"format": "xml"}).status_code == 400
+    _, other_key = platform.new_org("Export other")
+    with platform.client(other_key) as other:
+        assert other.get(f"/api/program-execution/{eid}/report/calls/export").status_code == 404
+
+
+def test_contact_history_export(campaign: Any) -> None:
+    import csv
+    import io
+
+    platform, client, result = campaign
+    contact = next(cid for cid, phone in result["contacts"].items() if phone.endswith("0"))
+    history = client.get(f"/api/contact/{contact}/calls").json()["data"]
+    r, body = _export(client, f"/api/contact/{contact}/calls/export", format="ndjson")
+    assert r.status_code == 200 and "content-length" not in r.headers
+    lines = [json.loads(x) for x in body.decode().splitlines()]
+    assert [x["outcome"] for x in lines] == ["busy", "completed"]
+    assert lines == history
+    r, body = _export(client, f"/api/contact/{contact}/calls/export")  # CSV unless asked otherwise
+    rows = list(csv.DictReader(io.StringIO(body.decode(), newline="")))
+    assert [(x["attempt"], x["outcome"], x["to"]) for x in rows] == [("1", "busy", result["contacts"][contact]), ("2", "completed", result["contacts"][contact])]
+    assert rows[1]["keypresses"] == "1" and rows[1]["from"] in ("+212500000001", "+212500000002")
+    assert client.get("/api/contact/00000000-0000-0000-0000-000000000000/calls/export").status_code == 404
+    _, other_key = platform.new_org("Export other 2")
+    with platform.client(other_key) as other:
+        assert other.get(f"/api/contact/{contact}/calls/export").status_code == 404
