@@ -31,7 +31,11 @@ from domain.base import current_audit
 _request: ContextVar[dict[str, str] | None] = ContextVar("log_request", default=None)
 
 # The attributes every LogRecord has; anything else was passed with ``extra=``.
-_STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 CONTEXT_KEYS = ("requestId", "correlationId", "actor")
 
 # An id taken from a client's header must be safe to print in a log line and to store.
@@ -82,7 +86,8 @@ class ContextFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+            + "Z",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -101,7 +106,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-def json_handler(stream: IO[str] | None = None, level: int | str = logging.NOTSET) -> logging.Handler:
+def json_handler(
+    stream: IO[str] | None = None, level: int | str = logging.NOTSET
+) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(ContextFilter())

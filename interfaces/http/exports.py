@@ -43,13 +43,17 @@ def _format(value: str | None) -> str:
     return fmt
 
 
-def attempt_record(r: dict[str, Any], steps: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
+def attempt_record(
+    r: dict[str, Any], steps: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The full report of one attempt, with its program and who launched it."""
     report = attempt_report_from(r, steps, events)
     report["program"] = {"id": r["program_id"], "name": r.get("program_name"), "launchedBy": r.get("launched_by"),
                          "launchedAt": r.get("launched_at")}  # fmt: skip
     report["keypresses"] = [e["digits"] for e in report["events"] if e["type"] == "dtmf_collected"]
-    report["recordings"] = [e["recordId"] for e in report["events"] if e["type"] == "record_stop" and e.get("recordId")]
+    report["recordings"] = [
+        e["recordId"] for e in report["events"] if e["type"] == "record_stop" and e.get("recordId")
+    ]
     return report
 
 
@@ -71,7 +75,9 @@ def csv_row(report: dict[str, Any]) -> list[Any]:
     return ["" if values[k] is None else values[k] for k in COLUMNS]
 
 
-def _records(c: Any, page: Callable[[tuple[str, str] | None], list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+def _records(
+    c: Any, page: Callable[[tuple[str, str] | None], list[dict[str, Any]]]
+) -> Iterator[dict[str, Any]]:
     after = None
     while True:
         rows = page(after)
@@ -94,10 +100,8 @@ def _encode(records: Iterator[dict[str, Any]], fmt: str) -> Iterator[bytes]:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180: quotes and CRLF
     writer.writerow(COLUMNS)
-    n = 0
-    for rec in records:
+    for n, rec in enumerate(records, 1):
         writer.writerow(csv_row(rec))
-        n += 1
         if n % 100 == 0:
             yield buf.getvalue().encode()
             buf.seek(0)
@@ -116,20 +120,30 @@ def _stream(records: Iterator[dict[str, Any]], fmt: str, name: str) -> Response[
 @get("/api/program-execution/{execution_id:str}/report/calls/export")
 @in_thread
 def export_execution_calls(
-    request: Request[Any, Any, Any], execution_id: str, format: str | None = None, status: str | None = None  # noqa: A002
+    request: Request[Any, Any, Any],
+    execution_id: str,
+    format: str | None = None,
+    status: str | None = None,
 ) -> Response[Any]:
     """Every attempt of the execution (optionally of one status), streamed as CSV or NDJSON."""
     c = _c(request)
     who = authenticate(request, c.campaigns)
     fmt = _format(format)
     c.campaigns.execution(who.organization_id, execution_id)  # NotFound for another organization's
-    records = _records(c, lambda after: c.history.attempts_after(execution_id=execution_id, status=status, after=after, limit=PAGE))
+    records = _records(
+        c,
+        lambda after: c.history.attempts_after(
+            execution_id=execution_id, status=status, after=after, limit=PAGE
+        ),
+    )
     return _stream(records, fmt, f"execution-{execution_id}-calls")
 
 
 @get("/api/contact/{contact_id:str}/calls/export")
 @in_thread
-def export_contact_calls(request: Request[Any, Any, Any], contact_id: str, format: str | None = None) -> Response[Any]:  # noqa: A002
+def export_contact_calls(
+    request: Request[Any, Any, Any], contact_id: str, format: str | None = None
+) -> Response[Any]:
     """Every attempt to call the contact across programs (the audit trail of a person), streamed."""
     c = _c(request)
     who = authenticate(request, c.campaigns)
@@ -140,7 +154,10 @@ def export_contact_calls(request: Request[Any, Any, Any], contact_id: str, forma
             c.campaigns.contact(who.organization_id, contact_id)
         except (ContactNotFoundError, NotFound):
             raise ContactNotFoundError("Contact not found") from None
-    records = _records(c, lambda after: c.history.attempts_after(contact=(org, contact_id), after=after, limit=PAGE))
+    records = _records(
+        c,
+        lambda after: c.history.attempts_after(contact=(org, contact_id), after=after, limit=PAGE),
+    )
     return _stream(records, fmt, f"contact-{contact_id}-calls")
 
 
