@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
@@ -59,6 +59,29 @@ class MediaSigner:
         return hmac.compare_digest(self._signature(audio_id, int(expires)), signature)
 
 
+@dataclass(frozen=True)
+class Converted:
+    """An upload made playable on the phone network (8 kHz, 16-bit, mono PCM WAV)."""
+
+    data: bytes
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+    bit_depth: int
+    source_sample_rate: int | None
+    source_channels: int | None
+
+
+class AudioConversionError(Exception):
+    """The bytes could not be decoded: the message completes "The file ..."."""
+
+
+class AudioConverter(Protocol):
+    def to_telephony(self, data: bytes) -> Converted:
+        """Decode any WAV, MP3 or OGG and re-encode it for telephony; AudioConversionError if not."""
+        ...
+
+
 def check_expires_in(value: Any) -> int:
     try:
         n = int(value) if value is not None else 3600
@@ -70,27 +93,49 @@ def check_expires_in(value: Any) -> int:
 
 
 class Assets:
-    def __init__(self, app: CampaignsApp, files: FileStore, signer: MediaSigner) -> None:
+    def __init__(
+        self, app: CampaignsApp, files: FileStore, signer: MediaSigner, converter: AudioConverter | None = None
+    ) -> None:
         self.app = app
         self.files = files
         self.signer = signer
+        self.converter = converter
 
     def upload(
         self, org: Organization, actor: str, data: bytes, file_name: str | None, fields: dict[str, Any]
     ) -> AudioFile:
-        """Check the bytes (format by content, plan caps) and the details, store, record."""
+        """Check the bytes (format by content, plan caps) and the details, convert them for
+        telephony, store both the playable file and the original, record."""
         details = check_details(fields, partial=False)
-        info = probe(data)
-        check_limits(info, len(data), getattr(org, "plan", None))
-        key = f"audio/{org.id}/{uuid4().hex}.{info.format}"
+        found = probe(data)
+        plan = getattr(org, "plan", None)
+        check_limits(found, len(data), plan)
+        name = uuid4().hex
+        original = {"format": found.format, "contentType": found.content_type, "sampleRate": found.sample_rate,
+                    "channels": found.channels, "bitDepth": found.bit_depth, "fileSize": len(data)}  # fmt: skip
+        info: dict[str, Any] = {**original, "durationSeconds": found.duration_seconds}
+        key = f"audio/{org.id}/{name}.{found.format}"
+        if self.converter is not None:
+            try:
+                playable = self.converter.to_telephony(data)
+            except AudioConversionError as exc:
+                raise ValidationError.single("file", f"is a {found.format.upper()} file that {exc}") from None
+            check_limits(replace(found, duration_seconds=playable.duration_seconds), len(data), plan)
+            original.update(sampleRate=playable.source_sample_rate or found.sample_rate,
+                            channels=playable.source_channels or found.channels)  # fmt: skip
+            original_key = f"audio/{org.id}/{name}.original.{found.format}"
+            self.files.put(original_key, data)
+            key = f"audio/{org.id}/{name}.wav"
+            data = playable.data
+            info = {"format": "wav", "contentType": "audio/wav", "durationSeconds": playable.duration_seconds,
+                    "sampleRate": playable.sample_rate, "channels": playable.channels, "bitDepth": playable.bit_depth,
+                    "playableFileSize": len(data), "original": original, "originalFileKey": original_key}  # fmt: skip
         self.files.put(key, data)
         audio = AudioFile(
             organization_id=org.id, title=details["title"], description=details.get("description"),
             usage_type=details["usage_type"], tags=details.get("tags", []),
-            original_file_name=(file_name or f"audio.{info.format}")[:255], file_key=key, file_size=len(data),
-            info={"format": info.format, "contentType": info.content_type, "durationSeconds": info.duration_seconds,
-                  "sampleRate": info.sample_rate, "channels": info.channels, "bitDepth": info.bit_depth},
-            uploaded_by=actor,
+            original_file_name=(file_name or f"audio.{found.format}")[:255], file_key=key,
+            file_size=int(original["fileSize"]), info=info, uploaded_by=actor,
         )  # fmt: skip
         self.app.save(audio)
         return audio
@@ -121,8 +166,14 @@ class Assets:
         self.app.save(audio)
         return audio
 
-    def content(self, audio: AudioFile) -> bytes:
+    def content(self, audio: AudioFile, original: bool = False) -> bytes:
+        """The playable file (what the phone network fetches), or the file as uploaded."""
+        key = audio.info.get("originalFileKey") if original else None
         try:
-            return self.files.get(audio.file_key)
+            return self.files.get(key or audio.file_key)
         except FileNotFoundError:
             raise NotFound("Audio file content is missing from the file store") from None
+
+    @staticmethod
+    def original_content_type(audio: AudioFile) -> str:
+        return str((audio.info.get("original") or audio.info).get("contentType") or "application/octet-stream")

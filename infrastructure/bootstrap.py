@@ -140,7 +140,9 @@ class Container:
         self.files = LocalFileStore(s.data_dir / "files")
         signing_key = s.media_signing_key.encode() or hmac.new(s.twilio_auth_token.encode(), b"gomobile-media-urls", hashlib.sha256).digest()
         self.signer = MediaSigner(signing_key, s.public_base_url, self.clock)
-        self.assets = Assets(self.campaigns, self.files, self.signer)
+        from infrastructure.audio_conversion import PyAvAudioConverter
+
+        self.assets = Assets(self.campaigns, self.files, self.signer, PyAvAudioConverter())
         self.dictionaries = Dictionaries(self.campaigns, self.assets, LazyView(self.views, "assets"))
         self.recordings = Recordings(
             self.campaigns, self.history, LazyView(self.views, "assets"), self.files,

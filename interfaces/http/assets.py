@@ -24,7 +24,19 @@ def _c(request: Request[Any, Any, Any]) -> Any:
 
 
 def file_dto(audio_id: str, name: str, info: dict[str, Any], size: int) -> dict[str, Any]:
-    return {"id": audio_id, "name": name, "contentType": info.get("contentType"), "fileSize": size, "playable": True}
+    """The file as uploaded; ``playable``: the phone network plays it (as the 8 kHz mono WAV
+    it was converted to, described by ``playback``)."""
+    original = info.get("original") or info
+    out = {"id": audio_id, "name": name, "contentType": original.get("contentType"), "fileSize": size, "playable": True}
+    if info.get("original"):
+        out["playback"] = {"contentType": info.get("contentType"), "fileSize": info.get("playableFileSize"),
+                           "sampleRate": info.get("sampleRate"), "channels": info.get("channels"), "bitDepth": info.get("bitDepth")}  # fmt: skip
+    return out
+
+
+def original_dto(info: dict[str, Any]) -> dict[str, Any] | None:
+    o = info.get("original")
+    return None if not o else {k: o.get(k) for k in ("format", "contentType", "sampleRate", "channels", "bitDepth", "fileSize")}
 
 
 def audio_dto(a: AudioFile) -> dict[str, Any]:
@@ -34,7 +46,7 @@ def audio_dto(a: AudioFile) -> dict[str, Any]:
         "channels": a.info.get("channels"), "bitDepth": a.info.get("bitDepth"), "format": a.info.get("format"),
         "organizationId": str(a.organization_id) if a.organization_id else None, "originalFileName": a.original_file_name,
         "uploadedBy": a.uploaded_by, "createdAt": iso(a.created_on), "updatedAt": iso(a.modified_on),
-        "file": file_dto(str(a.id), a.original_file_name, a.info, a.file_size),
+        "file": file_dto(str(a.id), a.original_file_name, a.info, a.file_size), "original": original_dto(a.info),
     }  # fmt: skip
 
 
@@ -46,6 +58,7 @@ def row_dto(r: dict[str, Any]) -> dict[str, Any]:
         "bitDepth": info.get("bitDepth"), "format": info.get("format"), "organizationId": r["organization_id"],
         "originalFileName": r["original_file_name"], "uploadedBy": r["uploaded_by"], "createdAt": r["created_at"],
         "updatedAt": r["updated_at"], "file": file_dto(r["id"], r["original_file_name"], info, r["file_size"]),
+        "original": original_dto(info),
     }  # fmt: skip
 
 
@@ -130,6 +143,20 @@ def stream_audio(
         c.assets.content(audio),
         media_type=audio.info["contentType"],
         headers={"Cache-Control": "private, max-age=3600", "Content-Disposition": f'inline; filename="{audio.original_file_name}"'},
+    )
+
+
+@get("/api/audio-management/audio/{audio_id:str}/original")
+@in_thread
+def download_original(request: Request[Any, Any, Any], audio_id: str) -> Response[bytes]:
+    """The file exactly as it was uploaded (the stream serves the telephony version)."""
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    audio = c.assets.get(who.organization_id, audio_id)
+    return Response(
+        c.assets.content(audio, original=True),
+        media_type=c.assets.original_content_type(audio),
+        headers={"Content-Disposition": f'attachment; filename="{audio.original_file_name}"'},
     )
 
 
@@ -280,7 +307,7 @@ def delete_dictionary_entry(request: Request[Any, Any, Any], dictionary_id: str,
 
 
 ASSET_HANDLERS = [
-    upload_audio, list_audios, list_audios_by_usage, stream_audio, update_audio, delete_audio,
+    upload_audio, list_audios, list_audios_by_usage, stream_audio, download_original, update_audio, delete_audio,
     audio_metadata, audio_details, playback_url,
     create_dictionary, list_dictionaries, get_dictionary, delete_dictionary,
     add_dictionary_entry, get_dictionary_entry, delete_dictionary_entry,

@@ -5,6 +5,7 @@ numbers, and the TwiML <Play> a real call gets."""
 from __future__ import annotations
 
 import io
+import math
 import struct
 import wave
 from collections.abc import Iterator
@@ -27,15 +28,42 @@ def wav(seconds: float = 1.0, rate: int = 8000, tone: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def ogg(seconds: float = 2.0, rate: int = 8000) -> bytes:
-    def page(granule: int, packet: bytes) -> bytes:
-        return b"OggS\x00\x02" + struct.pack("<qIIIB", granule, 1, 0, 0, 1) + bytes([len(packet)]) + packet
+def tone_wav(seconds: float, rate: int = 44100, channels: int = 2) -> bytes:
+    """A 440 Hz tone, as a studio would send it (44.1 kHz stereo)."""
+    frame = [struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) * channels for i in range(int(seconds * rate))]
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(frame))
+    return buf.getvalue()
 
-    ident = b"\x01vorbis" + struct.pack("<IBI", 0, 1, rate) + b"\x00" * 13
-    return page(0, ident) + page(int(seconds * rate), b"\x00" * 20)
+
+def encoded(container: str, codec: str, seconds: float = 2.0) -> bytes:
+    """A real MP3 (LAME) or OGG (Opus) file of the tone, encoded with FFmpeg's libraries."""
+    import av
+    from av.audio.resampler import AudioResampler
+
+    out = io.BytesIO()
+    with av.open(io.BytesIO(tone_wav(seconds)), "r") as src, av.open(out, "w", format=container) as dst:
+        stream = dst.add_stream(codec, rate=48000 if codec == "libopus" else 44100)
+        stream.layout = "stereo"
+        to = AudioResampler(format=stream.codec_context.codec.audio_formats[0].name, layout="stereo", rate=stream.codec_context.sample_rate)
+        for frame in [*src.decode(audio=0), None]:
+            for f in to.resample(frame):
+                dst.mux(stream.encode(f))
+        dst.mux(stream.encode(None))
+    return out.getvalue()
 
 
-MP3 = b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x64" + b"\x00" * 16_000  # 128 kbit/s: 1 s
+def wav_shape(data: bytes) -> tuple[int, int, int, float]:
+    with wave.open(io.BytesIO(data)) as w:
+        return w.getframerate(), w.getnchannels(), w.getsampwidth() * 8, round(w.getnframes() / w.getframerate(), 2)
+
+
+MP3 = encoded("mp3", "libmp3lame")
+OGG = encoded("ogg", "libopus")
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +88,53 @@ def test_upload_is_checked_by_content(world: tuple[Platform, httpx.Client]) -> N
     assert (a["durationSeconds"], a["sampleRate"], a["channels"], a["bitDepth"]) == (1.5, 8000, 1, 16)
     assert a["tags"] == ["greeting", "fr"] and a["usageType"] == "welcome" and a["uploadedBy"]
     assert a["file"]["contentType"] == "audio/wav" and a["file"]["fileSize"] == len(wav(1.5))
-    assert upload(c, ogg(2.0), "x.ogg").json()["durationSeconds"] == 2.0
-    assert upload(c, MP3, "x.mp3").json()["file"]["contentType"] == "audio/mpeg"
 
     fake = upload(c, b"not audio at all, just text", "fake.wav")
     assert fake.status_code == 400 and "WAV, MP3 or OGG" in fake.json()["fieldErrors"]["file"][0]
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3", "ogg"])
+def test_uploads_are_converted_for_telephony_and_the_original_kept(world: tuple[Platform, httpx.Client], kind: str) -> None:
+    """WAV, MP3 or OGG at any rate and channel count becomes an 8 kHz 16-bit mono WAV that
+    Twilio plays as it is; the original is kept and described."""
+    platform, c = world
+    data = {"wav": tone_wav(2.0), "mp3": MP3, "ogg": OGG}[kind]
+    r = upload(c, data, f"studio.{kind}")
+    assert r.status_code == 201, r.text
+    a = r.json()
+    assert (a["durationSeconds"], a["sampleRate"], a["channels"], a["bitDepth"], a["format"]) == (2.0, 8000, 1, 16, "wav")
+    source_rate = 48000 if kind == "ogg" else 44100
+    assert a["original"] == {"format": kind, "contentType": {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg"}[kind],
+                             "sampleRate": source_rate, "channels": 2, "bitDepth": 16 if kind == "wav" else None, "fileSize": len(data)}  # fmt: skip
+    assert a["file"]["contentType"] == a["original"]["contentType"] and a["file"]["fileSize"] == len(data)
+    assert a["file"]["playable"] is True and a["file"]["playback"]["sampleRate"] == 8000
+
+    streamed = c.get(f"/api/audio-management/audio/{a['id']}")  # what the phone network fetches
+    assert streamed.headers["content-type"] == "audio/wav" and wav_shape(streamed.content) == (8000, 1, 16, 2.0)
+    assert len(streamed.content) == a["file"]["playback"]["fileSize"]
+    played = httpx.get(c.get(f"/api/audio-management/audio/{a['id']}/playback-url").json()["playbackUrl"])
+    assert played.content == streamed.content
+    original = c.get(f"/api/audio-management/audio/{a['id']}/original")
+    assert original.status_code == 200 and original.content == data
+    assert original.headers["content-type"].startswith(a["original"]["contentType"])
+    assert httpx.get(f"{platform.base_url}/api/audio-management/audio/{a['id']}/original").status_code == 401
+    listed = wait_for(lambda: [x for x in c.get("/api/audio-management/audios", params={"limit": 100}).json()["data"] if x["id"] == a["id"]], 10)
+    assert listed[0]["original"] == a["original"] and listed[0]["sampleRate"] == 8000
+
+
+def test_a_corrupt_file_is_refused_with_why(world: tuple[Platform, httpx.Client]) -> None:
+    _, c = world
+    import random
+
+    noise = bytes(random.Random(4).randrange(256) for _ in range(3000))
+    frame = MP3.find(b"\xff\xfb")
+    for name, data, kind in (("junk.mp3", MP3[: frame + 4] + noise, "MP3"), ("cut.ogg", OGG[:200], "OGG"),
+                             ("cut.wav", tone_wav(1.0)[:44] + b"\x00\x01", "WAV")):  # fmt: skip
+        r = upload(c, data, name)
+        assert r.status_code == 400, (name, r.text)
+        message = r.json()["fieldErrors"]["file"][0]
+        assert message.startswith(f"is a {kind} file that could not be decoded as audio"), message
+        assert message.endswith("it may be corrupt or truncated"), message
     assert upload(c, wav(), usageType="jingle").json()["fieldErrors"]["usageType"]
     assert upload(c, wav(), title="").json()["fieldErrors"]["title"]
     assert upload(c, wav(700)).json()["fieldErrors"]["file"][0].startswith("lasts 700 s")
@@ -107,14 +177,15 @@ def test_stream_and_signed_playback_url(world: tuple[Platform, httpx.Client]) ->
     data = wav(1.0, tone=1000)
     aid = upload(c, data).json()["id"]
     streamed = c.get(f"/api/audio-management/audio/{aid}")
-    assert streamed.status_code == 200 and streamed.content == data and streamed.headers["content-type"] == "audio/wav"
+    assert streamed.status_code == 200 and streamed.headers["content-type"] == "audio/wav"
+    assert wav_shape(streamed.content) == (8000, 1, 16, 1.0)
     anonymous = httpx.get(f"{platform.base_url}/api/audio-management/audio/{aid}")
     assert anonymous.status_code == 401
 
     p = c.get(f"/api/audio-management/audio/{aid}/playback-url", params={"expiresIn": 60}).json()
     assert p["id"] == aid and p["expiresIn"] == 60 and p["expiresAt"].endswith("Z")
     fetched = httpx.get(p["playbackUrl"])  # no API key, as Twilio fetches it
-    assert fetched.status_code == 200 and fetched.content == data
+    assert fetched.status_code == 200 and fetched.content == streamed.content
     assert httpx.get(p["playbackUrl"].replace("signature=", "signature=0")).status_code == 403
     other = upload(c, wav(0.5)).json()["id"]
     assert httpx.get(p["playbackUrl"].replace(aid, other)).status_code == 403  # one file only
@@ -184,5 +255,6 @@ def test_a_call_plays_uploaded_audio_and_stitched_numbers(world: tuple[Platform,
     # Twilio fetches each <Play> with no API key: the URLs are signed.
     heard = [httpx.get(v["url"]) for v in verbs if v["verb"] == "Play"]
     assert [r.status_code for r in heard] == [200, 200, 200]
-    assert heard[0].content == greeting
+    assert heard[0].content == c.get(f"/api/audio-management/audio/{gid}").content
+    assert c.get(f"/api/audio-management/audio/{gid}/original").content == greeting
     assert [r.content for r in heard[1:]] == [c.get(f"/api/audio-management/audio/{entries[k]}").content for k in ("40", "2")]
