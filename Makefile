@@ -23,7 +23,8 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
