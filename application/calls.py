@@ -18,7 +18,7 @@ from domain.contact import Contact
 from domain.execution import Execution
 
 T = TypeVar("T")
-QUEUE_BATCH = 500
+QUEUE_BATCH = 2000  # calls per insert
 
 
 class CallsApp(Application[UUID]):
@@ -31,34 +31,36 @@ class CallsApp(Application[UUID]):
         not_before: datetime,
         country: str | None = None,
         timezone: str | None = None,
+        zones: set[str | None] | None = None,
     ) -> int:
-        """Create one Call per contact (idempotent: existing calls are left as they are).
+        """Create one Call per contact (idempotent: existing calls are left as they are),
+        saved together (one insert for a dispatcher's batch of 2,000).
 
         The contact's time zone (its own, or the one its number rings in) is frozen on
-        the call: calling hours are evaluated in it."""
+        the call: calling hours are evaluated in it. ``zones``, if given, receives them."""
         from domain.phone import timezone_for
 
-        batch: list[Call] = []
-        count = 0
+        calls: list[Call] = []
         for contact in contacts:
             snapshot = contact.snapshot()
             if not snapshot.get("timezone"):
                 snapshot["timezone"] = timezone_for(contact.phone, country, timezone) or timezone
-            call = Call(
-                execution.id,
-                contact.id,
-                execution.organization_id,
-                execution.program_id,
-                contact.phone,
-                snapshot,
-                not_before,
+            if zones is not None:
+                zones.add(snapshot["timezone"])
+            calls.append(
+                Call(
+                    execution.id,
+                    contact.id,
+                    execution.organization_id,
+                    execution.program_id,
+                    contact.phone,
+                    snapshot,
+                    not_before,
+                )
             )
-            batch.append(call)
-            if len(batch) >= QUEUE_BATCH:
-                count += self._save_new(batch)
-                batch = []
-        if batch:
-            count += self._save_new(batch)
+        count = 0
+        for i in range(0, len(calls), QUEUE_BATCH):
+            count += self._save_new(calls[i : i + QUEUE_BATCH])
         return count
 
     def _save_new(self, calls: list[Call]) -> int:

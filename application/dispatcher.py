@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
@@ -67,7 +68,10 @@ class Dispatcher:
         reconciler: Any = None,
         live_members: Any = None,
         live_every: int = 10,
+        zones_ttl: float = 5.0,
     ) -> None:
+        self.zones_ttl = zones_ttl
+        self._zones: dict[str, tuple[float, set[str | None]]] = {}
         self.reconciler = reconciler
         self.live_members = live_members
         self.live_every = live_every
@@ -132,7 +136,10 @@ class Dispatcher:
                         execution.record_joined([str(c.id) for c in contacts])
                         self.campaigns.save(execution)
                         org = self.campaigns.organization(execution.organization_id)
-                        self.calls.queue_calls(execution, contacts, now, org.country, org.timezone)
+                        zones: set[str | None] = set()
+                        self.calls.queue_calls(execution, contacts, now, org.country, org.timezone, zones)
+                        if row["id"] in self._zones:
+                            self._zones[row["id"]][1].update(zones)
                     joined += len(contacts)
             for contact_id, (call_id, bucket) in calls.items():
                 if bucket == "pending" and contact_id not in members:
@@ -168,6 +175,8 @@ class Dispatcher:
         org_budget: dict[str, int] = {}
         flights: dict[str, dict[str, int]] = {}
         total = 0
+        for gone in set(self._zones) - {row["id"] for row in running}:
+            del self._zones[gone]
         for row in running:
             org_id = row["organization_id"]
             if org_id not in orgs:
@@ -186,7 +195,7 @@ class Dispatcher:
                 continue
             hours = CallingHours.parse(org.settings.get("callingHours"))
             zones = [
-                tz for tz in self.progress.due_timezones(row["id"], now_key)
+                tz for tz in self._zones_of(row["id"])
                 if is_allowed(now, PauseWindows(), org.timezone, hours, tz)
             ]
             due = self.progress.due_calls_of(row["id"], now_key, lease_key, budget, zones)
@@ -198,6 +207,18 @@ class Dispatcher:
             org_budget[org_id] -= len(due)
             total += len(due)
         return total
+
+    def _zones_of(self, eid: str) -> set[str | None]:
+        """The time zones of an execution's pending calls (a superset: zones whose calls
+        are all done may linger until the next refresh). Read from the progress view at
+        most every ``zones_ttl`` seconds: over a million pending calls the query reads
+        every row, and a dispatcher ticks ten times a second. Zones of calls this
+        dispatcher queues are added at once; another dispatcher's, at the next refresh."""
+        cached = self._zones.get(eid)
+        if cached is None or not cached[1] or time.monotonic() >= cached[0]:
+            zones = set(self.progress.due_timezones(eid, "9999"))  # due or not: all pending
+            cached = self._zones[eid] = (time.monotonic() + self.zones_ttl, zones)
+        return cached[1]
 
     def _change_execution(self, eid: str, change: Any) -> int:
         execution = self.campaigns.execution(None, eid)
@@ -230,7 +251,12 @@ class Dispatcher:
                     len(batch_ids) - len(contacts), eid,
                 )
             org = self.campaigns.organization(execution.organization_id)
-            n = self.calls.queue_calls(execution, contacts, execution.scheduled_start_at, org.country, org.timezone)
+            zones: set[str | None] = set()
+            n = self.calls.queue_calls(
+                execution, contacts, execution.scheduled_start_at, org.country, org.timezone, zones
+            )
+            if eid in self._zones:
+                self._zones[eid][1].update(zones)
             execution.record_queue_progress(start + len(batch_ids), len(batch_ids) - len(contacts))
             if execution.queued_upto >= len(members):
                 execution.record_calls_queued(len(members) - execution.missing_contacts)
