@@ -28,6 +28,7 @@ from domain.errors import ValidationError
 
 MAX_DEPTH = 3
 MAX_LEAVES = 50
+MAX_NUMBER = 2**53  # a rule's numbers stay below, where every integer is exact as a double
 TEXTUAL = ("text", "email", "url", "phone_number")
 EMPTINESS = ("is_empty", "is_not_empty")
 OPERATORS: dict[str, tuple[str, ...]] = {
@@ -123,6 +124,8 @@ def _value(type_: str, op: str, value: Any) -> Any:
     if type_ == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("must be a number")
+        if not abs(value) < MAX_NUMBER:  # (NaN too) beyond, SQL engines and doubles round
+            raise ValueError(f"must be a finite number between -{MAX_NUMBER - 1} and {MAX_NUMBER - 1}")
         return value
     if type_ == "boolean":
         if not isinstance(value, bool):
@@ -130,6 +133,10 @@ def _value(type_: str, op: str, value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if "\x00" in value or "\ufffd" in value:
+        # PostgreSQL cannot store U+0000: the directory keeps it as U+FFFD (projections/
+        # directory.py), so neither may be compared against.
+        raise ValueError("must not contain the characters U+0000 or U+FFFD")
     if type_ == "date":
         try:
             return date.fromisoformat(value).isoformat()

@@ -72,7 +72,7 @@ def _doc(value: Any) -> Any:
 
 class DirectoryView(ViewMixin):
     @property
-    def TABLES(self) -> tuple[str, ...]:  # type: ignore[override]  # noqa: N802 - ViewMixin's name
+    def TABLES(self) -> tuple[str, ...]:  # type: ignore[override]
         return (_contacts_table(self.is_postgres), *_OTHER_TABLES)
 
     DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("dir_contacts", "dir_audiences", "dir_flows", "dir_programs", "dir_suppressions", "dir_audience_members"))
@@ -351,6 +351,19 @@ def _contact_columns(data: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(data.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail"))
 
 
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000, which a contact's text may contain:
+    it is stored as U+FFFD there, so one odd value cannot stop the projection (rule
+    values may not contain either character, see domain.rules, so verdicts agree)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {k: _without_nul(x) for k, x in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(x) for x in value]
+    return value
+
+
 class _Batch:
     """Contact events and membership changes of one transaction, applied together.
 
@@ -425,26 +438,35 @@ class _Batch:
             row["updated_at"] = at
             if cid not in created:
                 updated[cid] = row
+        pg = v.is_postgres
+
+        def document(r: dict[str, Any]) -> str:
+            text = dumps(r["data"])
+            if pg and "\\u0000" in text:
+                r["data"] = _without_nul(r["data"])
+                text = dumps(r["data"])
+            return text
+
         if created:
             c.executemany(v.q(
-                "INSERT INTO dir_contacts (id, organization_id, primary_phone, first_name, last_name, full_name, "
-                "primary_email, data, created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO dir_contacts (id, organization_id, primary_phone, data, first_name, last_name, full_name, "
+                "primary_email, created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING"),
-                [(r["id"], r["organization_id"], r["primary_phone"], *_contact_columns(r["data"]), dumps(r["data"]),
-                  r["created_at"], r["updated_at"], r["deleted_at"]) for r in created.values()],
+                [(r["id"], r["organization_id"], r["primary_phone"], doc, *_contact_columns(r["data"]),
+                  r["created_at"], r["updated_at"], r["deleted_at"]) for r in created.values() if (doc := document(r))],
             )
         if updated:
             c.executemany(v.q(
-                "UPDATE dir_contacts SET first_name = ?, last_name = ?, full_name = ?, primary_email = ?, data = ?, "
+                "UPDATE dir_contacts SET data = ?, first_name = ?, last_name = ?, full_name = ?, primary_email = ?, "
                 "updated_at = ?, deleted_at = ? WHERE id = ?"),
-                [(*_contact_columns(r["data"]), dumps(r["data"]), r["updated_at"], r["deleted_at"], cid)
-                 for cid, r in updated.items()],
+                [(doc, *_contact_columns(r["data"]), r["updated_at"], r["deleted_at"], cid)
+                 for cid, r in updated.items() if (doc := document(r))],
             )
 
     def _memberships(self) -> None:
         v, c = self.view, self.c
         contacts = list(dict.fromkeys(cid for _, cid, _ in self.members))
-        audiences = set(a for a, _, _ in self.members)
+        audiences = {a for a, _, _ in self.members}
         before: set[tuple[str, str]] = set()
         for i in range(0, len(contacts), 500):
             chunk = contacts[i : i + 500]

@@ -30,7 +30,8 @@ def _value_sql(field: str, type_: str | None, pg: bool) -> str:
         typ = f"jsonb_typeof(data #> {p})"
         txt = f"(data #>> {p})"
         if type_ == "number":
-            return f"(CASE WHEN {typ} = 'number' THEN (data #> {p})::float8 END)"
+            # numeric, exact; _node picks how it is compared (see there)
+            return f"(CASE WHEN {typ} = 'number' THEN (data #> {p})::numeric END)"
         if type_ == "boolean":
             return f"(CASE WHEN {typ} = 'boolean' THEN (CASE WHEN {txt} = 'true' THEN 1 ELSE 0 END) END)"
         return f"(CASE WHEN {typ} = 'string' THEN {txt} END)"
@@ -66,6 +67,15 @@ def _node(node: dict[str, Any], catalog: dict[str, str], pg: bool, params: list[
     value = node["value"]
     if type_ == "boolean":
         value = 1 if value else 0
+    mark = "?"
+    if type_ == "number" and pg:
+        # As Python compares: an int exactly (numeric), a float as a double (jsonb keeps
+        # a float as its shortest decimal, which reads back as the same double).
+        if isinstance(value, int):
+            mark = "CAST(? AS numeric)"
+        else:
+            x = f"CAST({x} AS float8)"
+            mark = "CAST(? AS float8)"
     if type_ == "date" and pg:
         x = f'({x} COLLATE "C")'
     params.append(value)
@@ -73,6 +83,6 @@ def _node(node: dict[str, Any], catalog: dict[str, str], pg: bool, params: list[
         found = f"strpos({x}, ?)" if pg else f"instr({x}, ?)"
         return f"({x} IS NOT NULL AND {found} > 0)" if op == "contains" else f"({x} IS NULL OR {found} = 0)"
     if op == "not_equals":
-        return f"({x} IS NULL OR {x} <> ?)"
+        return f"({x} IS NULL OR {x} <> {mark})"
     sym = {"equals": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-    return f"({x} IS NOT NULL AND {x} {sym} ?)"
+    return f"({x} IS NOT NULL AND {x} {sym} {mark})"
