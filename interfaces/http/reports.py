@@ -4,15 +4,20 @@ execution's own (short) stream is loaded, for its current status and frozen prog
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from litestar import Request, get
+from litestar.params import Parameter
 
 from domain.errors import ContactNotFoundError, NotFound, ValidationError
+from domain.timeparse import parse_instant, sortable
 from domain.windows import PauseWindows, in_pause_window
 from interfaces.http.common import authenticate, envelope, in_thread, iso, paging
 from interfaces.http.executions import attempt_report_from, call_row_dto
+from projections.as_of import ExecutionAsOf, execution_as_of
 
 OUTCOMES = ("completed", "voicemail", "no_answer", "busy", "rejected", "failed", "cancelled")
 
@@ -34,29 +39,54 @@ def effective_status(status: str, in_window: bool) -> str:
     return status
 
 
-def _attempt_rows(c: Any, execution_id: str) -> list[dict[str, Any]]:
-    return list(c.views["reports"].attempts(execution_id))
+def _attempt_rows(c: Any, execution_id: str, reports: Any = None) -> list[dict[str, Any]]:
+    return list((reports or c.views["reports"]).attempts(execution_id))
 
 
-def summary_report(c: Any, org: Any, execution_id: str, now: datetime | None = None) -> dict[str, Any]:
-    """The summary report of one execution of ``org`` (NotFound for anyone else's)."""
+@contextmanager
+def _as_of(c: Any, org: Any, execution_id: str, as_of: str) -> Iterator[ExecutionAsOf]:
+    """The execution's read models replayed from its events up to ``as_of`` (ISO 8601)."""
+    until = parse_instant(as_of, "asOf")
+    c.campaigns.execution(org.id, execution_id)  # NotFound for another organization's
+    call_ids = [cid for cid, _ in c.progress.calls_by_contact(execution_id).values()]
+    with execution_as_of(c.campaigns, c.calls, execution_id, call_ids, until) as past:
+        yield past
+
+
+def summary_report(
+    c: Any, org: Any, execution_id: str, now: datetime | None = None, as_of: str | None = None
+) -> dict[str, Any]:
+    """The summary report of one execution of ``org`` (NotFound for anyone else's): as it
+    is now, or as it stood at ``as_of``, replayed from the events."""
+    if as_of is not None:
+        with _as_of(c, org, execution_id, as_of) as past:
+            until = parse_instant(as_of, "asOf")
+            return _summary(c, org, execution_id, until, past.execution, past.progress, past.reports)
     now = now or c.clock.now()
     execution = c.campaigns.execution(org.id, execution_id)
+    return _summary(c, org, execution_id, now, execution, c.progress, c.views["reports"])
+
+
+def _summary(
+    c: Any, org: Any, execution_id: str, now: datetime, execution: Any, progress: Any, reports: Any
+) -> dict[str, Any]:
     program = execution.program
-    row = c.progress.execution(execution_id) or {}
+    row = progress.execution(execution_id) or {}
     total = execution.total_contacts
-    states = c.progress.contact_states(execution_id)
+    states = progress.contact_states(execution_id)
     windows = PauseWindows.parse(program.get("pauseWindows"))
     in_window = in_pause_window(now, windows, org.timezone or "UTC")
     started, ended = execution.actual_start_at, execution.actual_end_at
     duration = int(((ended or now) - started).total_seconds() * 1000) if started else None
     completed = int(row.get("completed", 0))
     sums = {k: 0 for k in ("attempted", "answered", *OUTCOMES)}
-    for r in _attempt_rows(c, execution_id):
+    for r in _attempt_rows(c, execution_id, reports):
         for k in sums:
             sums[k] += int(r[k])
     return {
         "executionId": str(execution.id),
+        # The instant this report describes (pass it back as ?asOf= to see it again).
+        "asOf": sortable(now),
         "programId": str(execution.program_id),
         "organizationId": str(execution.organization_id),
         "status": execution.status,
@@ -121,9 +151,15 @@ def _breakdown_entry(n: int, r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def breakdown_report(c: Any, org: Any, execution_id: str) -> dict[str, Any]:
+def breakdown_report(c: Any, org: Any, execution_id: str, as_of: str | None = None) -> dict[str, Any]:
+    if as_of is not None:
+        with _as_of(c, org, execution_id, as_of) as past:
+            return _breakdown(_attempt_rows(c, execution_id, past.reports), execution_id)
     c.campaigns.execution(org.id, execution_id)
-    rows = _attempt_rows(c, execution_id)
+    return _breakdown(_attempt_rows(c, execution_id), execution_id)
+
+
+def _breakdown(rows: list[dict[str, Any]], execution_id: str) -> dict[str, Any]:
     keys = ("attempted", "answered", *OUTCOMES, "duration_total", "duration_count")
     total = {k: sum(int(r[k]) for r in rows) for k in keys}
     return {
@@ -133,10 +169,15 @@ def breakdown_report(c: Any, org: Any, execution_id: str) -> dict[str, Any]:
     }
 
 
-def node_stats_report(c: Any, org: Any, execution_id: str) -> dict[str, Any]:
-    execution = c.campaigns.execution(org.id, execution_id)
-    reports = c.views["reports"]
-    attempts = _attempt_rows(c, execution_id)
+def node_stats_report(c: Any, org: Any, execution_id: str, as_of: str | None = None) -> dict[str, Any]:
+    if as_of is not None:
+        with _as_of(c, org, execution_id, as_of) as past:
+            return _node_stats(c, execution_id, past.execution, past.reports)
+    return _node_stats(c, execution_id, c.campaigns.execution(org.id, execution_id), c.views["reports"])
+
+
+def _node_stats(c: Any, execution_id: str, execution: Any, reports: Any) -> dict[str, Any]:
+    attempts = _attempt_rows(c, execution_id, reports)
     total_calls = sum(int(r["attempted"]) for r in attempts)
     completed = sum(int(r["completed"]) for r in attempts)
     counted = {r["node_id"]: r for r in reports.nodes(execution_id)}
@@ -200,26 +241,34 @@ def contact_calls(c: Any, org: Any, contact_id: str) -> dict[str, Any]:
 
 @get("/api/program-execution/{execution_id:str}/report")
 @in_thread
-def execution_report(request: Request[Any, Any, Any], execution_id: str) -> dict[str, Any]:
+def execution_report(
+    request: Request[Any, Any, Any], execution_id: str, as_of: str | None = Parameter(query="asOf", default=None)
+) -> dict[str, Any]:
+    """The summary report; with ``asOf`` (ISO 8601), the report as it stood at that
+    instant, replayed from the events up to it."""
     c = _c(request)
     who = authenticate(request, c.campaigns)
-    return summary_report(c, who.organization, execution_id)
+    return summary_report(c, who.organization, execution_id, as_of=as_of)
 
 
 @get("/api/program-execution/{execution_id:str}/report/breakdown")
 @in_thread
-def execution_breakdown(request: Request[Any, Any, Any], execution_id: str) -> dict[str, Any]:
+def execution_breakdown(
+    request: Request[Any, Any, Any], execution_id: str, as_of: str | None = Parameter(query="asOf", default=None)
+) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
-    return breakdown_report(c, who.organization, execution_id)
+    return breakdown_report(c, who.organization, execution_id, as_of)
 
 
 @get("/api/program-execution/{execution_id:str}/report/node-stats")
 @in_thread
-def execution_node_stats(request: Request[Any, Any, Any], execution_id: str) -> dict[str, Any]:
+def execution_node_stats(
+    request: Request[Any, Any, Any], execution_id: str, as_of: str | None = Parameter(query="asOf", default=None)
+) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
-    return node_stats_report(c, who.organization, execution_id)
+    return node_stats_report(c, who.organization, execution_id, as_of)
 
 
 @get("/api/contact/{contact_id:str}/calls")

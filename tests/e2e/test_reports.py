@@ -319,3 +319,63 @@ def test_contact_history_export(campaign: Any) -> None:
     _, other_key = platform.new_org("Export other 2")
     with platform.client(other_key) as other:
         assert other.get(f"/api/contact/{contact}/calls/export").status_code == 404
+
+
+def test_report_as_of_an_instant_is_replayed_from_the_events(tmp_path: Path) -> None:
+    from tests.e2e.scenario import FLOW
+
+    platform = Platform(tmp_path / "var")
+    try:
+        _, key = platform.new_org()
+        with platform.client(key) as c:
+            ids = []
+            for i in range(16):  # every sandbox behaviour (last digit), some twice
+                r = c.post("/api/contact", json={"firstName": f"A{i}", "lastName": "Sof", "primaryPhone": f"+2126120030{i:02d}"})
+                ids.append(r.json()["id"])
+            audience = c.post("/api/audience", json={"name": "As of", "description": "replayed"}).json()
+            c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": ids})
+            flow = c.post("/api/flows", json=FLOW).json()
+            program = c.post("/api/programs", json={
+                "name": "As of", "audienceId": audience["id"], "flowId": flow["id"], "startAt": "2025-01-20T09:00:00Z",
+                "didPool": ["+212500000001"], "retryStrategy": {"type": "none"}, "callsPerSecond": 4,
+            }).json()  # fmt: skip
+            eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+            before_launch = "2000-01-01T00:00:00Z"
+            report = lambda **p: c.get(f"/api/program-execution/{eid}/report", params=p)  # noqa: E731
+            wait_for(lambda: report().json()["contactMetrics"]["completed"] >= 3, what="a few calls done")
+            wait_for(lambda: (platform.container.progress.execution(eid) or {}).get("calls_queued") == 1, what="calls queued")
+            assert c.patch(f"/api/program-executions/{eid}/pause").status_code == 200
+            # Mid-run, once the calls in flight have ended and every read model caught up:
+            # what the live report said then.
+            runners = [platform.container.runner(n) for n in ("progress", "reports")]
+
+            def settled() -> dict[str, Any] | None:
+                now = report().json()
+                m = now["contactMetrics"]
+                quiet = m["calling"] == 0 and m["queued"] == 0 and not any(v for r in runners for v in r.lag().values())
+                return now if quiet and report().json()["callMetrics"] == now["callMetrics"] else None
+
+            wait_for(settled, what="calls in flight to end")
+            live = report().json()
+            live_breakdown = c.get(f"/api/program-execution/{eid}/report/breakdown").json()
+            live_nodes = c.get(f"/api/program-execution/{eid}/report/node-stats").json()
+            assert live["status"] == "paused" and 0 < live["contactMetrics"]["completed"] < 16
+            assert live["contactMetrics"]["pending"] > 0, "the execution should be mid-run"
+            at = live["asOf"]
+            assert c.patch(f"/api/program-executions/{eid}/resume").status_code == 200
+            wait_for(lambda: report().json()["status"] == "completed", what="completion")
+            wait_for(lambda: not any(v for r in runners for v in r.lag().values()), what="read models")
+            now = report().json()
+            assert now["contactMetrics"]["completed"] > live["contactMetrics"]["completed"]
+            # Asked later, as of that instant: the same report, replayed from the events.
+            past = report(asOf=at)
+            assert past.status_code == 200, past.text
+            assert past.json() == live
+            assert c.get(f"/api/program-execution/{eid}/report/breakdown", params={"asOf": at}).json() == live_breakdown
+            assert c.get(f"/api/program-execution/{eid}/report/node-stats", params={"asOf": at}).json() == live_nodes
+            # As of now it is the current report; before the launch there was none.
+            assert report(asOf=now["asOf"]).json() == now
+            assert report(asOf=before_launch).status_code == 404
+            assert report(asOf="yesterday").status_code == 400
+    finally:
+        platform.close()
