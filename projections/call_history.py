@@ -130,6 +130,14 @@ class CallHistoryView(ViewMixin):
             (*params, limit),
         )
 
+    def outcomes_by_second(self, execution_id: str) -> list[dict[str, Any]]:
+        """How many attempts of the execution ended with each outcome, per second (UTC)."""
+        return self.rows(
+            "SELECT substr(ended_at, 1, 19) AS at, outcome, COUNT(*) AS n FROM history_attempts "
+            "WHERE execution_id = ? AND ended_at IS NOT NULL AND outcome IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+            (execution_id,),
+        )
+
     def number_attempts(self, organization_id: str, to_number: str, limit: int = 200) -> list[dict[str, Any]]:
         return self.rows(
             "SELECT a.*, x.program_name, x.launched_by FROM history_attempts a "

@@ -22,7 +22,7 @@ from application.campaigns import Principal
 from domain.errors import DomainError, NotFound
 from interfaces.http.common import READ_ONLY_ROLES, in_thread
 from interfaces.http.executions import attempt_report, call_row_dto
-from interfaces.http.reports import breakdown_report, node_stats_report, summary_report
+from interfaces.http.reports import breakdown_report, node_stats_report, outcomes_over_time, summary_report
 
 COOKIE = "gm_dashboard_key"
 FINAL = ("completed", "stopped", "cancelled")
@@ -39,6 +39,8 @@ border-radius:6px;min-width:7rem;box-shadow:0 1px 2px #0001}.card b{display:bloc
 .status{padding:.1rem .5rem;border-radius:4px;background:#e3e6ea}.actions form{display:inline}
 button{padding:.35rem .9rem;border-radius:4px;border:1px solid #8893a2;background:#fff;cursor:pointer}
 .error{color:#a61b1b}svg text{font-size:11px}
+.legend{margin-right:1rem;font-size:.85rem}.legend i{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;
+vertical-align:middle}#outcomes-chart{background:#fff;padding:.5rem;display:inline-block}
 """
 
 
@@ -194,6 +196,53 @@ def _flow_svg(graph: dict[str, Any], stats: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+OUTCOME_COLOURS = {
+    "completed": "#2e7d32", "voicemail": "#6a1b9a", "no_answer": "#f9a825", "busy": "#ef6c00",
+    "rejected": "#8d6e63", "failed": "#c62828", "cancelled": "#9e9e9e",
+}  # fmt: skip
+
+
+def _outcomes_svg(data: dict[str, Any]) -> str:
+    """Attempts ended per outcome in each interval of the run, as stacked bars, with a
+    legend of the totals (every bar segment says its count on hover)."""
+    outcomes, buckets = data["outcomes"], data["buckets"]
+    legend = "".join(
+        f'<span class=legend><i style="background:{OUTCOME_COLOURS.get(o, "#607d8b")}"></i>{escape(o)} '
+        f'<b data-outcome-total="{escape(o)}">{data["totals"][o]}</b></span>'
+        for o in outcomes
+    )
+    w, h, left, bottom, top = 640, 180, 36, 22, 8
+    if not buckets:
+        return "<div id=outcomes-chart data-buckets=0><p>No call has ended yet.</p></div>"
+    peak = max(sum(b["counts"].values()) for b in buckets) or 1
+    step = (w - left - 8) / len(buckets)
+    bar = max(1.0, min(step * 0.8, 48.0))
+    scale = (h - bottom - top) / peak
+    parts = [f'<svg width="{w}" height="{h}" role="img" aria-label="Outcomes over time">',
+             f'<line x1="{left}" y1="{h - bottom}" x2="{w - 4}" y2="{h - bottom}" stroke="#8893a2"/>',
+             f'<text x="{left - 4}" y="{top + 8}" text-anchor=end>{peak}</text>',
+             f'<text x="{left - 4}" y="{h - bottom}" text-anchor=end>0</text>']  # fmt: skip
+    for i, b in enumerate(buckets):
+        x, y = left + i * step + (step - bar) / 2, float(h - bottom)
+        label = b["start"][11:19]
+        parts.append(f'<g class=bar data-start="{escape(b["start"])}">')
+        for o in outcomes:
+            n = b["counts"].get(o, 0)
+            if not n:
+                continue
+            y -= n * scale
+            parts.append(
+                f'<rect class=seg data-outcome="{escape(o)}" data-count="{n}" x="{x:.1f}" y="{y:.1f}" '
+                f'width="{bar:.1f}" height="{n * scale:.1f}" fill="{OUTCOME_COLOURS.get(o, "#607d8b")}">'
+                f"<title>{label} UTC · {escape(o)}: {n}</title></rect>"
+            )
+        parts.append("</g>")
+    first, last = buckets[0]["start"][11:19], buckets[-1]["start"][11:19]
+    parts.append(f'<text x="{left}" y="{h - 6}">{first} UTC</text>')
+    parts.append(f'<text x="{w - 4}" y="{h - 6}" text-anchor=end>{last} · {data["bucketSeconds"]} s a bar</text></svg>')
+    return f'<div id=outcomes-chart data-buckets="{len(buckets)}"><div>{legend}</div>{"".join(parts)}</div>'
+
+
 def _live_state(c: Any, who: Principal, execution_id: str) -> dict[str, Any]:
     summary = summary_report(c, who.organization, execution_id)
     nodes = node_stats_report(c, who.organization, execution_id)
@@ -219,6 +268,14 @@ es.addEventListener('state', (m) => {
   }
   for (const [k, v] of Object.entries(s.calls)) {
     const el = document.querySelector('[data-call-metric="' + k + '"]'); if (el) el.textContent = v;
+  }
+  const ended = JSON.stringify(s.calls);
+  if (ended !== window.__callMetrics) {  // some call ended: redraw the outcomes chart
+    window.__callMetrics = ended;
+    fetch(location.pathname + '/chart').then((r) => r.ok ? r.text() : null).then((html) => {
+      const chart = document.getElementById('outcomes-chart');
+      if (html && chart) chart.outerHTML = html;
+    });
   }
   document.getElementById('status').textContent = s.status;
   document.getElementById('effective-status').textContent = s.effectiveStatus;
@@ -283,6 +340,7 @@ def execution_page(request: Request[Any, Any, Any], execution_id: str) -> Respon
         + (f'<p class=error role=alert>{escape(error)}</p>' if error else "")
         + actions
         + f"<div class=cards id=counters>{cards}</div><div class=cards>{call_cards}</div>"
+        + "<h2>Outcomes over time</h2>" + _outcomes_svg(outcomes_over_time(c, who.organization, execution_id))
         + "<h2>Flow</h2>" + _flow_svg(execution.flow.get("graph") or {}, stats)
         + "<h2>Attempts</h2><table><tr><th>Attempt</th><th>Dialled</th><th>Answered</th><th>Completed</th>"
         + f"<th>Answer rate</th><th>Average duration</th></tr>{per_attempt}</table>"
@@ -319,6 +377,20 @@ async def execution_live(request: Request[Any, Any, Any], execution_id: str) -> 
             state = await sync_to_thread(_live_state, c, who, execution_id)
 
     return ServerSentEvent(states())
+
+
+@get("/dashboard/executions/{execution_id:str}/chart", include_in_schema=False)
+@in_thread
+def execution_chart(request: Request[Any, Any, Any], execution_id: str) -> Response[Any]:
+    """The outcomes chart alone, for the page to redraw it as calls end."""
+    who = _principal(request)
+    if who is None:
+        return Response("sign in first", status_code=401, media_type="text/plain")
+    try:
+        data = outcomes_over_time(_c(request), who.organization, execution_id)
+    except NotFound:
+        return Response("not found", status_code=404, media_type="text/plain")
+    return Response(_outcomes_svg(data), media_type="text/html")
 
 
 def _command(request: Request[Any, Any, Any], execution_id: str, action: str) -> Response[Any]:
@@ -435,6 +507,6 @@ def audit_page(request: Request[Any, Any, Any], phone: str | None = None) -> Res
 
 
 DASHBOARD_HANDLERS = [
-    login_page, login, logout, executions_page, execution_page, execution_live,
+    login_page, login, logout, executions_page, execution_page, execution_live, execution_chart,
     pause, resume, cancel, call_page, audit_page,
 ]  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request, get
@@ -214,6 +214,37 @@ def _node_stats(c: Any, execution_id: str, execution: Any, reports: Any) -> dict
     }
 
 
+# Bucket widths a person reads easily, in seconds.
+BUCKET_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+
+
+def outcomes_over_time(c: Any, org: Any, execution_id: str, buckets: int = 40) -> dict[str, Any]:
+    """How many attempts ended with each outcome in each interval of the run (at most
+    ``buckets`` intervals of a readable width), from the call history."""
+    c.campaigns.execution(org.id, execution_id)
+    rows = c.history.outcomes_by_second(execution_id)
+    found = [o for o in OUTCOMES if any(r["outcome"] == o for r in rows)]
+    found += sorted({r["outcome"] for r in rows} - set(found))
+    out: dict[str, Any] = {"executionId": execution_id, "bucketSeconds": 0, "outcomes": found, "buckets": [],
+                           "totals": {o: sum(int(r["n"]) for r in rows if r["outcome"] == o) for o in found}}  # fmt: skip
+    if not rows:
+        return out
+    seconds = [(int(parse_instant(r["at"] + "Z", "at").timestamp()), r["outcome"], int(r["n"])) for r in rows]
+    first, last = seconds[0][0], seconds[-1][0]
+    width = next((w for w in BUCKET_WIDTHS if (last - first) // w + 1 <= buckets), BUCKET_WIDTHS[-1])
+    start = first - first % width
+    counts: list[dict[str, int]] = [{} for _ in range((last - start) // width + 1)]
+    for at, outcome, n in seconds:
+        slot = counts[(at - start) // width]
+        slot[outcome] = slot.get(outcome, 0) + n
+    out["bucketSeconds"] = width
+    out["buckets"] = [
+        {"start": iso(datetime.fromtimestamp(start + i * width, UTC)), "counts": {o: slot.get(o, 0) for o in found}}
+        for i, slot in enumerate(counts)
+    ]
+    return out
+
+
 def contact_calls(c: Any, org: Any, contact_id: str) -> dict[str, Any]:
     """Every attempt to call the contact, across programs: the audit trail of a person."""
     rows = c.history.contact_attempts(str(org.id), contact_id)
@@ -271,6 +302,20 @@ def execution_node_stats(
     return node_stats_report(c, who.organization, execution_id, as_of)
 
 
+@get("/api/program-execution/{execution_id:str}/report/outcomes-over-time")
+@in_thread
+def execution_outcomes_over_time(
+    request: Request[Any, Any, Any], execution_id: str, buckets: int | None = None
+) -> dict[str, Any]:
+    """Attempts ended per outcome in each interval of the run (the dashboard's chart)."""
+    c = _c(request)
+    who = authenticate(request, c.campaigns)
+    n = 40 if buckets is None else buckets
+    if not 1 <= n <= 500:
+        raise ValidationError.single("buckets", "must be an integer from 1 to 500")
+    return outcomes_over_time(c, who.organization, execution_id, n)
+
+
 @get("/api/contact/{contact_id:str}/calls")
 @in_thread
 def contact_call_history(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
@@ -317,6 +362,11 @@ def activity(
     return envelope(data, p, lim, total)
 
 
-REPORT_HANDLERS = [execution_report, execution_breakdown, execution_node_stats, contact_call_history, usage, activity]
+REPORT_HANDLERS = [
+    execution_report, execution_breakdown, execution_node_stats, execution_outcomes_over_time,
+    contact_call_history, usage, activity,
+]  # fmt: skip
 
-__all__ = ["REPORT_HANDLERS", "call_row_dto", "summary_report", "node_stats_report", "breakdown_report"]
+__all__ = [
+    "REPORT_HANDLERS", "breakdown_report", "call_row_dto", "node_stats_report", "outcomes_over_time", "summary_report",
+]  # fmt: skip

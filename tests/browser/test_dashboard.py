@@ -112,6 +112,17 @@ def test_live_counters_timeline_and_audit(browser: Any, platform: Platform) -> N
         assert len(seen) >= 1 and max(seen) == len(phones)
         assert page.inner_text("#status") == "completed"
         assert _counter(page, "pending") == 0 and _counter(page, "in_progress") == 0
+        # The outcomes chart, redrawn as calls ended (the page opened before they all had):
+        # its bars add up to every call, its legend says the totals.
+        page.wait_for_function(
+            "[...document.querySelectorAll('#outcomes-chart rect[data-outcome=completed]')]"
+            f".reduce((n, r) => n + Number(r.dataset.count), 0) === {len(phones)}",
+            timeout=10000,
+        )
+        assert page.evaluate("window.__sameDocument") is True
+        assert page.inner_text('#outcomes-chart [data-outcome-total="completed"]') == str(len(phones))
+        assert page.locator("#outcomes-chart svg g.bar").count() >= 1
+        assert page.locator("#outcomes-chart svg").get_attribute("aria-label") == "Outcomes over time"
         # The flow graph carries per-node counts and the keypress split (live-updated too).
         menu = page.locator('g.node[data-node="menu"]')
         assert menu.locator(".node-calls").text_content() == str(len(phones))

@@ -379,3 +379,19 @@ def test_report_as_of_an_instant_is_replayed_from_the_events(tmp_path: Path) -> 
             assert report(asOf="yesterday").status_code == 400
     finally:
         platform.close()
+
+
+def test_outcomes_over_time(campaign: Any) -> None:
+    platform, client, result = campaign
+    eid = result["executionId"]
+    body = client.get(f"/api/program-execution/{eid}/report/outcomes-over-time").json()
+    assert body["totals"] == {"completed": 7, "voicemail": 1, "no_answer": 2, "busy": 1, "failed": 2}
+    assert body["outcomes"] == ["completed", "voicemail", "no_answer", "busy", "failed"]
+    assert body["bucketSeconds"] >= 1 and 1 <= len(body["buckets"]) <= 40
+    for o, n in body["totals"].items():
+        assert sum(b["counts"][o] for b in body["buckets"]) == n
+    starts = [b["start"] for b in body["buckets"]]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    one = client.get(f"/api/program-execution/{eid}/report/outcomes-over-time", params={"buckets": 1}).json()
+    assert len(one["buckets"]) == 1 and one["buckets"][0]["counts"] == body["totals"]
+    assert client.get(f"/api/program-execution/{eid}/report/outcomes-over-time", params={"buckets": 0}).status_code == 400
