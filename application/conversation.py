@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 from application.calls import CallsApp
 from application.executions import ExecutionCache, ExecutionInfo
-from application.flow_effects import FlowEffects
 from application.flow_requests import FlowHttp, FlowRequests
 from application.ports import Clock
 from domain.base import audit_context
@@ -96,14 +95,12 @@ class Conversation:
         executions: ExecutionCache,
         clock: Clock,
         http: FlowHttp | None = None,
-        effects: FlowEffects | None = None,
         voice: Voice | None = None,
     ) -> None:
         self.calls = calls
         self.executions = executions
         self.clock = clock
         self.http = http
-        self.effects = effects
         self.voice = voice
 
     def _spoken(self, info: ExecutionInfo, turn: engine.Turn) -> engine.Turn:
@@ -112,19 +109,16 @@ class Conversation:
         return turn
 
     def _update(self, call_id: str, change: Any, recorded: _Recorded) -> Any:
-        """Apply ``change`` to the Call, then carry out the effects of the turn it saved."""
+        """Apply ``change`` to the Call. What a saved turn asks of the platform (opt-out,
+        contact updates, SMS) is in the turn's event; application/flow_effects carries it
+        out, durably, from the calls log."""
 
         def run(call: Call) -> Any:
             recorded.turn = None  # a retried change keeps only what its last run recorded
             return change(call)
 
         with audit_context(actor="telephony", correlationId=call_id):
-            result = self.calls.update(call_id, run)
-            if recorded.turn is not None and self.effects is not None:
-                call, seq, events = recorded.turn
-                with audit_context(actor="flow", callId=str(call.id)):
-                    self.effects.apply(call, seq, events)
-        return result
+            return self.calls.update(call_id, run)
 
     def answered(self, call_id: str, attempt: int, answered_by: str | None) -> Reply:
         """The voice callback: the callee picked up (``answered_by`` human or machine)."""

@@ -148,15 +148,19 @@ class Container:
             self.campaigns, self.history, LazyView(self.views, "assets"), self.files,
             TwilioRecordingMedia(s.twilio_account_sid, s.twilio_auth_token),
         )
-        self.conversation = Conversation(
-            self.calls, self.executions, self.clock, HttpxFlowHttp(), effects=FlowEffects(self.campaigns, LoggingSmsSender()),
-            voice=self.dictionaries,
-        )
+        self.conversation = Conversation(self.calls, self.executions, self.clock, HttpxFlowHttp(), voice=self.dictionaries)
         self.broker = build_broker(s.redis_url, s.redis_namespace)
         self.queue = DramatiqDialQueue(self.broker)
+        # A flow turn's effects (opt-out, contact updates, SMS): sent from the calls log by
+        # an outbox in the projector, run by workers (infrastructure/flow_effects_jobs).
+        from infrastructure.flow_effects_jobs import FlowEffectsQueue
+
+        self.flow_effects = FlowEffects(self.campaigns, self.calls, LoggingSmsSender())
+        self.effects_queue = FlowEffectsQueue(self.broker)
         self._telephony: TwilioTelephony | None = None
         self._dialer: Dialer | None = None
         self.runners: list[ProjectionRunner] = []
+        self._outbox_views: list[Any] = []
         self.dispatcher: Dispatcher | None = None
         self.worker: Any = None
 
@@ -205,6 +209,15 @@ class Container:
     def start_projections(self) -> None:
         for name in self.views:
             self.runners.append(self.runner(name).start())
+        self.runners.append(self.effects_outbox().start())
+
+    def effects_outbox(self) -> ProjectionRunner:
+        from infrastructure.flow_effects_jobs import effects_outbox
+
+        with schema_lock(self.settings):
+            runner = effects_outbox(self.env, self.calls, self.effects_queue.send, self.settings.projection_interval)
+        self._outbox_views.append(runner.view)
+        return runner
 
     def start_dispatcher(self) -> None:
         from datetime import timedelta
@@ -224,6 +237,7 @@ class Container:
 
     def start_worker(self) -> None:
         self.queue.set_handler(self.dialer.dial)
+        self.effects_queue.set_handler(self.flow_effects.run)
         self.worker = start_worker(self.broker, self.settings.worker_threads)
 
     def close(self) -> None:
@@ -236,5 +250,5 @@ class Container:
         self.broker.close()
         self.campaigns.close()
         self.calls.close()
-        for v in self.views.built.values():
+        for v in [*self.views.built.values(), *self._outbox_views]:
             v.datastore.close()

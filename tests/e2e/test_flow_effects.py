@@ -1,6 +1,8 @@
 """Flow nodes that act on the platform, through the real stack (API, dial worker, sandbox,
 signed webhooks): ``update_contact`` changes the Contact, ``sms`` records and sends a message
-through the SMS port, ``opt_out`` puts the number on the do-not-call list."""
+through the SMS port, ``opt_out`` puts the number on the do-not-call list. These effects run
+after the turn is saved, from the calls log (tests/e2e/test_flow_effects_durability.py shows
+they survive a crash): the tests wait for them."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 from application.suppression import Suppressions
 from domain.call import call_id
+from domain.flow_effect import requested_effects
 from domain.sms import SmsMessage, sms_id
 from tests.harness import Platform, wait_for
 
@@ -40,6 +43,14 @@ def launch(platform: Platform, c: Any, phone: str, graph: dict[str, Any], contac
     return eid, contact["id"]
 
 
+def settle(platform: Platform, job: UUID) -> None:
+    """Wait until every turn of the call that asked for effects has had them carried out."""
+    asked = [e.originator_version for e in platform.container.calls.repository.event_store.get(job)
+             if type(e).__name__ == "FlowAdvanced" and requested_effects(e.turn)]  # fmt: skip
+    assert asked, "the flow asked for no effects"
+    wait_for(lambda: all(platform.container.flow_effects.done(job, v) for v in asked), 10, what="the flow's effects")
+
+
 GRAPH = {"startNodeId": "dial", "nodes": {
     "dial": {"type": "dial", "config": {"enableAMD": False}, "outputs": {"onAnswer": "rename"}},
     "rename": {"type": "update_contact", "config": {"attributeName": "lastName", "value": "{{ $variables.choice }}-pressed"},
@@ -61,6 +72,7 @@ def test_update_contact_sms_and_opt_out_take_effect(world: tuple[Platform, Any, 
     phone = "+212616000004"  # the sandbox callee presses 1
     eid, contact_id = launch(platform, c, phone, GRAPH)
 
+    settle(platform, call_id(eid, contact_id))
     contact = c.get(f"/api/contact/{contact_id}").json()
     assert contact["lastName"] == "-pressed"  # the variable was not set yet when the node ran
     assert {a["name"]: a["value"] for a in contact["customAttributes"]}["tier"] == "gold"
@@ -95,5 +107,10 @@ def test_a_failed_update_does_not_stop_the_call(world: tuple[Platform, Any, str]
     heard = [v.get("text") for call in platform.sandbox.calls() if call["to"] == phone for v in call["verbs"] if v["verb"] == "Say"]
     assert heard == ["still here"]
     assert c.get(f"/api/program-executions/{eid}").json()["contactsCompleted"] == 1
+    job = call_id(eid, contact_id)
+    settle(platform, job)
+    [turn] = [e for e in platform.container.calls.repository.event_store.get(job) if type(e).__name__ == "FlowAdvanced"]
+    [result] = platform.container.flow_effects.done(job, turn.originator_version).results  # type: ignore[union-attr]
+    assert result["status"] == "failed" and "undefined_thing" in result["error"]  # recorded, with why
     attributes = c.get(f"/api/contact/{contact_id}").json().get("customAttributes") or []
     assert "undefined_thing" not in {a["name"] for a in attributes}
