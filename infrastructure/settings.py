@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -38,6 +39,11 @@ class Settings:
     projection_interval: float = field(default_factory=lambda: float(_env("GOMOBILE_PROJECTION_INTERVAL", "0.05")))
     # Signs the playback URLs of uploaded audio; unset: derived from the Twilio auth token.
     media_signing_key: str = field(default_factory=lambda: _env("GOMOBILE_MEDIA_SIGNING_KEY"))
+    # The audit trail (issue 7): the chain's HMAC key and the exports' Ed25519 private key
+    # (PEM). Unset: generated once into the data dir (set them on multi-host deployments).
+    audit_key: str = field(default_factory=lambda: _env("GOMOBILE_AUDIT_KEY"))
+    audit_signing_key: str = field(default_factory=lambda: _env("GOMOBILE_AUDIT_SIGNING_KEY"))
+    audit_chain: bool = field(default_factory=lambda: _env("GOMOBILE_AUDIT_CHAIN", "on").lower() not in ("off", "0", "false"))
 
     def __post_init__(self) -> None:
         if not self.public_base_url:
@@ -54,8 +60,30 @@ class Settings:
     def uses_postgres(self) -> bool:
         return bool(self.database_url)
 
+    def audit_secret(self) -> bytes:
+        """The key of the audit chain's HMACs: GOMOBILE_AUDIT_KEY, else the data dir's."""
+        if self.audit_key:
+            return self.audit_key.encode()
+        return _secret_file(self.data_dir / "audit-chain.key", lambda: os.urandom(32).hex().encode())
+
+    def audit_private_key_pem(self) -> bytes:
+        """The Ed25519 key that signs audit exports: GOMOBILE_AUDIT_SIGNING_KEY, else the data dir's."""
+        if self.audit_signing_key:
+            return self.audit_signing_key.replace("\\n", "\n").encode()
+        from application.audit_export import new_private_key_pem
+
+        return _secret_file(self.data_dir / "audit-signing-key.pem", new_private_key_pem)
+
     def persistence_env(self) -> dict[str, str]:
         """Environment for eventsourcing's infrastructure factories (apps and views)."""
+        env = self._persistence_env()
+        if self.audit_chain:
+            from infrastructure.audit import recorder_topic
+
+            env["APPLICATION_RECORDER_TOPIC"] = recorder_topic(self.uses_postgres, self.audit_secret())
+        return env
+
+    def _persistence_env(self) -> dict[str, str]:
         if self.uses_postgres:
             url = urlparse(self.database_url)
             return {
@@ -79,3 +107,24 @@ class Settings:
             env[f"{name.upper()}_SQLITE_DBNAME"] = str(self.data_dir / f"{name}.sqlite")
         env["ASSETS_SQLITE_DBNAME"] = str(self.data_dir / "assets.sqlite")  # flow assets (issue 4)
         return env
+
+
+def _secret_file(path: Path, generate: Callable[[], bytes]) -> bytes:
+    """A secret kept in a file of the data dir, created (mode 0600) on first use."""
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = generate()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(value)
+    try:
+        os.link(tmp, path)  # atomic: a process starting beside us uses whichever came first
+    except FileExistsError:
+        value = path.read_bytes()
+    finally:
+        tmp.unlink()
+    return value.strip()
