@@ -98,6 +98,11 @@ def organization_in_state(originator_id: UUID, topic: str, state: bytes) -> UUID
     return None
 
 
+def _blob(value: Any) -> bytes:
+    """A stored state as bytes (SQL tampering can leave TEXT where a BLOB was)."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
 def _uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
@@ -600,7 +605,7 @@ class SQLiteChainReader(ChainReader):
         while True:
             rows = self._rows(sql, [after, upto] + ([org.hex] if org is not None else []) + [self.PAGE])
             for r in rows:
-                yield StoredRow(int(r[0]), UUID(r[1]), int(r[2]), r[3], bytes(r[4]))
+                yield StoredRow(int(r[0]), UUID(r[1]), int(r[2]), r[3], _blob(r[4]))
             if len(rows) < self.PAGE:
                 return
             after = int(rows[-1][0])
@@ -615,7 +620,7 @@ class SQLiteChainReader(ChainReader):
         while True:
             rows = self._rows(sql, [*cursor, upto] + ([org.hex] if org is not None else []) + [self.PAGE])
             for r in rows:
-                yield ChainRow(UUID(r[0]), int(r[1]), int(r[2]), bytes(r[3]), bytes(r[4]))
+                yield ChainRow(UUID(r[0]), int(r[1]), int(r[2]), bytes(r[3]), _blob(r[4]))
             if len(rows) < self.PAGE:
                 return
             cursor = (int(rows[-1][2]), rows[-1][0], int(rows[-1][1]))
@@ -638,7 +643,7 @@ class SQLiteChainReader(ChainReader):
             "WHERE originator_id = ? ORDER BY originator_version",
             (originator_id.hex,),
         )
-        return [StoredRow(int(r[0]), UUID(r[1]), int(r[2]), r[3], bytes(r[4])) for r in rows]
+        return [StoredRow(int(r[0]), UUID(r[1]), int(r[2]), r[3], _blob(r[4])) for r in rows]
 
     def chain_rows_covering(self, org: UUID, notification_ids: Sequence[int]) -> list[ChainRow]:
         seen: dict[int, ChainRow] = {}
@@ -649,7 +654,7 @@ class SQLiteChainReader(ChainReader):
                 (org.hex, nid),
             )
             for r in rows:
-                seen[int(r[1])] = ChainRow(UUID(r[0]), int(r[1]), int(r[2]), bytes(r[3]), bytes(r[4]))
+                seen[int(r[1])] = ChainRow(UUID(r[0]), int(r[1]), int(r[2]), bytes(r[3]), _blob(r[4]))
         return [seen[s] for s in sorted(seen)]
 
 

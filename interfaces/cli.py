@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from interfaces.events_cli import add_events_commands
 
     add_events_commands(sub)
+    from interfaces.audit_cli import add_audit_commands
+
+    add_audit_commands(sub)  # issue 7: audit verify, export, verify-export
     return p
 
 

@@ -43,6 +43,9 @@ def create_app(container: Any) -> Litestar:
     handlers = [health, *ORGANIZATION_HANDLERS, *CALL_REQUEST_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *EVENT_HANDLERS, *DASHBOARD_HANDLERS, *METRICS_HANDLERS, *WEBHOOK_HANDLERS]
     handlers += [*ASSET_HANDLERS, *RECORDING_HANDLERS]  # flow assets and recordings (issue 4)
     handlers += EXPORT_HANDLERS  # streamed CSV / NDJSON exports (issue 6)
+    from interfaces.http.audit import AUDIT_HANDLERS
+
+    handlers += AUDIT_HANDLERS  # signed audit exports and their public key (issue 7)
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:
