@@ -4,6 +4,7 @@ that can be searched, sorted and paged (the documented list endpoints)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -339,6 +340,16 @@ class DirectoryView(ViewMixin):
                 (format_instant(e.timestamp), str(e.originator_id)))
 
 
+def _instant(value: Any) -> str | None:
+    """format_instant, faster for the UTC timestamps events carry (100,000 per import)."""
+    if value is not None and value.utcoffset() == _ZERO:
+        return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # type: ignore[no-any-return]
+    return format_instant(value)
+
+
+_ZERO = timedelta(0)
+
+
 def _name(event: Any) -> str:
     return type(event).__qualname__
 
@@ -349,6 +360,12 @@ def _text(value: Any) -> str | None:
 
 def _contact_columns(data: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(data.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail"))
+
+
+def _pg_json(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON document for PostgreSQL, cleaned of U+0000 if any holds it."""
+    text = dumps(rows)
+    return dumps(_without_nul(rows)) if "\\u0000" in text else text
 
 
 def _without_nul(value: Any) -> Any:
@@ -402,11 +419,11 @@ class _Batch:
             kind = _name(e)
             if kind == "Contact.Created":
                 if cid not in created:
-                    at = format_instant(e.timestamp)
+                    at = _instant(e.timestamp)
                     created[cid] = {"id": cid, "organization_id": str(e.organization_id), "primary_phone": e.phone,
                                     "data": dict(e.fields), "created_at": at, "updated_at": at, "deleted_at": None}
             elif kind in ("Contact.JoinedAudience", "Contact.ExitedAudience"):
-                joined = format_instant(e.timestamp) or "" if kind == "Contact.JoinedAudience" else None
+                joined = _instant(e.timestamp) or "" if kind == "Contact.JoinedAudience" else None
                 self.member(e.audience_id, cid, joined)
             elif cid not in created:
                 wanted.append(cid)
@@ -425,7 +442,7 @@ class _Batch:
             row = created.get(cid) or stored.get(cid)
             if row is None:
                 continue  # a contact the directory never saw (as before: nothing to update)
-            at = format_instant(e.timestamp)
+            at = _instant(e.timestamp)
             if kind == "Contact.Deleted":
                 row["deleted_at"] = at
             else:
@@ -439,29 +456,50 @@ class _Batch:
             if cid not in created:
                 updated[cid] = row
         pg = v.is_postgres
-
-        def document(r: dict[str, Any]) -> str:
-            text = dumps(r["data"])
-            if pg and "\\u0000" in text:
-                r["data"] = _without_nul(r["data"])
-                text = dumps(r["data"])
-            return text
-
+        if pg:
+            # One statement per batch, its rows as one JSON document (encoded in C, read by
+            # jsonb_to_recordset): no round trip, nor pipeline step, per row.
+            columns = ("first_name", "last_name", "full_name", "primary_email")
+            if created:
+                rows = [{"id": r["id"], "organization_id": r["organization_id"], "primary_phone": r["primary_phone"],
+                         "data": r["data"], **dict(zip(columns, _contact_columns(r["data"]), strict=True)),
+                         "created_at": r["created_at"], "updated_at": r["updated_at"], "deleted_at": r["deleted_at"]}
+                        for r in created.values()]
+                c.execute(
+                    "INSERT INTO dir_contacts (id, organization_id, primary_phone, data, first_name, last_name, "
+                    "full_name, primary_email, created_at, updated_at, deleted_at) "
+                    "SELECT id, organization_id, primary_phone, data, first_name, last_name, full_name, primary_email, "
+                    "created_at, updated_at, deleted_at FROM jsonb_to_recordset(%s::jsonb) AS t(id text, "
+                    "organization_id text, primary_phone text, data jsonb, first_name text, last_name text, "
+                    "full_name text, primary_email text, created_at text, updated_at text, deleted_at text) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (_pg_json(rows),),
+                )
+            if updated:
+                rows = [{"id": cid, "data": r["data"], **dict(zip(columns, _contact_columns(r["data"]), strict=True)),
+                         "updated_at": r["updated_at"], "deleted_at": r["deleted_at"]} for cid, r in updated.items()]
+                c.execute(
+                    "UPDATE dir_contacts d SET data = t.data, first_name = t.first_name, last_name = t.last_name, "
+                    "full_name = t.full_name, primary_email = t.primary_email, updated_at = t.updated_at, "
+                    "deleted_at = t.deleted_at FROM jsonb_to_recordset(%s::jsonb) AS t(id text, data jsonb, "
+                    "first_name text, last_name text, full_name text, primary_email text, updated_at text, "
+                    "deleted_at text) WHERE d.id = t.id",
+                    (_pg_json(rows),),
+                )
+            return
         if created:
-            c.executemany(v.q(
+            c.executemany(
                 "INSERT INTO dir_contacts (id, organization_id, primary_phone, data, first_name, last_name, full_name, "
                 "primary_email, created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING"),
-                [(r["id"], r["organization_id"], r["primary_phone"], doc, *_contact_columns(r["data"]),
-                  r["created_at"], r["updated_at"], r["deleted_at"]) for r in created.values() if (doc := document(r))],
-            )
+                "ON CONFLICT (id) DO NOTHING",
+                [(r["id"], r["organization_id"], r["primary_phone"], dumps(r["data"]), *_contact_columns(r["data"]),
+                  r["created_at"], r["updated_at"], r["deleted_at"]) for r in created.values()])
         if updated:
-            c.executemany(v.q(
+            c.executemany(
                 "UPDATE dir_contacts SET data = ?, first_name = ?, last_name = ?, full_name = ?, primary_email = ?, "
-                "updated_at = ?, deleted_at = ? WHERE id = ?"),
-                [(doc, *_contact_columns(r["data"]), r["updated_at"], r["deleted_at"], cid)
-                 for cid, r in updated.items() if (doc := document(r))],
-            )
+                "updated_at = ?, deleted_at = ? WHERE id = ?",
+                [(dumps(r["data"]), *_contact_columns(r["data"]), r["updated_at"], r["deleted_at"], cid)
+                 for cid, r in updated.items()])
 
     def _memberships(self) -> None:
         v, c = self.view, self.c
