@@ -231,8 +231,11 @@ def outcomes_over_time(c: Any, org: Any, execution_id: str, buckets: int = 40) -
         return out
     seconds = [(int(parse_instant(r["at"] + "Z", "at").timestamp()), r["outcome"], int(r["n"])) for r in rows]
     first, last = seconds[0][0], seconds[-1][0]
-    width = next((w for w in BUCKET_WIDTHS if (last - first) // w + 1 <= buckets), BUCKET_WIDTHS[-1])
-    start = first - first % width
+    # Intervals aligned on their width (whole minutes, hours ...); if none fits, one
+    # interval from the first end to the last.
+    width = next((w for w in BUCKET_WIDTHS if last // w - first // w + 1 <= buckets), 0)
+    start = first - first % width if width else first
+    width = width or last - first + 1
     counts: list[dict[str, int]] = [{} for _ in range((last - start) // width + 1)]
     for at, outcome, n in seconds:
         slot = counts[(at - start) // width]
