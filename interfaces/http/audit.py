@@ -34,7 +34,7 @@ def audit_public_key(request: Request[Any, Any, Any]) -> dict[str, str]:
 @get("/api/audit/export")
 @in_thread
 def audit_export(
-    request: Request[Any, Any, Any], contactId: str | None = None, executionId: str | None = None  # noqa: N803
+    request: Request[Any, Any, Any], contactId: str | None = None, executionId: str | None = None
 ) -> dict[str, Any]:
     """A contact's or an execution's stored events with their audit-chain entries, signed."""
     c = request.app.state.container
