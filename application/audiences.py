@@ -166,11 +166,8 @@ class Audiences:
         changed = 0
         for i in range(0, len(candidates), BATCH):
             batch: list[Contact] = []
-            for cid in candidates[i : i + BATCH]:
-                try:
-                    contact = self.app.repository.get(UUID(cid))
-                except Exception:  # noqa: BLE001 - a contact the read model knows must exist; skip if not
-                    continue
+            # Each candidate's stream, read in one query per batch (a missing one is skipped).
+            for contact in self.app.load_many([UUID(cid) for cid in candidates[i : i + BATCH]]).values():
                 if not isinstance(contact, Contact) or contact.organization_id != org_id:
                     continue  # the log's tail holds every organization's contacts
                 self.contacts.reconcile(contact, schema)
@@ -180,7 +177,6 @@ class Audiences:
                 self.app.save(*batch)
                 changed += len(batch)
         return changed
-
 
     def _directory_position(self, until: int) -> int:
         """How far the read model has applied the log, after giving it a moment to reach
