@@ -12,7 +12,7 @@ from typing import Any
 
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Next, NodeType, Outcome, Walk, boolean, one_of, register, text
+from domain.flows.nodes.base import Next, NodeType, Outcome, Walk, boolean, failed, one_of, register, text
 
 LANGUAGES = ("ar-MA", "ar", "fr", "en", "fr-FR", "en-US", "en-GB")
 GENDERS = ("male", "female")
@@ -136,9 +136,11 @@ def date_words(value: Any, mode: str, language: str | None) -> str | None:
     return f"{d.day:02d} {d.month:02d} {d.year}"
 
 
-def play_items(walk: Walk, node: dict[str, Any], items: list[dict[str, Any]], language: str | None, barge_in: bool) -> None:
+def play_items(walk: Walk, node: dict[str, Any], items: list[dict[str, Any]], language: str | None, barge_in: bool) -> int:
     """Instructions for each audio item; an item whose value cannot be spoken is skipped
-    and reported (a missing balance must not silence the rest of the message)."""
+    and reported (a missing balance must not silence the rest of the message). Returns the
+    number of items skipped."""
+    skipped = 0
     for item in items:
         itype = item.get("type")
         lang = item.get("language") or language
@@ -150,6 +152,7 @@ def play_items(walk: Walk, node: dict[str, Any], items: list[dict[str, Any]], la
             audio_id = walk.value(item.get("audioId"))
             if not audio_id:
                 walk.emit("play_item_skipped", node, itemType=itype, why="the audio id resolved to nothing")
+                skipped += 1
                 continue
             walk.instruct({"verb": "play", "audioId": str(audio_id), **_barge(barge_in)})
         else:
@@ -162,11 +165,13 @@ def play_items(walk: Walk, node: dict[str, Any], items: list[dict[str, Any]], la
                 spoken = None if value in (None, "") else str(value)
             if spoken is None:
                 walk.emit("play_item_skipped", node, itemType=itype, value=value, why=f"not a {itype}")
+                skipped += 1
                 continue
             walk.instruct(
                 {"verb": "say", "text": spoken, "language": lang, "gender": "female", "item": itype,
                  "dictionaryId": item.get("dictionaryId"), **_barge(barge_in)}
             )  # fmt: skip
+    return skipped
 
 
 def _barge(barge_in: bool) -> dict[str, Any]:
@@ -194,7 +199,9 @@ class Play(NodeType):
 
     def enter(self, walk: Walk, node: dict[str, Any]) -> Outcome:
         config = node.get("config") or {}
-        play_items(walk, node, config.get("audioItems") or [], config.get("language"), bool(config.get("allowBargeIn")))
+        skipped = play_items(walk, node, config.get("audioItems") or [], config.get("language"), bool(config.get("allowBargeIn")))
+        if skipped:
+            return failed(walk, node, f"{skipped} audio item(s) could not be played", "onComplete")
         return Next(("onComplete",))
 
 
@@ -213,7 +220,10 @@ class Say(NodeType):
 
     def enter(self, walk: Walk, node: dict[str, Any]) -> Outcome:
         config = node.get("config") or {}
-        ins = {"verb": "say", "text": walk.render(config["text"]), "language": config.get("language"), "gender": config.get("gender", "female")}
+        said = walk.render(config["text"])
+        if not said.strip():
+            return failed(walk, node, "the text rendered empty", "onComplete")
+        ins = {"verb": "say", "text": said, "language": config.get("language"), "gender": config.get("gender", "female")}
         if config.get("voice"):
             ins["voice"] = config["voice"]
         if config.get("allowBargeIn"):

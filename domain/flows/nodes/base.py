@@ -89,6 +89,27 @@ def register(cls: type[NodeType]) -> type[NodeType]:
     return cls
 
 
+def failed(walk: Walk, node: dict[str, Any], why: str, otherwise: str) -> Next:
+    """A node that could not do its work at run time (a value that resolved to nothing, a
+    text that rendered empty ...): a ``node_error`` event says why, and the call leaves by
+    ``onError``, or, where the flow does not wire it, goes on by ``otherwise`` (these
+    errors are not fatal: a missing balance must not end the call)."""
+    walk.emit("node_error", node, why=why)
+    return Next(("onError", otherwise))
+
+
+def unresolved(value: Any, resolved: Any) -> str | None:
+    """Why a value source (``{"source": ...}``) points at nothing for this call, or None."""
+    if not (isinstance(value, dict) and "source" in value and resolved in (None, "")):
+        return None
+    source = value.get("source")
+    if source == "variable":
+        return f"the variable '{value.get('variableName')}' is not set"
+    if source == "customAttribute":
+        return f"the contact has no value for '{value.get('attributeName')}'"
+    return f"the contact has no {value.get('field')}"
+
+
 # -- config checks shared by node types ----------------------------------------------------
 
 

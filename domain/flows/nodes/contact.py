@@ -10,9 +10,15 @@ from typing import Any
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
 from domain.flows.nodes.audio import LANGUAGES
-from domain.flows.nodes.base import Next, NodeType, Outcome, Stop, Walk, one_of, register, text
+from domain.flows.nodes.base import Next, NodeType, Outcome, Stop, Walk, failed, one_of, register, text, unresolved
 
 WRITABLE_FIELDS = templates.CONTACT_FIELDS - {"id", "phone", "primaryPhone", "customAttributes"}
+
+
+def phone_number(value: Any) -> bool:
+    """E.164-shaped (the call's own number always is; a template or source may not be)."""
+    digits = str(value or "").strip()
+    return digits.startswith("+") and digits[1:].isdigit() and 8 <= len(digits) - 1 <= 15
 
 
 @register
@@ -36,6 +42,8 @@ class UpdateContact(NodeType):
         config = node.get("config") or {}
         name = str(config["attributeName"])
         value = walk.value(config.get("value"))
+        if why := unresolved(config.get("value"), value):
+            return failed(walk, node, why, "onComplete")
         field = name.removeprefix("customAttributes.")
         kind = "contactField" if name in WRITABLE_FIELDS else "customAttribute"
         walk.emit("contact_update_requested", node, attributeName=field, kind=kind, value=value)
@@ -64,7 +72,12 @@ class Sms(NodeType):
     def enter(self, walk: Walk, node: dict[str, Any]) -> Outcome:
         config = node.get("config") or {}
         to = walk.value(config["to"]) if config.get("to") else (walk.context.get("call") or {}).get("to")
-        walk.emit("sms_requested", node, to=to, body=walk.render(config["messageTemplate"]), senderId=config.get("senderId"))
+        body = walk.render(config["messageTemplate"])
+        if not phone_number(to):
+            return failed(walk, node, f"the recipient {to!r} is not a phone number", "onComplete")
+        if not body.strip():
+            return failed(walk, node, "the message rendered empty", "onComplete")
+        walk.emit("sms_requested", node, to=to, body=body, senderId=config.get("senderId"))
         return Next(("onComplete",))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Next, NodeType, Outcome, Walk, register, variable_name
+from domain.flows.nodes.base import Next, NodeType, Outcome, Walk, failed, register, unresolved, variable_name
 
 OPERATORS = ("eq", "neq", "gt", "lt", "gte", "lte", "contains", "startsWith", "endsWith")
 VARIABLE_TYPES = ("flow_variable", "custom_attribute", "contact_field", "system_variable")
@@ -165,5 +165,8 @@ class SetVariable(NodeType):
 
     def enter(self, walk: Walk, node: dict[str, Any]) -> Outcome:
         config = node.get("config") or {}
-        walk.set_variable(node, config["variable"], walk.value(config.get("value")))
+        value = walk.value(config.get("value"))
+        if why := unresolved(config.get("value"), value):
+            return failed(walk, node, why, "onSuccess")
+        walk.set_variable(node, config["variable"], value)
         return Next(("onSuccess",))
