@@ -18,6 +18,8 @@ from eventsourcing.domain import Aggregate
 
 _audit: ContextVar[dict[str, str]] = ContextVar("audit", default={"actor": "system"})
 _clock: list[Callable[[], datetime]] = [lambda: datetime.now(UTC)]
+# Aggregate id -> the version a command's If-Match promised (interfaces/http/security.py).
+_expected_versions: ContextVar[dict[Any, int] | None] = ContextVar("expected_versions", default=None)
 
 
 def set_clock(now: Callable[[], datetime]) -> None:
@@ -44,6 +46,18 @@ def audit_context(**meta: str | None) -> Iterator[dict[str, str]]:
         _audit.reset(token)
 
 
+@contextmanager
+def expecting_versions(versions: dict[Any, int]) -> Iterator[None]:
+    """Commands inside may change these aggregates only from these versions: the first
+    event each triggers checks it (PreconditionFailed otherwise), and the event store's
+    unique (id, version) refuses a writer that got in between that check and the save."""
+    token = _expected_versions.set(versions or None)
+    try:
+        yield
+    finally:
+        _expected_versions.reset(token)
+
+
 class AuditedAggregate(Aggregate):
     class Event(Aggregate.Event):
         meta: dict[str, str]
@@ -52,12 +66,19 @@ class AuditedAggregate(Aggregate):
         pass
 
     @classmethod
-    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:
         kwargs.setdefault("meta", current_audit())
         kwargs.setdefault("timestamp", now())
         return super()._create(event_class, id=id, **kwargs)
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        expected = _expected_versions.get()
+        if expected and self.id in expected:
+            version = expected.pop(self.id)
+            if self.version != version:
+                from domain.errors import PreconditionFailed
+
+                raise PreconditionFailed(f"The resource changed since it was read (version {self.version}, If-Match named {version})")
         kwargs.setdefault("meta", current_audit())
         kwargs.setdefault("timestamp", now())
         super().trigger_event(event_class, **kwargs)

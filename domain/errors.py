@@ -40,6 +40,13 @@ class Conflict(DomainError):
     status = 409
 
 
+class PreconditionFailed(DomainError):
+    """``If-Match`` named a version the resource has moved past (optimistic concurrency)."""
+
+    code = "PRECONDITION_FAILED"
+    status = 412
+
+
 class ExecutionAlreadyRunningError(DomainError):
     code = "ExecutionAlreadyRunningError"
     status = 409

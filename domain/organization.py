@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.base import AuditedAggregate
+from domain.base import AuditedAggregate, now
 
 ROLES = ("admin", "manager", "agent", "auditor")
 PLANS = ("trial", "free", "basic", "advanced", "enterprise")
@@ -70,23 +71,60 @@ class Organization(AuditedAggregate):
         return int(self.settings.get("maxConcurrentCalls") or PLAN_CONCURRENCY.get(self.plan, 100))
 
     @event("ApiKeyIssued")
-    def issue_api_key(self, key_id: str, key_hash: str, prefix: str, role: str, name: str) -> None:
+    def issue_api_key(
+        self,
+        key_id: str,
+        key_hash: str,
+        prefix: str,
+        role: str,
+        name: str,
+        expires_at: str | None = None,
+        issued_at: str | None = None,
+    ) -> None:
+        """``prefix`` is what a listing shows of the key (its chosen prefix and the start
+        of the organization part), never enough to use it; ``expires_at`` is ISO 8601 UTC."""
         self.keys[key_id] = {
             "hash": key_hash,
             "prefix": prefix,
             "role": role,
             "name": name,
             "active": True,
+            "expiresAt": expires_at,
+            "createdAt": issued_at,
+            "rotatedAt": None,
+            "revokedAt": None,
         }
 
-    @event("ApiKeyRevoked")
-    def revoke_api_key(self, key_id: str) -> None:
-        self.keys[key_id]["active"] = False
+    @event("ApiKeyRotated")
+    def rotate_api_key(
+        self, key_id: str, key_hash: str, prefix: str, expires_at: str | None, rotated_at: str
+    ) -> None:
+        """A new secret for the same key (same id, role and name): the old one stops working."""
+        k = self.keys[key_id]
+        k.update(hash=key_hash, prefix=prefix, expiresAt=expires_at, rotatedAt=rotated_at)
 
-    def role_for(self, key: str) -> tuple[str, str] | None:
-        """The (key id, role) of an active key, or None."""
+    @event("ApiKeyRevoked")
+    def revoke_api_key(self, key_id: str, revoked_at: str | None = None) -> None:
+        self.keys[key_id]["active"] = False
+        self.keys[key_id]["revokedAt"] = revoked_at
+
+    def key_status(self, key_id: str, at: datetime | None = None) -> str:
+        """``active``, ``revoked`` or ``expired``."""
+        k = self.keys[key_id]
+        if not k["active"]:
+            return "revoked"
+        expires = k.get("expiresAt")
+        if expires and datetime.fromisoformat(expires) <= (at or now()):
+            return "expired"
+        return "active"
+
+    def role_for(self, key: str, at: datetime | None = None) -> tuple[str, str] | None:
+        """The (key id, role) of a key that is neither revoked nor expired, or None."""
         digest = hash_key(key)
         for key_id, k in self.keys.items():
-            if k["active"] and secrets.compare_digest(k["hash"], digest):
+            if secrets.compare_digest(k["hash"], digest):
+                if self.key_status(key_id, at) != "active":
+                    return None
                 return key_id, str(k["role"])
         return None
+

@@ -3,6 +3,7 @@ sandbox phone network, Dramatiq worker, dispatcher and projections, on a fresh s
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -18,6 +19,10 @@ from infrastructure.settings import Settings
 from infrastructure.telephony.sandbox.app import SandboxConfig
 from infrastructure.telephony.sandbox.server import SandboxServer, run_sandbox_in_thread
 from interfaces.http.app import create_app
+
+# Tests poll the API faster than a client may: no rate limit unless a test sets one
+# (tests/e2e/test_safe_commands.py) before it creates its platform.
+os.environ.setdefault("GOMOBILE_RATE_LIMIT_PER_MINUTE", "0")
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token"

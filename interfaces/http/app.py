@@ -46,6 +46,10 @@ def create_app(container: Any) -> Litestar:
     from interfaces.http.audit import AUDIT_HANDLERS
 
     handlers += AUDIT_HANDLERS  # signed audit exports and their public key (issue 7)
+    from interfaces.http.keys import KEY_HANDLERS
+    from interfaces.http.security import SecurityMiddleware, install
+
+    handlers += KEY_HANDLERS  # API keys issued, rotated, revoked (issue 7)
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:
@@ -66,8 +70,11 @@ def create_app(container: Any) -> Litestar:
         # Logging is the process's (infrastructure.logs: JSON lines with request ids);
         # litestar's default would replace the root handlers at startup.
         logging_config=None,
+        # Keys, roles, rate limits, If-Match/ETag, Idempotency-Key: one table for every route.
+        middleware=[SecurityMiddleware],
     )
     app.state.container = container
+    install(app, container)
     # Outside litestar's routing, so that unknown paths and errors get a request id too.
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)  # type: ignore[method-assign]
     return app
