@@ -100,9 +100,11 @@ class Dtmf(NodeType):
         branches = (node.get("outputs") or {}).get("branches") or {}
         if digits in branches:
             return Next((f"branches.{digits}",), dead_end="no_route")
+        # Keys that are valid but lead nowhere (no branch, no onSuccess) are the flow's
+        # error: onError where it is wired, else default, else the call ends.
         if multi and "*" in branches:
-            return Next(("branches.*", "onSuccess"), dead_end="no_route")
-        return Next(("onSuccess",), dead_end="no_route")
+            return Next(("branches.*", "onSuccess", "onError"), dead_end="no_route")
+        return Next(("onSuccess", "onError"), dead_end="no_route")
 
 
 def gather(walk: Walk, node: dict[str, Any], prompt: str | None = None) -> None:
