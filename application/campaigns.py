@@ -458,7 +458,9 @@ class CampaignsApp(Application[UUID]):
         if not ids:
             return []
         recorder: Any = self.recorder
-        table = recorder.events_table_name
+        table = getattr(recorder, "events_table_name", None)
+        if table is None:  # in memory: no query to save
+            return [e for i in ids for e in recorder.select_events(i)]
         if hasattr(recorder.datastore, "schema"):  # PostgreSQL
             from psycopg.sql import SQL, Identifier
 
