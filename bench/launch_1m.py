@@ -42,6 +42,7 @@ from bench.common import (
     free_port,
     fresh_database,
     machine,
+    postgres_cpu_seconds,
 )
 
 
@@ -162,6 +163,8 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
                 time.sleep(0.2)
             time.sleep(3)  # let workers connect to Redis and the dispatcher tick idle
             api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"x-api-key": key}, timeout=60)
+            cpu0, pg0 = procs.cpu_seconds(), postgres_cpu_seconds()
+            cpu_queued: dict[str, float] = {}
             t0 = time.perf_counter()
             r = api.post(f"/api/programs/{program.id}/launch")
             launch_s = time.perf_counter() - t0
@@ -183,6 +186,9 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
                 last = e
                 if all_queued is None and container.campaigns.execution(None, eid).calls_queued:
                     all_queued = time.perf_counter() - t0
+                    cpu1 = procs.cpu_seconds()
+                    cpu_queued = {k: round(cpu1[k] - cpu0.get(k, 0), 1) for k in cpu1}
+                    cpu_queued["postgres (every database)"] = round(postgres_cpu_seconds() - pg0, 1)
                     print(f"all calls queued at {all_queued:.1f} s", flush=True)
                 if all_queued is not None and all_indexed is None:
                     n = container.progress.rows("SELECT count(*) AS n FROM progress_calls WHERE execution_id = ?", (eid,))[0]["n"]
@@ -207,6 +213,9 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
                 "countersPolls": polls,
                 "countersInvariantViolations": violations,
                 "lastCounters": {k: last.get(k) for k in ("totalContacts", "contactsPending", "contactsInProgress", "contactsCompleted", "contactsFailed", "contactsSkipped")},
+                # CPU seconds each process used from the launch to all calls queued (2 cores
+                # shared with other work on this machine: wall time x 2 is the ceiling).
+                "cpuSecondsUntilAllQueued": cpu_queued,
                 "peakRssMB": rss,
             }
         finally:

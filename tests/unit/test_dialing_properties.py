@@ -161,10 +161,10 @@ def test_no_call_outside_an_open_window_or_beyond_its_attempts(
                 flow_completed = data.draw(st.booleans(), label=f"flowCompleted{step}")
                 info = executions.get(execution.id)
 
-                def end(c: Call, o: str = outcome, by: str = answered_by, done: bool = flow_completed) -> None:
+                def end(c: Call, o: str = outcome, by: str = answered_by, done: bool = flow_completed, rules: Any = info.retry) -> None:
                     if o == "completed":
                         c.record_answered(c.attempt, by)
-                    c.end_attempt(c.attempt, o, None, 1000, clock.now(), info.retry, flow_completed=done)
+                    c.end_attempt(c.attempt, o, None, 1000, clock.now(), rules, flow_completed=done)
 
                 calls.update(call_id, end)
             else:
