@@ -626,6 +626,8 @@ class Sandbox:
             params = await call.callbacks.get()
             if params is None:
                 return
+            if call.plan.callback_latency_seconds:
+                await asyncio.sleep(call.plan.callback_latency_seconds * self.config.time_scale)
             entry, _ = await self.send_webhook(
                 call, "status-callback", call.status_callback or "", call.status_callback_method, params
             )

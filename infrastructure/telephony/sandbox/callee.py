@@ -72,6 +72,9 @@ A script (``PUT /_sandbox/scripts/{number}`` with a JSON body, or
 * ``answerDelayMs``: ring time before answering (unscaled milliseconds of
   simulated time, replaces ``ring_seconds``).  If it exceeds the call's
   ``Timeout`` the call ends ``no-answer``.
+* ``callbackLatencyMs``: each status callback leaves this long (simulated milliseconds)
+  after its event, as on a slow network: the final status can reach the platform well
+  after the call's last flow webhook.
 * ``dropFinalCallback`` (per attempt): the final status callback is never sent, as when
   Twilio's request is lost; the call still ends at the provider (fetch shows it).
 * ``duplicateCallbacks``: every status callback is delivered twice (same
@@ -121,6 +124,7 @@ class CalleePlan:
     recordings: tuple[float | None, ...] = ()
     transfers: tuple[str, ...] = ()
     drop_final_callback: bool = False  # the final status callback is lost (never sent)
+    callback_latency_seconds: float = 0.0  # simulated seconds before each status callback leaves
 
     def speech_for_gather(self, index: int) -> str:
         """Words said at the ``index``-th speech Gather ("" = silence)."""
@@ -197,11 +201,12 @@ def _validate_step(step: Any, where: str) -> dict[str, Any]:
     hav = step.get("hangupAfterVerbs")
     if hav is not None and (not isinstance(hav, int) or isinstance(hav, bool) or hav < 0):
         raise ScriptError(f"{where}.hangupAfterVerbs must be a non-negative integer")
-    delay = step.get("answerDelayMs")
-    if delay is not None and (
-        not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0
-    ):
-        raise ScriptError(f"{where}.answerDelayMs must be a non-negative number")
+    for key in ("answerDelayMs", "callbackLatencyMs"):
+        delay = step.get(key)
+        if delay is not None and (
+            not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0
+        ):
+            raise ScriptError(f"{where}.{key} must be a non-negative number")
     return dict(step)
 
 
@@ -218,6 +223,7 @@ def _plan_from_step(step: Mapping[str, Any], *, duplicate: bool, out_of_order: b
         recordings=tuple(step.get("recordings") or ()),
         transfers=tuple(step.get("transfers") or ()),
         drop_final_callback=bool(step.get("dropFinalCallback", False)),
+        callback_latency_seconds=float(step.get("callbackLatencyMs") or 0) / 1000.0,
     )
 
 
@@ -233,7 +239,9 @@ def parse_script(data: Any) -> CalleeScript:
     steps = tuple(_validate_step(s, f"attempts[{i}]") for i, s in enumerate(attempts))
     then = _validate_step(data.get("then", {"behaviour": "human"}), "then")
     defaults = {
-        k: data[k] for k in ("digits", "hangupAfterVerbs", "answerDelayMs", "speech", "recordings", "transfers") if k in data
+        k: data[k]
+        for k in ("digits", "hangupAfterVerbs", "answerDelayMs", "speech", "recordings", "transfers", "callbackLatencyMs")
+        if k in data
     }
     _validate_step({"behaviour": "human", **defaults}, "script")
     return CalleeScript(
