@@ -3,7 +3,8 @@
 FILE holds a graph (``{"startNodeId", "nodes"}``), a flow body (``{"name", "graph"}``) or a
 golden fixture (``{"flow", "callee", "contact"}``). ``--inputs`` answers the nodes the call
 waits at, in order: ``--inputs 1 - 1234#`` (``-`` is silence); ``--answered-by machine``
-or ``--outcome busy`` change how the call starts. Prints the path and events as JSON;
+(with ``--amd sync`` for a verdict known at the answer) or ``--outcome busy`` change how
+the call starts. Prints the path and events as JSON;
 exits 2 with every validation error when the flow is invalid."""
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def cmd_flows_simulate(args: argparse.Namespace) -> int:
         callee["inputs"] = [None if v == "-" else v for v in args.inputs]
     if args.answered_by:
         callee["answeredBy"] = args.answered_by
+    if args.amd:
+        callee["amd"] = args.amd
     if args.outcome:
         callee["outcome"] = args.outcome
     if args.webhooks:
@@ -55,6 +58,7 @@ def add_flows_commands(sub: Any) -> None:
     sim.add_argument("file")
     sim.add_argument("--inputs", nargs="*", help="one per waiting node: keys, words, seconds recorded, transfer status; '-' = nothing")
     sim.add_argument("--answered-by", choices=("human", "machine"))
+    sim.add_argument("--amd", choices=("async", "sync"), help="when a machine is told apart: while the flow runs (default, as over Twilio) or at the answer")
     sim.add_argument("--outcome", choices=("busy", "no_answer", "rejected", "failed"), help="the call is never answered")
     sim.add_argument("--webhooks", help='JSON list of webhook answers, e.g. \'[{"status": 200, "json": {}}]\'')
     sim.add_argument("--contact", help="JSON object of contact fields and customAttributes")

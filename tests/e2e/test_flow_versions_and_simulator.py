@@ -104,6 +104,10 @@ def test_cli_simulate(tmp_path: Path) -> None:
     ok = gomobile(str(FIXTURES / "dtmf_multi_digit.json"), "--inputs", "12", "-", "123456#")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["path"] == load("dtmf_multi_digit")["expect"]["path"]
+    amd = gomobile(str(FIXTURES / "dial_voicemail.json"))  # the fixture's callee: a machine, told apart late
+    assert json.loads(amd.stdout)["path"] == load("dial_voicemail")["expect"]["path"]
+    at_answer = gomobile(str(FIXTURES / "dial_voicemail.json"), "--amd", "sync")
+    assert json.loads(at_answer.stdout)["path"] == ["dial>onVoicemail", "vm>onComplete", "vmdone>-"]
     busy = gomobile(str(FIXTURES / "dial_busy.json"))
     assert json.loads(busy.stdout)["hangupReason"] == "busy"
     bad = gomobile(str(FIXTURES / "error_no_path_to_hangup.json"))
