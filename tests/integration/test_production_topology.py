@@ -8,13 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.scenario import check_call_records, run_campaign
+from tests.e2e.scenario import FLOW, check_call_records, check_counters, run_campaign
 from tests.harness import ACCOUNT_SID, AUTH_TOKEN, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -140,3 +141,81 @@ def test_hundred_contact_campaign_across_processes(topology: Any) -> None:
         history = next(s for s in status if s["projection"] == "call_history")
         # Notification ids can skip values (a rolled-back insert still uses its sequence value).
         assert 900 < out["eventsApplied"] <= sum(history["positions"].values())
+
+
+def test_pause_resume_and_cancel_while_two_dispatchers_and_two_workers_run(topology: Any) -> None:
+    """Pause: no new call starts (calls in progress finish); resume: calling goes on;
+    cancel: every contact not yet called is skipped and nobody is dialled after. Across
+    it all, on two dispatchers and two workers, no attempt is dialled twice, the counters
+    add up on every read, and each contact ends in exactly one final state."""
+    t, org = topology
+    sandbox = f"http://127.0.0.1:{t.sandbox_port}"
+    n = 60
+    phones = [f"+21261255{i:03d}{4 + i % 6}" for i in range(n)]  # callees who answer at once
+    seen: list[dict[str, Any]] = []
+
+    def execution(c: httpx.Client, eid: str) -> dict[str, Any]:
+        e = c.get(f"/api/program-executions/{eid}").json()
+        check_counters(e)
+        seen.append(e)
+        return e
+
+    def dialled() -> list[str]:
+        return [call["to"] for call in httpx.get(f"{sandbox}/_sandbox/calls", timeout=10).json() if call["to"] in phones]
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{t.api_port}", headers={"Authorization": f"Bearer {org['apiKey']}"}, timeout=30) as c:
+        try:
+            # Slow enough to be caught in the middle: two calls at a time, five a second.
+            assert c.patch("/api/organization", json={"maxConcurrentCalls": 2, "callsPerSecond": 5}).status_code == 200
+            ids = [c.post("/api/contact", json={"primaryPhone": p}).json()["id"] for p in phones]
+            audience = c.post("/api/audience", json={"name": "Pause and cancel"}).json()
+            assert c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": ids}).status_code == 200
+            flow = c.post("/api/flows", json=FLOW).json()
+            program = c.post("/api/programs", json={
+                "name": "Pause and cancel", "audienceId": audience["id"], "flowId": flow["id"],
+                "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"], "retryStrategy": {"type": "none"},
+            })
+            assert program.status_code == 201, program.text
+            eid = c.post(f"/api/programs/{program.json()['id']}/launch").json()["executionId"]
+            wait_for(lambda: execution(c, eid)["contactsCompleted"] >= 5, 60, what="five calls completed")
+
+            paused = c.patch(f"/api/program-executions/{eid}/pause")
+            assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+            wait_for(lambda: execution(c, eid)["contactsInProgress"] == 0, 30, what="calls in progress to finish")
+            before = len(dialled())
+            time.sleep(1.5)  # dozens of ticks of each dispatcher
+            assert len(dialled()) == before, "a call started while paused"
+            e = execution(c, eid)
+            assert e["status"] == "paused" and e["contactsPending"] > 0
+            assert c.patch(f"/api/program-executions/{eid}/pause").status_code == 400
+
+            assert c.patch(f"/api/program-executions/{eid}/resume").json()["status"] == "running"
+            wait_for(lambda: len(dialled()) >= before + 5, 60, what="calls after resume")
+
+            assert c.delete(f"/api/program-executions/{eid}").status_code == 204
+
+            def settled() -> dict[str, Any] | None:
+                e = execution(c, eid)
+                return e if e["contactsPending"] == 0 and e["contactsInProgress"] == 0 else None
+
+            done = wait_for(settled, 60, what="remaining contacts skipped")
+            after = len(dialled())
+            time.sleep(1.5)
+            assert len(dialled()) == after, "a call started after cancel"
+            assert c.patch(f"/api/program-executions/{eid}/resume").status_code == 400  # cancelled for good
+        except BaseException:
+            print(t.logs())
+            raise
+        calls = dialled()
+        assert len(calls) == len(set(calls)), "an attempt was dialled twice"
+        assert done["status"] == "cancelled" and done["totalContacts"] == n
+        assert done["contactsSkipped"] > 0 and done["contactsCompleted"] + done["contactsFailed"] == len(calls)
+        assert done["contactsSkipped"] + len(calls) == n
+        assert all(e["totalContacts"] == n for e in seen)
+        # Each contact once in the report, in one final state: dialled ones completed, the rest skipped.
+        wait_for(lambda: len(c.get(f"/api/program-execution/{eid}/report/calls", params={"limit": 100}).json()["data"]) == n, 20,
+                 what="call history of every contact")
+        rows = c.get(f"/api/program-execution/{eid}/report/calls", params={"limit": 100}).json()["data"]
+        assert sorted(r["contactId"] for r in rows) == sorted(ids)
+        skipped = {r["contactId"] for r in rows if r["status"] == "skipped"}
+        assert len(skipped) == done["contactsSkipped"]
