@@ -155,7 +155,9 @@ def check_rules_agree(view: DirectoryView, tree: dict[str, Any], contacts: tuple
     assert view.matching_contact_ids(str(ORG), tree, TYPES) == expected
     count, sample = view.preview(str(ORG), tree, TYPES, 3)
     assert count == len(expected)
-    assert {r["id"] for r in sample} <= expected and len(sample) == min(3, count)
+    created = {r["id"]: r["created_at"] for r in view.rows("SELECT id, created_at FROM dir_contacts")}
+    newest = sorted(sorted(expected), key=lambda i: created[i], reverse=True)[:3]  # newest first, then by id
+    assert [r["id"] for r in sample] == newest
 
 
 _views: list[DirectoryView] = []
