@@ -404,7 +404,7 @@ class _Batch:
 
     Contact rows are read once (those the batch did not create), the events are replayed
     on them in order in memory (the same merge as one event at a time), and the final
-    rows are written with executemany. Membership changes are netted the same way
+    rows are written in one statement (PostgreSQL) or with executemany (SQLite). Membership changes are netted the same way
     against the pairs already stored, and each audience's count moves once."""
 
     def __init__(self, view: DirectoryView, c: Any) -> None:
