@@ -117,15 +117,19 @@ def build_chain_rows(
     """One chain row per organization of this save: (org, seq, first id, entries, hash)."""
     by_org: dict[UUID, list[bytes]] = {}
     first: dict[UUID, int] = {}
+    pack, sha256 = ENTRY.pack, hashlib.sha256
     for e, nid, org in zip(stored_events, notification_ids, orgs, strict=True):
-        entry = ENTRY.pack(_uuid(e.originator_id).bytes, e.originator_version, nid, event_digest(e.topic, e.state))
+        oid = e.originator_id
+        entry = pack(
+            oid.bytes if isinstance(oid, UUID) else UUID(str(oid)).bytes,
+            e.originator_version, nid, sha256(e.topic.encode() + b"\n" + e.state).digest(),
+        )  # fmt: skip
         found = by_org.get(org)
         if found is None:
             by_org[org] = [entry]
-            first[org] = nid
+            first[org] = nid  # ids come in ascending order
         else:
             found.append(entry)
-            first[org] = min(first[org], nid)
     rows = []
     for org, entries in by_org.items():
         seq, prev = heads.get(org, (0, ZERO))
@@ -248,11 +252,12 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         ).format(**names)
         self.sql_origins = SQL("SELECT originator_id, org FROM {schema}.{origins} WHERE originator_id = ANY(%s)").format(**names)
         self.sql_created = SQL("SELECT topic, state FROM {schema}.{events} WHERE originator_id = %s AND originator_version = 1").format(**names)
+        # One statement a save: the chain rows, and the streams this save starts.
         self.sql_insert_chain = SQL(
-            "INSERT INTO {schema}.{chain} (org, seq, first_id, entries, chain_hash) VALUES (%s, %s, %s, %s, %s)"
-        ).format(**names)
-        self.sql_insert_origins = SQL(
-            "INSERT INTO {schema}.{origins} (originator_id, org) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+            "WITH o AS (INSERT INTO {schema}.{origins} (originator_id, org) "
+            "SELECT * FROM unnest(%s::uuid[], %s::uuid[]) ON CONFLICT DO NOTHING) "
+            "INSERT INTO {schema}.{chain} (org, seq, first_id, entries, chain_hash) "
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[])"
         ).format(**names)
         self.origins_cache = OriginCache()
         self._local = threading.local()
@@ -324,9 +329,11 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
                 c.execute(self.sql_heads, (missing,))
                 heads.update({r["org"]: (r["seq"], bytes(r["chain_hash"])) for r in c.fetchall()})
         rows = build_chain_rows(self.audit_key, stored_events, ids, orgs, heads)
-        curs.executemany(self.sql_insert_chain, rows)
-        if plan.new_origins:
-            curs.executemany(self.sql_insert_origins, list(plan.new_origins.items()))
+        curs.execute(
+            self.sql_insert_chain,
+            (list(plan.new_origins), list(plan.new_origins.values()), *(list(column) for column in zip(*rows, strict=True))),
+            prepare=True,
+        )
         self._local.plan = plan
         return ids
 
