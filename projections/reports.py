@@ -124,6 +124,12 @@ class ReportsView(ViewMixin):
         return out
 
     # -- handlers -------------------------------------------------------------------
+    #
+    # Call events only add to counters, so a batch's changes are summed in memory
+    # (``_Pending``) and written at its end with one statement per table (executemany of
+    # upserts that add). The rows a batch reads (which execution a call belongs to, which
+    # nodes an attempt already reached) are read once per batch, and its own changes are
+    # seen in memory: the result is the same as applying the events one by one.
 
     ACTIVITY_SQL = (
         "INSERT INTO report_activity (organization_id, at, aggregate_id, version, event_type, actor, role, "
@@ -134,48 +140,76 @@ class ReportsView(ViewMixin):
         "INSERT INTO report_streams (originator_id, organization_id) VALUES (?, ?) "
         "ON CONFLICT (originator_id) DO NOTHING"
     )
+    CALLS_SQL = (
+        "INSERT INTO report_calls (job_id, execution_id, organization_id) VALUES (?, ?, ?) "
+        "ON CONFLICT (job_id) DO NOTHING"
+    )
+    ATTEMPT_COLUMNS = (
+        "attempted", "answered", *OUTCOME_COLUMNS.values(), "duration_total", "duration_count",
+    )  # fmt: skip
+    ATTEMPTS_SQL = (
+        f"INSERT INTO report_attempts (execution_id, attempt, {', '.join(ATTEMPT_COLUMNS)}) "
+        f"VALUES (?, ?, {', '.join('?' for _ in ATTEMPT_COLUMNS)}) ON CONFLICT (execution_id, attempt) DO UPDATE SET "
+        + ", ".join(f"{k} = report_attempts.{k} + excluded.{k}" for k in ATTEMPT_COLUMNS)
+    )
+    VISITS_SQL = "INSERT INTO report_visits (call_id, node_id) VALUES (?, ?) ON CONFLICT (call_id, node_id) DO NOTHING"
+    NODES_SQL = (
+        "INSERT INTO report_nodes (execution_id, node_id, node_type, node_label, unique_calls, total_executions) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id, node_id) DO UPDATE SET "
+        "unique_calls = report_nodes.unique_calls + excluded.unique_calls, "
+        "total_executions = report_nodes.total_executions + excluded.total_executions"
+    )
+    DIGITS_SQL = (
+        "INSERT INTO report_digits (execution_id, node_id, digits, n) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (execution_id, node_id, digits) DO UPDATE SET n = report_digits.n + excluded.n"
+    )
+    USAGE_SQL = (
+        "INSERT INTO report_usage (organization_id, month, calls, answered, billable_seconds) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (organization_id, month) DO UPDATE SET "
+        "calls = report_usage.calls + excluded.calls, answered = report_usage.answered + excluded.answered, "
+        "billable_seconds = report_usage.billable_seconds + excluded.billable_seconds"
+    )
+
+    def wants(self, topic: str) -> bool:
+        """Every event but the Call events no counter depends on (placed, ringing,
+        finished ...: most of the calls log), which the runner then skips undecoded."""
+        name = topic.rsplit(":", 1)[-1]
+        if not name.startswith("Call."):
+            return True  # the activity log and the streams' organizations
+        return hasattr(self, "on_" + name.replace(".", "_"))
 
     def apply_batch(
         self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None], last: Tracking | None = None
     ) -> None:
-        """As ViewMixin's, but the activity log and stream rows of the whole batch (one of
-        each per command event: most of the log) are written with one executemany each.
-        Nothing in the batch reads them, so writing them last is the same."""
+        """As ViewMixin's, with the batch's reads done up front and its writes summed."""
         if not items and last is None:
             return
-        activity: list[tuple[Any, ...]] = []
-        streams: list[tuple[Any, ...]] = []
         with self.transaction() as c:
+            pending = _Pending(self, c)
+            pending.preload([event for event, _ in items])
             for event, _ in items:
-                self._handle(c, event, activity, streams)
-            if activity:
-                c.executemany(self.q(self.ACTIVITY_SQL), activity)
-            if streams:
-                c.executemany(self.q(self.STREAMS_SQL), streams)
+                self._handle(pending, event)
+            pending.flush()
             self._insert_tracking(c, last or items[-1][1])  # type: ignore[attr-defined]
 
     def handle(self, c: Any, event: Any) -> None:
-        activity: list[tuple[Any, ...]] = []
-        streams: list[tuple[Any, ...]] = []
-        self._handle(c, event, activity, streams)
-        for row in activity:
-            self.ex(c, self.ACTIVITY_SQL, row)
-        for row in streams:
-            self.ex(c, self.STREAMS_SQL, row)
+        pending = _Pending(self, c)
+        self._handle(pending, event)
+        pending.flush()
 
-    def _handle(self, c: Any, event: Any, activity: list[tuple[Any, ...]], streams: list[tuple[Any, ...]]) -> None:
+    def _handle(self, p: _Pending, event: Any) -> None:
         name = type(event).__qualname__.replace(".", "_")
         handler = getattr(self, "on_" + name, None)
         if handler is not None:
-            handler(c, event)
+            handler(p, event)
         if not name.startswith("Call_"):
             row = self._activity(event)
             if row is not None:
-                activity.append(row)
+                p.activity.append(row)
         if name.endswith("_Created"):
             org = event.originator_id if name == "Organization_Created" else getattr(event, "organization_id", None)
             if org is not None:
-                streams.append((str(event.originator_id), str(org)))
+                p.streams.append((str(event.originator_id), str(org)))
 
     def _activity(self, e: Any) -> tuple[Any, ...] | None:
         meta = getattr(e, "meta", None) or {}
@@ -186,99 +220,181 @@ class ReportsView(ViewMixin):
         return (org, format_instant(e.timestamp), str(e.originator_id), e.originator_version,
                 type(e).__qualname__, actor, meta.get("role"), meta.get("requestId"), meta.get("correlationId"))  # fmt: skip
 
-    def _execution_of(self, c: Any, job_id: Any) -> tuple[str, str] | None:
-        rows = self.fetch(c, "SELECT execution_id, organization_id FROM report_calls WHERE job_id = ?", (str(job_id),))
-        return (rows[0]["execution_id"], rows[0]["organization_id"]) if rows else None
+    def on_Call_Created(self, p: _Pending, e: Any) -> None:
+        job = str(e.originator_id)
+        if p.execution_of(job) is None:
+            p.jobs[job] = (str(e.execution_id), str(e.organization_id))
+            p.new_jobs.append((job, str(e.execution_id), str(e.organization_id)))
 
-    def _bump(self, c: Any, execution_id: str, attempt: int, **deltas: int) -> None:
-        self.ex(
-            c,
-            "INSERT INTO report_attempts (execution_id, attempt) VALUES (?, ?) ON CONFLICT (execution_id, attempt) DO NOTHING",
-            (execution_id, attempt),
-        )
-        sets = ", ".join(f"{k} = {k} + ?" for k in deltas)
-        self.ex(
-            c,
-            f"UPDATE report_attempts SET {sets} WHERE execution_id = ? AND attempt = ?",
-            (*deltas.values(), execution_id, attempt),
-        )
-
-    def on_Call_Created(self, c: Any, e: Any) -> None:
-        self.ex(
-            c,
-            "INSERT INTO report_calls (job_id, execution_id, organization_id) VALUES (?, ?, ?) "
-            "ON CONFLICT (job_id) DO NOTHING",
-            (str(e.originator_id), str(e.execution_id), str(e.organization_id)),
-        )
-
-    def on_Call_DialClaimed(self, c: Any, e: Any) -> None:
-        found = self._execution_of(c, e.originator_id)
+    def on_Call_DialClaimed(self, p: _Pending, e: Any) -> None:
+        found = p.execution_of(str(e.originator_id))
         if found:
-            self._bump(c, found[0], e.attempt, attempted=1)
+            p.bump(found[0], e.attempt, "attempted", 1)
 
-    def on_Call_Answered(self, c: Any, e: Any) -> None:
-        found = self._execution_of(c, e.originator_id)
+    def on_Call_Answered(self, p: _Pending, e: Any) -> None:
+        found = p.execution_of(str(e.originator_id))
         if found:
-            self._bump(c, found[0], e.attempt, answered=1)
+            p.bump(found[0], e.attempt, "answered", 1)
 
-    def on_Call_AttemptEnded(self, c: Any, e: Any) -> None:
-        found = self._execution_of(c, e.originator_id)
+    def on_Call_AttemptEnded(self, p: _Pending, e: Any) -> None:
+        found = p.execution_of(str(e.originator_id))
         if not found:
             return
         execution_id, org = found
-        deltas: dict[str, int] = {}
         column = OUTCOME_COLUMNS.get(e.outcome)
         if column:
-            deltas[column] = 1
+            p.bump(execution_id, e.attempt, column, 1)
         if e.duration_ms is not None:
-            deltas["duration_total"] = int(e.duration_ms)
-            deltas["duration_count"] = 1
-        if deltas:
-            self._bump(c, execution_id, e.attempt, **deltas)
-        self._nodes(c, e, execution_id, e.unanswered_steps or [])
+            p.bump(execution_id, e.attempt, "duration_total", int(e.duration_ms))
+            p.bump(execution_id, e.attempt, "duration_count", 1)
+        p.nodes(e, execution_id, e.unanswered_steps or [])
         answered = e.outcome in ("completed", "voicemail")
         billable = -(-int(e.duration_ms or 0) // 60_000) * 60 if answered else 0
         month = (format_instant(e.at) or "")[:7]
-        self.ex(
-            c,
-            "INSERT INTO report_usage (organization_id, month, calls, answered, billable_seconds) "
-            "VALUES (?, ?, 1, ?, ?) ON CONFLICT (organization_id, month) DO UPDATE SET "
-            "calls = report_usage.calls + 1, answered = report_usage.answered + excluded.answered, "
-            "billable_seconds = report_usage.billable_seconds + excluded.billable_seconds",
-            (org, month, int(answered), billable),
-        )
+        usage = p.usage.setdefault((org, month), [0, 0, 0])
+        usage[0] += 1
+        usage[1] += int(answered)
+        usage[2] += billable
 
-    def on_Call_FlowAdvanced(self, c: Any, e: Any) -> None:
-        found = self._execution_of(c, e.originator_id)
+    def on_Call_FlowAdvanced(self, p: _Pending, e: Any) -> None:
+        found = p.execution_of(str(e.originator_id))
         if not found:
             return
         turn = e.turn or {}
-        self._nodes(c, e, found[0], turn.get("steps") or [])
+        p.nodes(e, found[0], turn.get("steps") or [])
         inputs = [ev for ev in turn.get("events") or [] if ev.get("type") == "dtmf_collected"]
         if "events" not in turn and turn.get("input") is not None:
             inputs = [turn["input"]]
         for ev in inputs:
-            self.ex(
-                c,
-                "INSERT INTO report_digits (execution_id, node_id, digits, n) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (execution_id, node_id, digits) DO UPDATE SET n = report_digits.n + 1",
-                (found[0], ev.get("nodeId") or "", str(ev.get("digits") or "")),
-            )
+            key = (found[0], ev.get("nodeId") or "", str(ev.get("digits") or ""))
+            p.digits[key] = p.digits.get(key, 0) + 1
 
-    def _nodes(self, c: Any, e: Any, execution_id: str, steps: list[dict[str, Any]]) -> None:
+
+class _Pending:
+    """One transaction's reads (cached) and writes (summed) of the reports view."""
+
+    def __init__(self, view: ReportsView, c: Any) -> None:
+        self.view = view
+        self.c = c
+        self.activity: list[tuple[Any, ...]] = []
+        self.streams: list[tuple[Any, ...]] = []
+        self.jobs: dict[str, tuple[str, str] | None] = {}  # job id -> (execution id, organization id)
+        self.new_jobs: list[tuple[str, str, str]] = []
+        self.attempts: dict[tuple[str, int], dict[str, int]] = {}
+        self.visited: dict[str, set[str]] = {}  # attempt id -> nodes it reached
+        self.new_visits: list[tuple[str, str]] = []
+        self.node_counts: dict[tuple[str, str], list[Any]] = {}  # -> [type, label, unique, total]
+        self.digits: dict[tuple[str, str, str], int] = {}
+        self.usage: dict[tuple[str, str], list[int]] = {}
+        self.attempt_ids: dict[tuple[Any, int], str] = {}
+
+    def _select_in(self, sql: str, keys: list[str]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        if self.view.is_postgres:  # one array parameter: the same statement text every time
+            return self.view.fetch(self.c, sql.replace("IN (?*)", "= ANY(?)"), (keys,))
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows += self.view.fetch(self.c, sql.replace("?*", ", ".join("?" for _ in chunk)), chunk)
+        return rows
+
+    def preload(self, events: list[Any]) -> None:
+        """Read, in two queries, what the batch's call events will look up."""
+        jobs, attempts = set(), set()
+        for e in events:
+            name = type(e).__qualname__
+            if not name.startswith("Call.") or name == "Call.Created":
+                continue
+            jobs.add(str(e.originator_id))
+            if name in ("Call.FlowAdvanced", "Call.AttemptEnded"):
+                attempts.add(self.attempt_of(e))
+        missing = sorted(jobs - set(self.jobs))
+        for job in missing:
+            self.jobs[job] = None
+        for r in self._select_in("SELECT job_id, execution_id, organization_id FROM report_calls WHERE job_id IN (?*)", missing):
+            self.jobs[r["job_id"]] = (r["execution_id"], r["organization_id"])
+        unseen = sorted(attempts - set(self.visited))
+        for cid in unseen:
+            self.visited[cid] = set()
+        for r in self._select_in("SELECT call_id, node_id FROM report_visits WHERE call_id IN (?*)", unseen):
+            self.visited[r["call_id"]].add(r["node_id"])
+
+    def attempt_of(self, e: Any) -> str:
+        key = (e.originator_id, e.attempt)
+        found = self.attempt_ids.get(key)
+        if found is None:
+            found = self.attempt_ids[key] = str(attempt_id(e.originator_id, e.attempt))
+        return found
+
+    def execution_of(self, job: str) -> tuple[str, str] | None:
+        if job not in self.jobs:
+            self.preload_job(job)
+        return self.jobs[job]
+
+    def preload_job(self, job: str) -> None:
+        rows = self.view.fetch(self.c, "SELECT execution_id, organization_id FROM report_calls WHERE job_id = ?", (job,))
+        self.jobs[job] = (rows[0]["execution_id"], rows[0]["organization_id"]) if rows else None
+
+    def bump(self, execution_id: str, attempt: int, column: str, n: int) -> None:
+        row = self.attempts.setdefault((execution_id, attempt), {})
+        row[column] = row.get(column, 0) + n
+
+    def nodes(self, e: Any, execution_id: str, steps: list[dict[str, Any]]) -> None:
         if not steps:
             return
-        cid = str(attempt_id(e.originator_id, e.attempt))
+        cid = self.attempt_of(e)
+        seen = self.visited.get(cid)
+        if seen is None:
+            rows = self.view.fetch(self.c, "SELECT node_id FROM report_visits WHERE call_id = ?", (cid,))
+            seen = self.visited[cid] = {r["node_id"] for r in rows}
         for step in steps:
             node_id = step["nodeId"]
-            first = not self.fetch(c, "SELECT 1 FROM report_visits WHERE call_id = ? AND node_id = ?", (cid, node_id))
+            first = node_id not in seen
             if first:
-                self.ex(c, "INSERT INTO report_visits (call_id, node_id) VALUES (?, ?)", (cid, node_id))
-            self.ex(
-                c,
-                "INSERT INTO report_nodes (execution_id, node_id, node_type, node_label, unique_calls, total_executions) "
-                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (execution_id, node_id) DO UPDATE SET "
-                "unique_calls = report_nodes.unique_calls + excluded.unique_calls, "
-                "total_executions = report_nodes.total_executions + 1",
-                (execution_id, node_id, step.get("nodeType") or "", step.get("nodeLabel"), int(first)),
-            )
+                seen.add(node_id)
+                self.new_visits.append((cid, node_id))
+            counts = self.node_counts.get((execution_id, node_id))
+            if counts is None:  # the type and label of the first visit name the node
+                counts = self.node_counts[(execution_id, node_id)] = [step.get("nodeType") or "", step.get("nodeLabel"), 0, 0]
+            counts[2] += int(first)
+            counts[3] += 1
+
+    def flush(self) -> None:
+        v, c = self.view, self.c
+        t, i = "text", "integer"
+        writes: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
+            (v.CALLS_SQL, (t, t, t), self.new_jobs),
+            (v.ATTEMPTS_SQL, (t, i, *(i for _ in v.ATTEMPT_COLUMNS)),
+             [(eid, n, *(d.get(k, 0) for k in v.ATTEMPT_COLUMNS)) for (eid, n), d in self.attempts.items()]),
+            (v.VISITS_SQL, (t, t), self.new_visits),
+            (v.NODES_SQL, (t, t, t, t, i, i), [(eid, node, *counts) for (eid, node), counts in self.node_counts.items()]),
+            (v.DIGITS_SQL, (t, t, t, i), [(*key, n) for key, n in self.digits.items()]),
+            (v.USAGE_SQL, (t, t, i, i, i), [(*key, *sums) for key, sums in self.usage.items()]),
+            (v.ACTIVITY_SQL, (t, t, t, i, t, t, t, t, t), self.activity),
+            (v.STREAMS_SQL, (t, t), self.streams),
+        ]  # fmt: skip
+        for sql, types, rows in writes:
+            if rows:
+                _insert_rows(v, c, sql, types, rows)
+
+
+def _insert_rows(
+    view: ViewMixin, c: Any, sql: str, types: tuple[str, ...], rows: list[tuple[Any, ...]], per_statement: int = 500
+) -> None:
+    """``INSERT ... VALUES (row) [ON CONFLICT ...]`` for many rows in one statement: one
+    statement costs the server far less than one per row (the rows of one statement never
+    share a key: each batch sums its rows per key). On PostgreSQL the rows go as one array
+    per column (``unnest``), so the statement's text, parsed once, never changes; SQLite
+    takes multi-row VALUES of up to 500 rows."""
+    head, _, rest = sql.partition(" VALUES (")
+    row_marks, _, tail = rest.partition(")")
+    if view.is_postgres:
+        columns = ", ".join(f"%s::{t}[]" for t in types)
+        c.execute(f"{head} SELECT * FROM unnest({columns}){tail}", [list(col) for col in zip(*rows, strict=True)])
+        return
+    row_sql = "(" + row_marks + ")"
+    for i in range(0, len(rows), per_statement):
+        chunk = rows[i : i + per_statement]
+        statement = f"{head} VALUES {', '.join(row_sql for _ in chunk)}{tail}"
+        c.execute(view.q(statement), [value for row in chunk for value in row])
