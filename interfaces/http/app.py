@@ -25,6 +25,7 @@ from interfaces.http.exports import EXPORT_HANDLERS
 from interfaces.http.dashboard import DASHBOARD_HANDLERS
 from interfaces.http.metrics import METRICS_HANDLERS
 from interfaces.http.flows import FLOW_HANDLERS
+from interfaces.http.outage import OutageGate, StoreWatch, outage_handlers
 from interfaces.http.resources import RESOURCE_HANDLERS
 from interfaces.webhooks.twilio import WEBHOOK_HANDLERS
 
@@ -59,6 +60,7 @@ def create_app(container: Any) -> Litestar:
         exception_handlers={
             DomainError: domain_error_handler,
             HTTPException: http_error_handler,
+            **outage_handlers(),  # an unreachable store: 503 + Retry-After, not a 500
             Exception: internal_error_handler,
         },
         openapi_config=OpenAPIConfig(
@@ -76,5 +78,10 @@ def create_app(container: Any) -> Litestar:
     app.state.container = container
     install(app, container)
     # Outside litestar's routing, so that unknown paths and errors get a request id too.
+    settings = getattr(container, "settings", None)
+    if settings is not None and settings.uses_postgres:
+        # While PostgreSQL is down, 503 + Retry-After at once (not after the store's retries).
+        app.state.store_watch = StoreWatch(settings.database_url).start()
+        app.asgi_handler = OutageGate(app.asgi_handler, app.state.store_watch)  # type: ignore[method-assign]
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)  # type: ignore[method-assign]
     return app

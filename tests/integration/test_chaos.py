@@ -222,3 +222,140 @@ def test_killed_workers_projector_and_a_redis_restart_lose_nothing_and_dial_noth
         report_after = client.get(f"/api/program-execution/{eid}/report").json()
         assert report_after.get("callMetrics") == report_before.get("callMetrics")
         assert report_after.get("contactMetrics") == report_before.get("contactMetrics")
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of this test only (initdb in a temporary directory), so that
+    it can be stopped and started without touching the shared server."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        assert found, "PostgreSQL's server binaries (pg_ctl, initdb) are needed for this test"
+        self.bin = Path(found[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="gomobile-chaos-pg-"))
+        self.port = free_port()
+        self.as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+        if self.as_postgres:
+            import shutil
+
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [str(self.bin / tool), *args]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        out = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-w", "-l", str(self.dir / "log"), "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                  "start")
+
+    def crash(self) -> None:
+        """Stop at once, as a crash would (no shutdown checkpoint)."""
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-w", "-m", "immediate", "stop")
+
+    def destroy(self) -> None:
+        import shutil
+
+        subprocess.run([*(["runuser", "-u", "postgres", "--"] if self.as_postgres else []),
+                        str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture()
+def outage(tmp_path: Path, redis_namespace: tuple[str, str]) -> Any:
+    pg = PrivatePostgres()
+    pg.start()
+    t = Topology(tmp_path, pg.url, *redis_namespace)
+    t.env["GOMOBILE_SANDBOX_TIME_SCALE"] = "0"
+    t.env["GOMOBILE_LOG_LEVEL"] = "WARNING"
+    try:
+        org = json.loads(t.cli("org", "create", "Outage Org"))
+        t.start("sandbox")
+        for role in ("api", "dispatcher", "projector", "worker"):
+            t.start(role)
+        wait_for(lambda: _up(f"http://127.0.0.1:{t.api_port}/health") and _up(f"http://127.0.0.1:{t.sandbox_port}/_sandbox/health"),
+                 30, what="api and sandbox")
+        yield t, org, pg
+    except BaseException:
+        print(t.logs())
+        raise
+    finally:
+        t.stop()
+        pg.destroy()
+
+
+def test_a_postgres_crash_answers_503_and_the_execution_resumes_by_itself(outage: Any) -> None:
+    t, org, pg = outage
+    n = 300
+    with httpx.Client(base_url=f"http://127.0.0.1:{t.api_port}", headers={"x-api-key": org["apiKey"]}, timeout=60) as client:
+        phones = [f"+2126{4000000 + i:07d}{4 + i % 6}" for i in range(n)]
+        r = client.post("/api/contact/upsert", json={"data": [{"primaryPhone": p} for p in phones]})
+        assert r.status_code == 201, r.text
+        ids = [x["id"] for x in r.json()["data"]] if "data" in r.json() else None
+        if ids is None:
+            wait_for(lambda: client.get("/api/contact", params={"limit": 1}).json()["meta"]["total"] == n, 60, what="contacts")
+            ids = [c["id"] for page in (1, 2, 3) for c in client.get("/api/contact", params={"limit": 100, "page": page}).json()["data"]]
+        audience = client.post("/api/audience", json={"name": "Outage"}).json()
+        assert client.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": ids}).status_code == 200
+        flow = client.post("/api/flows", json=FLOW).json()
+        program = client.post("/api/programs", json={
+            "name": "Outage", "audienceId": audience["id"], "flowId": flow["id"], "startAt": "2025-01-20T09:00:00Z",
+            "didPool": ["+212500000001"], "retryStrategy": {"type": "none"}}).json()
+        eid = client.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+        wait_for(lambda: client.get(f"/api/program-executions/{eid}").json()["contactsCompleted"] >= n // 4, 120,
+                 what="a quarter of the calls done")
+
+        pg.crash()
+        statuses = []
+        for _ in range(10):
+            down = client.get(f"/api/program-executions/{eid}")
+            statuses.append(down.status_code)
+            if down.status_code == 503:
+                break
+            time.sleep(0.3)
+        assert statuses[-1] == 503, f"expected 503 while PostgreSQL is down, got {statuses}: {down.text}"
+        assert int(down.headers["Retry-After"]) > 0 and down.json()["error"] == "SERVICE_UNAVAILABLE"
+        write = client.post("/api/contact", json={"primaryPhone": "+212612999999"})
+        assert write.status_code == 503 and "Retry-After" in write.headers, write.text
+        time.sleep(3)
+        pg.start()
+
+        # Nobody restarts anything: the processes reconnect and the execution finishes.
+        started = time.monotonic()
+        last_done, last_progress = -1, time.monotonic()
+        while True:
+            r = client.get(f"/api/program-executions/{eid}")
+            if r.status_code == 200:
+                e = r.json()
+                assert sum(e[k] for k in COUNTERS) == e["totalContacts"], e
+                done = e["contactsCompleted"] + e["contactsFailed"]
+                if done == n and e["status"] == "completed":
+                    break
+                if done != last_done:
+                    last_done, last_progress = done, time.monotonic()
+            assert time.monotonic() - started < 300, f"not finished 5 minutes after the restart: {r.text}\n{t.logs()}"
+            if time.monotonic() - last_progress > 5:
+                t.advance(150)  # lost callbacks and jobs: the reconciler and the dispatch lease
+                last_progress = time.monotonic()
+            time.sleep(0.3)
+        for role, proc in t.procs.items():
+            assert proc.poll() is None, f"{role} died during the outage:\n{t.logs()}"
+        placed = httpx.get(f"http://127.0.0.1:{t.sandbox_port}/_sandbox/calls", timeout=60).json()
+        twice = {k: v for k, v in collections.Counter(c["to"] for c in placed).items() if v > 1}
+        assert not twice, f"dialled more than once: {twice}"
+        completed = sum(1 for c in placed if c.get("status") == "completed")
+        assert e["contactsCompleted"] == completed, (e, completed)
+        print(f"postgres outage: {len(placed)} calls placed for {n} contacts, {completed} completed, "
+              f"{e['contactsFailed']} failed, statuses while down {statuses}")

@@ -1,0 +1,120 @@
+"""A store that cannot be reached is an outage, not a bug: 503 with ``Retry-After``.
+
+While PostgreSQL restarts (or Redis, for the features that need it), requests fail with
+connection errors. They are answered ``503 SERVICE_UNAVAILABLE`` with a ``Retry-After``
+header so that clients back off and retry, instead of a 500 that reads as a defect; the
+pools reconnect by themselves once the store is back. A conflict (IntegrityError) or a
+bad query is not an outage and is not mapped here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Any
+
+import psycopg
+import redis
+from eventsourcing.persistence import InterfaceError, OperationalError
+from litestar import Request, Response
+
+from interfaces.http.common import _problem
+
+RETRY_AFTER_SECONDS = 5
+
+# Exception classes that mean "the store is unreachable right now".
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError, redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+log = logging.getLogger("gomobile.api")
+
+
+def outage_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.warning("store unavailable on %s: %s", request.url.path, exc)
+    response = _problem(
+        request, 503, "SERVICE_UNAVAILABLE",
+        f"A data store is unavailable ({type(exc).__name__}); retry in {RETRY_AFTER_SECONDS} seconds",
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def outage_handlers() -> dict[type[Exception], Any]:
+    return dict.fromkeys(OUTAGE_ERRORS, outage_handler)
+
+
+class StoreWatch:
+    """Probes PostgreSQL once a second on a connection of its own (``SELECT 1``).
+
+    A request that reaches the event store while PostgreSQL is down waits in
+    eventsourcing's retries (ten attempts, each up to the pool's connect timeout) before
+    failing; the watch lets the gate answer 503 at once instead, from the first second
+    of an outage to the first second after it."""
+
+    def __init__(self, database_url: str, interval: float = 1.0) -> None:
+        self.database_url = database_url
+        self.interval = interval
+        self.down: str | None = None  # why the store is unreachable, while it is
+        self._stop = threading.Event()
+        self._conn: Any = None
+        self._thread = threading.Thread(target=self._run, name="store-watch", daemon=True)
+
+    def start(self) -> StoreWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def probe(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.database_url, connect_timeout=2, autocommit=True)
+            self._conn.execute("SELECT 1")
+            if self.down:
+                log.warning("PostgreSQL is reachable again")
+            self.down = None
+        except psycopg.Error as exc:
+            if not self.down:
+                log.warning("PostgreSQL is unreachable: %s", exc)
+            self.down = f"PostgreSQL is unreachable ({type(exc).__name__})"
+            if self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.probe()
+            self._stop.wait(self.interval)
+
+
+class OutageGate:
+    """ASGI middleware: while the watch says the store is down, API requests get 503 with
+    ``Retry-After`` at once (health and the docs still answer)."""
+
+    def __init__(self, app: Any, watch: StoreWatch) -> None:
+        self.app = app
+        self.watch = watch
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        down = self.watch.down
+        if down and scope["type"] == "http" and scope.get("path", "").startswith(("/api", "/webhooks", "/dashboard")):
+            import json
+            from datetime import UTC, datetime
+
+            body = json.dumps({
+                "statusCode": 503, "error": "SERVICE_UNAVAILABLE",
+                "message": f"{down}; retry in {RETRY_AFTER_SECONDS} seconds",
+                "type": "https://docs.gomobile.ma/errors/SERVICE_UNAVAILABLE", "title": "SERVICE_UNAVAILABLE",
+                "status": 503, "detail": down, "path": scope.get("path"),
+                "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            }).encode()
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+                (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
