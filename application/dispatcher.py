@@ -72,6 +72,7 @@ class Dispatcher:
     ) -> None:
         self.zones_ttl = zones_ttl
         self._zones: dict[str, tuple[float, set[str | None]]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
         self.reconciler = reconciler
         self.live_members = live_members
         self.live_every = live_every
@@ -191,6 +192,8 @@ class Dispatcher:
             budget = min(self.batch, org_budget[org_id])
             if program.get("maxConcurrentCalls"):
                 budget = min(budget, int(program["maxConcurrentCalls"]) - flights[org_id].get(row["id"], 0))
+            paces = [(f"org:{org_id}", org.settings.get("callsPerSecond")), (f"program:{row['id']}", program.get("callsPerSecond"))]
+            budget = min(budget, *(self._pace_allows(key, rate) for key, rate in paces))
             if budget <= 0:
                 continue
             hours = CallingHours.parse(org.settings.get("callingHours"))
@@ -205,8 +208,30 @@ class Dispatcher:
             for call_id, attempt in due:
                 self.queue.enqueue_dial(call_id, attempt)
             org_budget[org_id] -= len(due)
+            for key, rate in paces:
+                self._pace_spend(key, rate, len(due))
             total += len(due)
         return total
+
+    def _pace_allows(self, key: str, per_second: Any) -> int:
+        """How many calls the pace (calls per second) allows to send now: a bucket of one
+        second's worth, refilled as time passes. The workers' Redis rate limiter is what
+        enforces the pace across processes; sending no faster than it spares a paced
+        execution's workers from declining (and the dispatcher from resending) the same
+        jobs ten times a second."""
+        if not per_second:
+            return self.batch
+        rate = float(per_second)
+        tokens, last = self._buckets.get(key, (max(1.0, rate), time.monotonic()))
+        now = time.monotonic()
+        tokens = min(max(1.0, rate), tokens + (now - last) * rate)
+        self._buckets[key] = (tokens, now)
+        return int(tokens)
+
+    def _pace_spend(self, key: str, per_second: Any, n: int) -> None:
+        if per_second and key in self._buckets:
+            tokens, last = self._buckets[key]
+            self._buckets[key] = (tokens - n, last)
 
     def _zones_of(self, eid: str) -> set[str | None]:
         """The time zones of an execution's pending calls (a superset: zones whose calls
