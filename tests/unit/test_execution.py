@@ -109,3 +109,52 @@ def test_threshold_pause_can_be_resumed():
     execution.status = "paused_threshold"  # set by an auto-pause rule (not modelled here yet)
     execution.resume()
     assert execution.status == "running"
+
+
+# -- large launches: the snapshot by reference and the bulk reads behind it -----------------
+
+
+def test_an_audience_of_few_versions_but_many_members_is_snapshotted_by_reference():
+    from application.campaigns import SMALL_AUDIENCE_MEMBERS, CampaignsApp
+    from application.dispatcher import MemberIds
+    from domain.audience import Audience
+    from domain.contact import Contact
+
+    app = CampaignsApp()
+    org_id, _ = app.create_organization("Big", "MA", "Africa/Casablanca")
+    org = app.organization(org_id)
+    n = SMALL_AUDIENCE_MEMBERS + 1
+    people = [Contact(org.id, f"+2126{1000000 + i:07d}{4 + i % 6}", "", {"firstName": f"P{i}"}) for i in range(n)]
+    app.save(*people)
+    audience = Audience(org.id, "One import", None)
+    audience.add_members([str(p.id) for p in people])  # one version, many members
+    app.save(audience)
+    flow = app.create_flow(org.id, {"name": "F", "graph": {"startNodeId": "h", "nodes": [{"id": "h", "type": "hangup", "config": {}}]}})
+    program = app.create_program(org, {"name": "P", "audienceId": str(audience.id), "flowId": str(flow.id),
+                                       "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"], "retryStrategy": {"type": "none"}})
+    execution = app.launch_program(org, str(program.id), T0)
+    assert execution.contact_ids == []
+    assert execution.audience_ref == {"audienceId": str(audience.id), "version": audience.version}
+
+    # Members as of the pinned version, in order: a later removal or addition is not in it.
+    later = Contact(org.id, "+212699999994", "", {})
+    app.save(later)
+    audience.remove_members([str(people[0].id)])
+    audience.add_members([str(later.id)])
+    app.save(audience)
+    members = app.audience_members_at(audience.id, execution.audience_ref["version"], page=1)
+    assert members == [str(p.id) for p in people]
+    assert app.audience_members_at(audience.id, audience.version) == [str(p.id) for p in people[1:]] + [str(later.id)]
+
+    # Bulk contact reads keep the order asked for and leave out deleted contacts and others'.
+    other_org, _ = app.create_organization("Other", "MA", "Africa/Casablanca")
+    stranger = Contact(other_org, "+212611111114", "", {})
+    app.save(stranger)
+    app.delete_contact(org.id, str(people[1].id))
+    asked = [str(people[3].id), str(stranger.id), str(people[1].id), str(people[2].id), "00000000-0000-0000-0000-000000000000"]
+    assert [str(c.id) for c in app.contacts_of(org.id, asked)] == [str(people[3].id), str(people[2].id)]
+    assert app.contacts_of(org.id, [str(people[2].id)])[0].snapshot() == app.contact(org.id, people[2].id).snapshot()
+
+    packed = MemberIds(members)
+    assert len(packed) == n and packed[0] == members[0] and packed[-1] == members[-1]
+    assert packed[5:9] == members[5:9] and packed[n - 1 : n + 5] == members[n - 1 :]
