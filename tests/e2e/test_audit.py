@@ -98,6 +98,11 @@ def test_signed_exports_verify_with_the_published_key_and_fail_when_a_byte_chang
         contact_payload = verify_export(c.json(), pem)
         streams = {(e["application"], e["originatorId"]) for e in contact_payload["events"]}
         assert ("campaigns", contact) in streams and any(a == "calls" for a, _ in streams)
+        # The contact was created over HTTP: its event names the key, its role, the request.
+        created = next(e for e in contact_payload["events"] if (e["originatorId"], e["version"]) == (contact, 1))
+        meta = created["event"]["meta"]
+        assert meta["actor"].startswith("apikey:") and meta["role"] == "admin" and meta["organizationId"] == campaign["org"]
+        assert meta["requestId"] and meta["correlationId"]
         assert auditor.get("/api/audit/export", params={"contactId": contact, "executionId": eid}).status_code == 400
         assert auditor.get("/api/audit/export", params={"executionId": "nope"}).status_code == 400
     with p.client(campaign["key"]) as admin:
