@@ -35,8 +35,11 @@ class Gateway:
         return f"gw-{len(self.sent)}"
 
 
+STORES: dict[str, dict[str, str]] = {}  # the test's backend: the embedded store, or PostgreSQL + Redis
+
+
 def container(data_dir: Path, gateway: Gateway) -> Container:
-    c = Container(Settings(data_dir=data_dir, projection_interval=0.02, worker_threads=2))
+    c = Container(Settings(data_dir=data_dir, projection_interval=0.02, worker_threads=2, **STORES.get(str(data_dir), {})))
     c.flow_effects.sms = gateway
     return c
 
@@ -64,9 +67,14 @@ def effects_done(c: Container, call: UUID, version: int) -> TurnEffects | None:
     return c.flow_effects.done(call, version)
 
 
-@pytest.fixture()
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "var"
+@pytest.fixture(params=["embedded", pytest.param("postgres", marks=pytest.mark.integration)])
+def data_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "var"
+    if request.param == "postgres":
+        redis_url, namespace = request.getfixturevalue("redis_namespace")
+        STORES[str(path)] = {"database_url": request.getfixturevalue("postgres_database"), "redis_url": redis_url, "redis_namespace": namespace}
+    yield path
+    STORES.pop(str(path), None)
 
 
 def test_effects_of_a_turn_saved_just_before_a_crash_happen_once_after_restart(data_dir: Path) -> None:
