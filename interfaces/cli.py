@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     from interfaces.audit_cli import add_audit_commands
 
     add_audit_commands(sub)  # issue 7: audit verify, export, verify-export
+    from interfaces.keys_cli import add_keys_commands
+
+    add_keys_commands(sub)  # issue 7: keys issue, list, rotate, revoke
     return p
 
 

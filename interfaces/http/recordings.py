@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Response, delete, get
 
-from domain.errors import ValidationError
+from domain.errors import NotFound, ValidationError
 from interfaces.http.common import acting, authenticate, in_thread
 
 
@@ -48,7 +48,12 @@ def list_recordings(request: Request[Any, Any, Any], limit: str | None = None, o
 def call_recordings(request: Request[Any, Any, Any], call_id: str) -> list[dict[str, Any]]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
-    return [recording_dto(r) for r in c.recordings.list(who.organization_id, 100, 0, call_id)]
+    rows = c.recordings.list(who.organization_id, 100, 0, call_id)
+    if not rows:  # another organization's call (or none) is a 404, not an empty list
+        call = c.history.attempt(call_id)
+        if call is None or call["organization_id"] != str(who.organization_id):
+            raise NotFound("Call not found")
+    return [recording_dto(r) for r in rows]
 
 
 def _audio(request: Request[Any, Any, Any], recording_id: str, disposition: str) -> Response[bytes]:
