@@ -26,6 +26,7 @@ from interfaces.http.dashboard import DASHBOARD_HANDLERS
 from interfaces.http.metrics import METRICS_HANDLERS
 from interfaces.http.flows import FLOW_HANDLERS
 from interfaces.http.outage import OutageGate, StoreWatch, outage_handlers
+from interfaces.http.problem import document_errors
 from interfaces.http.resources import RESOURCE_HANDLERS
 from interfaces.webhooks.twilio import WEBHOOK_HANDLERS
 
@@ -55,6 +56,8 @@ def create_app(container: Any) -> Litestar:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:
             handler.operation_id = _camel(handler.handler_name)
+        if handler not in WEBHOOK_HANDLERS:  # Twilio's callbacks answer Twilio, not API clients
+            document_errors(handler)  # our error body, not litestar's default 400
     app = Litestar(
         route_handlers=handlers,
         exception_handlers={

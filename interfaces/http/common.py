@@ -128,14 +128,17 @@ def body_object(data: Any) -> dict[str, Any]:
     return data
 
 
+MAX_PAGE = 10_000_000  # (page - 1) * limit must stay a 64-bit offset
+
+
 def paging(page: Any, limit: Any) -> tuple[int, int]:
     errors: dict[str, list[str]] = {}
     try:
         p = int(page) if page is not None else 1
-        if p < 1:
+        if not 1 <= p <= MAX_PAGE:
             raise ValueError
     except (TypeError, ValueError):
-        errors["page"] = ["must be an integer of at least 1"]
+        errors["page"] = [f"must be an integer from 1 to {MAX_PAGE:,}"]
         p = 1
     try:
         lim = int(limit) if limit is not None else 20

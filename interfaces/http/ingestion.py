@@ -61,10 +61,12 @@ def _save_meta(path: Path, meta: dict[str, Any]) -> None:
 
 @post("/api/contact/ingestion/upload", status_code=201)
 @in_thread
-def upload(request: Request[Any, Any, Any], data: UploadFile = Body(media_type=RequestEncodingType.MULTI_PART)) -> dict[str, Any]:
+def upload(request: Request[Any, Any, Any], data: UploadFile | None = Body(media_type=RequestEncodingType.MULTI_PART)) -> dict[str, Any]:
     """Multipart field ``data``: the CSV file. Answers its columns, a sample and a suggested mapping."""
     c = _c(request)
     who = authenticate(request, c.campaigns)
+    if not isinstance(data, UploadFile):  # a text field, or no multipart at all
+        raise ValidationError.single("data", "must be a file, sent as the multipart/form-data field 'data'")
     ingestion_id = str(uuid.uuid4())
     path = Path(c.settings.data_dir) / "ingestions" / str(who.organization_id) / ingestion_id
     path.mkdir(parents=True)
