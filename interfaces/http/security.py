@@ -351,6 +351,8 @@ def rule_for(method: str, path_template: str) -> Rule | None:
 
 
 def allowed(role: str, permission: str) -> bool:
+    if permission == UNDECLARED.permission:
+        return role == "admin"
     return permission in ROLE_PERMISSIONS.get(role, frozenset())
 
 
