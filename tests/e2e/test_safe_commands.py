@@ -261,3 +261,24 @@ def test_request_body_too_large_is_a_413(platform: Platform) -> None:
         assert r.status_code == 413 and r.json()["error"] == "PAYLOAD_TOO_LARGE"
         assert "larger than this endpoint accepts" in r.json()["message"]
         assert c.get("/api/contact").json()["meta"]["total"] == 0
+
+
+# -- unknown fields ----------------------------------------------------------------------
+
+
+def test_unknown_fields_are_a_400_naming_them(platform: Platform) -> None:
+    _, key = platform.new_org("Strict")
+    with platform.client(key) as c:
+        r = c.post("/api/contact", json={"primaryPhone": "+212612356001", "firstName": "A", "frstName": "typo"})
+        assert r.status_code == 400 and r.json()["error"] == "VALIDATION_FAILED"
+        assert list(r.json()["fieldErrors"]) == ["frstName"] and "frstName" in r.json()["message"]
+        assert c.get("/api/contact").json()["meta"]["total"] == 0  # nothing created
+        upsert = c.post("/api/contact/upsert", json={"data": [{"primaryPhone": "+212612356002"}, {"primaryPhone": "+212612356003", "vip": True}]})
+        assert upsert.status_code == 400 and list(upsert.json()["fieldErrors"]) == ["data[1].vip"]
+        flow = c.post("/api/flows", json={**FLOW, "nodes": []})
+        assert flow.status_code == 400 and "nodes" in flow.json()["fieldErrors"]
+        audience = c.post("/api/audience", json={"name": "Strict list", "members": []})
+        assert audience.status_code == 400 and "members" in audience.json()["fieldErrors"]
+        # The documented fields still work.
+        ok = c.post("/api/contact", json={"primaryPhone": "+212612356001", "firstName": "A", "city": "Fes", "timezone": "Africa/Casablanca"})
+        assert ok.status_code == 201, ok.text
