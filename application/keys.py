@@ -34,7 +34,8 @@ def key_dto(org: Organization, key_id: str) -> dict[str, Any]:
         "status": org.key_status(key_id),
         "isActive": org.key_status(key_id) == "active",
         "expiresAt": k.get("expiresAt"),
-        "createdAt": k.get("createdAt"),
+        # keys issued with the organization (before issue 7) did not record when: then
+        "createdAt": k.get("createdAt") or format_instant(org.created_on),
         "rotatedAt": k.get("rotatedAt"),
         "revokedAt": k.get("revokedAt"),
     }
