@@ -7,6 +7,7 @@ attribute slugs), so they can be spelled into the JSON path; values are paramete
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from domain.rules import field_catalog
@@ -58,12 +59,18 @@ def _node(node: dict[str, Any], catalog: dict[str, str], pg: bool, params: list[
         return "(" + joiner.join(_node(r, catalog, pg, params) for r in node["rules"]) + ")"
     field, op = node["field"], node["operator"]
     type_ = catalog.get(field)
+    # Each condition reads the value once (the reading is the cost, per contact): an
+    # absent value makes the comparison NULL, and COALESCE gives the verdict for absent.
+    if pg and type_ is not None and field != "primaryPhone" and op in ("equals", "not_equals"):
+        fast = _jsonb_equality(field, type_, node["value"], params)
+        if fast is not None:
+            return f"COALESCE({fast}, FALSE)" if op == "equals" else f"COALESCE(NOT {fast}, TRUE)"
     x = _value_sql(field, type_, pg)
     textual = type_ not in ("number", "boolean")
     if op == "is_empty":
-        return f"({x} IS NULL OR {x} = '')" if textual else f"({x} IS NULL)"
+        return f"COALESCE({x} = '', TRUE)" if textual else f"({x} IS NULL)"
     if op == "is_not_empty":
-        return f"({x} IS NOT NULL AND {x} <> '')" if textual else f"({x} IS NOT NULL)"
+        return f"COALESCE({x} <> '', FALSE)" if textual else f"({x} IS NOT NULL)"
     value = node["value"]
     if type_ == "boolean":
         value = 1 if value else 0
@@ -81,8 +88,20 @@ def _node(node: dict[str, Any], catalog: dict[str, str], pg: bool, params: list[
     params.append(value)
     if op in ("contains", "not_contains"):
         found = f"strpos({x}, ?)" if pg else f"instr({x}, ?)"
-        return f"({x} IS NOT NULL AND {found} > 0)" if op == "contains" else f"({x} IS NULL OR {found} = 0)"
+        return f"COALESCE({found} > 0, FALSE)" if op == "contains" else f"COALESCE({found} = 0, TRUE)"
     if op == "not_equals":
-        return f"({x} IS NULL OR {x} <> {mark})"
+        return f"COALESCE({x} <> {mark}, TRUE)"
     sym = {"equals": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
-    return f"({x} IS NOT NULL AND {x} {sym} {mark})"
+    return f"COALESCE({x} {sym} {mark}, FALSE)"
+
+
+def _jsonb_equality(field: str, type_: str, value: Any, params: list[Any]) -> str | None:
+    """``value = the stored value`` as one jsonb comparison (PostgreSQL), NULL when the
+    field is absent. jsonb equality is typed as the in-memory one is: a string never
+    equals a number, true never equals 1, 5 equals 5.0. The value is sent as JSON text,
+    so the planner makes it a constant (``to_jsonb(?)`` would run for every row). Floats
+    take the general path (comparing doubles, as Python does)."""
+    if type_ == "number" and not isinstance(value, int):
+        return None
+    params.append(json.dumps(value))
+    return f"((data #> {_path(field, True)}) = CAST(? AS jsonb))"
