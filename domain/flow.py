@@ -39,3 +39,10 @@ class Flow(AuditedAggregate):
     @event("Deleted")
     def delete(self) -> None:
         self.deleted = True
+
+    @event("Erased")
+    def erase(self) -> None:
+        """Deleted for good: no version of the graph is served again (executions keep the
+        copy they were launched with; the log keeps the history it must)."""
+        self.deleted = True
+        self.versions = []

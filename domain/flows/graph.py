@@ -251,3 +251,56 @@ def issues_message(issues: list[FlowIssue]) -> tuple[str, dict[str, list[str]]]:
     first = issues[0] if issues else FlowIssue(None, "graph", "is invalid")
     where = f"node '{first.node_id}' {first.field}" if first.node_id else first.field
     return f"Invalid flow graph: {where} {first.message}", field_errors
+
+
+def custom_attributes_named(graph: FlowGraph) -> list[tuple[str, str, str]]:
+    """Every custom attribute the flow reads or writes, as (node id, field, name): templates
+    (``$contact.customAttributes.NAME``), value sources, condition operands and
+    ``update_contact`` targets that are not contact fields."""
+    from domain.flows.nodes.contact import WRITABLE_FIELDS
+
+    found: list[tuple[str, str, str]] = []
+
+    def walk(nid: str, where: str, value: Any) -> None:
+        if isinstance(value, str):
+            for scope, path in templates.names_in(value):
+                if scope == "contact" and len(path) >= 2 and path[0] == "customAttributes":
+                    found.append((nid, where, path[1]))
+        elif isinstance(value, dict):
+            if value.get("source") == "customAttribute" and isinstance(value.get("attributeName"), str):
+                found.append((nid, where, value["attributeName"]))
+            elif value.get("type") in ("and", "or"):
+                for i, c in enumerate(value.get("conditions") or []):
+                    walk(nid, f"{where}.conditions[{i}]", c)
+            elif isinstance(value.get("variable"), dict) and value["variable"].get("type") == "custom_attribute":
+                found.append((nid, f"{where}.variable.name", str(value["variable"].get("name"))))
+            else:
+                for k, v in value.items():
+                    walk(nid, f"{where}.{k}", v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(nid, f"{where}[{i}]", v)
+
+    for nid, node in graph.nodes.items():
+        config = node.get("config") or {}
+        kind = NODE_TYPES[node["type"]]
+        for where, value in kind.templates(config):
+            walk(nid, where, value)
+        if node["type"] == "condition":
+            walk(nid, "config.expression", config.get("expression"))
+        if node["type"] == "update_contact" and isinstance(config.get("attributeName"), str):
+            name = config["attributeName"]
+            if name not in WRITABLE_FIELDS and name not in templates.CONTACT_FIELDS:
+                found.append((nid, "config.attributeName", name.removeprefix("customAttributes.")))
+    return found
+
+
+def unknown_custom_attributes(graph: FlowGraph, known: set[str]) -> list[FlowIssue]:
+    """A flow naming a custom attribute the organization has not defined: which node,
+    which field, which name (the organization's definitions are not the graph's to know,
+    so this runs where they are: at create, update, validate and execute)."""
+    return [
+        FlowIssue(nid, where, f"'{name}' is not a custom attribute of this organization (define it first: /api/custom-attributes)")
+        for nid, where, name in custom_attributes_named(graph)
+        if name not in known
+    ]

@@ -15,6 +15,7 @@ from domain.program import Program
 from projections.directory import FLOW_SORT
 from interfaces.http.common import in_thread, acting, authenticate, body_object, envelope, iso, paging
 from interfaces.http.contacts import list_args as _list_args
+from interfaces.http.flows import attribute_issues, require_known_attributes
 
 
 def _c(request: Request[Any, Any, Any]) -> Any:
@@ -61,17 +62,20 @@ def program_dto(p: Program) -> dict[str, Any]:
 def create_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
+    body = body_object(data)
+    require_known_attributes(c, who.organization_id, body.get("graph"))
     with acting(who, request):
-        return flow_dto(c.campaigns.create_flow(who.organization_id, body_object(data)))
+        return flow_dto(c.campaigns.create_flow(who.organization_id, body))
 
 
 @post("/api/flows/validate", status_code=201)
 @in_thread
 def validate_flow(request: Request[Any, Any, Any], data: Any) -> dict[str, Any]:
     c = _c(request)
-    authenticate(request, c.campaigns)
+    who = authenticate(request, c.campaigns)
     body = body_object(data)
     _, issues = parse_graph(body.get("graph"))
+    issues += attribute_issues(c, who.organization_id, body.get("graph"))
     return {"valid": not issues, "errors": [i.as_dict() for i in issues]}
 
 
@@ -88,8 +92,11 @@ def get_flow(request: Request[Any, Any, Any], flow_id: str) -> dict[str, Any]:
 def update_flow(request: Request[Any, Any, Any], flow_id: str, data: Any) -> dict[str, Any]:
     c = _c(request)
     who = authenticate(request, c.campaigns)
+    body = body_object(data)
+    if "graph" in body:
+        require_known_attributes(c, who.organization_id, body["graph"])
     with acting(who, request):
-        return flow_dto(c.campaigns.update_flow(who.organization_id, flow_id, body_object(data)))
+        return flow_dto(c.campaigns.update_flow(who.organization_id, flow_id, body))
 
 
 @get("/api/flows")

@@ -193,6 +193,7 @@ ROUTES: dict[str, Rule] = {
     "GET /api/flows/{flow_id}": R("flows:read", "flow_id"),
     "PUT /api/flows/{flow_id}": R("flows:write", "flow_id"),
     "DELETE /api/flows/{flow_id}": R("flows:write", "flow_id"),
+    "DELETE /api/flows/{flow_id}/permanent": R("flows:write", "flow_id"),
     "GET /api/flows/{flow_id}/versions": R("flows:read"),
     "GET /api/flows/{flow_id}/versions/{version}": R("flows:read"),
     "POST /api/audio-management/upload": R("assets:write"),

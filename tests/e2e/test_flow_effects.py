@@ -29,7 +29,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, 
     platform.close()
 
 
-def launch(platform: Platform, c: Any, phone: str, graph: dict[str, Any], contact_id: str | None = None) -> tuple[str, str]:
+def launch(
+    platform: Platform, c: Any, phone: str, graph: dict[str, Any], contact_id: str | None = None, before_launch: Any = None
+) -> tuple[str, str]:
     contact = {"id": contact_id} if contact_id else c.post("/api/contact", json={"primaryPhone": phone, "firstName": "Amina"}).json()
     audience = c.post("/api/audience", json={"name": f"effects {phone}"}).json()
     c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
@@ -38,6 +40,8 @@ def launch(platform: Platform, c: Any, phone: str, graph: dict[str, Any], contac
     program = c.post("/api/programs", json={
         "name": f"effects {phone}", "audienceId": audience["id"], "flowId": flow.json()["id"],
         "startAt": datetime.now(UTC).isoformat(), "didPool": ["+212500000001"], "retryStrategy": {"type": "none"}}).json()  # fmt: skip
+    if before_launch is not None:
+        before_launch()
     eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
     wait_for(lambda: c.get(f"/api/program-executions/{eid}").json()["status"] == "completed", 30, what="the execution")
     return eid, contact["id"]
@@ -103,7 +107,19 @@ def test_a_failed_update_does_not_stop_the_call(world: tuple[Platform, Any, str]
         "say": {"type": "say", "config": {"text": "still here", "language": "en"}, "outputs": {"onComplete": "bye"}},
         "bye": {"type": "hangup"}}}  # fmt: skip
     phone = "+212616000005"
-    eid, contact_id = launch(platform, c, phone, graph)
+    # A flow may only name attributes the organization defines; one removed after the
+    # flow was saved makes the update fail when the call runs.
+    refused = c.post("/api/flows", json={"name": "undefined attribute", "graph": graph})
+    assert refused.status_code == 400 and "graph.nodes.bad.config.attributeName" in refused.json()["fieldErrors"]
+    attribute = c.post("/api/custom-attributes", json={"name": "undefined_thing", "displayName": "Soon gone", "type": "number"})
+    assert attribute.status_code == 201, attribute.text
+    contact = c.post("/api/contact", json={"primaryPhone": phone}).json()
+    flow_graph = graph
+
+    def remove_attribute() -> None:
+        assert c.delete(f"/api/custom-attributes/{attribute.json()['id']}").status_code == 200
+
+    eid, contact_id = launch(platform, c, phone, flow_graph, contact["id"], before_launch=remove_attribute)
     heard = [v.get("text") for call in platform.sandbox.calls() if call["to"] == phone for v in call["verbs"] if v["verb"] == "Say"]
     assert heard == ["still here"]
     assert c.get(f"/api/program-executions/{eid}").json()["contactsCompleted"] == 1

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from domain.flows.graph import require_graph
+from domain.flows.graph import custom_attributes_named, require_graph
 from domain.flows.simulator import context_for, simulate
 from tests.harness import Platform, wait_for
 from tests.unit.test_flow_fixtures import load, names
@@ -104,7 +104,10 @@ def reports(world: tuple[Platform, str, Crm]) -> dict[str, dict[str, Any]]:
     platform, key, crm = world
     launched: dict[str, str] = {}
     with platform.client(key) as c, httpx.Client(base_url=platform.sandbox.base_url) as sandbox:
-        attributes = {k: v for n in RUN for k, v in ((load(n).get("contact") or {}).get("customAttributes") or {}).items()}
+        # The organization defines every custom attribute its flows name (typed as the
+        # fixtures' contacts hold them; text where no contact holds one).
+        attributes: dict[str, Any] = {a: "" for n in RUN for _, _, a in custom_attributes_named(require_graph(load(n)["flow"]))}
+        attributes.update({k: v for n in RUN for k, v in ((load(n).get("contact") or {}).get("customAttributes") or {}).items()})
         for attr, value in attributes.items():
             kind = "number" if isinstance(value, (int, float)) else "text"
             r = c.post("/api/custom-attributes", json={"name": attr, "displayName": attr, "type": kind})

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -95,6 +96,62 @@ def test_execute_runs_a_saved_version_or_a_graph_and_places_no_call(world: tuple
     wrong = c.post("/api/flows/execute", json={"graph": fixture["flow"], "callee": {"answeredBy": "robot"}})
     assert wrong.status_code == 400 and "callee.answeredBy" in wrong.json()["fieldErrors"]
     assert len(platform.sandbox.calls()) == before
+
+
+def test_a_flow_may_only_name_custom_attributes_the_organization_defines(world: tuple[Platform, Any]) -> None:
+    platform, c = world
+    _, key = platform.new_org("Attributes")
+    graph = {"startNodeId": "d", "nodes": {
+        "d": {"type": "dial", "config": {"enableAMD": False}, "outputs": {"onAnswer": "late"}},
+        "late": {"type": "condition", "config": {"expression": {"type": "and", "conditions": [
+            {"type": "simple", "variable": {"type": "custom_attribute", "name": "days_late"}, "operator": "gt", "value": 3}]}},
+            "outputs": {"onTrue": "s", "onFalse": "h"}},
+        "s": {"type": "say", "config": {"text": "You owe {{ $contact.customAttributes.amount_due }}.", "language": "en"}, "outputs": {"onComplete": "u"}},
+        "u": {"type": "update_contact", "config": {"attributeName": "customAttributes.reminded", "value": "yes"}, "outputs": {"onComplete": "h"}},
+        "h": {"type": "hangup"}}}  # fmt: skip
+    with platform.client(key) as org:
+        checked = org.post("/api/flows/validate", json={"graph": graph}).json()
+        assert checked["valid"] is False
+        assert {(e["nodeId"], e["field"]) for e in checked["errors"]} == {
+            ("late", "config.expression.conditions[0].variable.name"), ("s", "config.text"), ("u", "config.attributeName")}
+        assert all("is not a custom attribute of this organization" in e["message"] for e in checked["errors"])
+        refused = org.post("/api/flows", json={"name": "Attrs", "graph": graph})
+        assert refused.status_code == 400 and "graph.nodes.s.config.text" in refused.json()["fieldErrors"]
+        assert org.post("/api/flows/execute", json={"graph": graph}).status_code == 400
+        for name, kind in (("days_late", "number"), ("amount_due", "number"), ("reminded", "text")):
+            assert org.post("/api/custom-attributes", json={"name": name, "displayName": name, "type": kind}).status_code == 201
+        assert org.post("/api/flows/validate", json={"graph": graph}).json() == {"valid": True, "errors": []}
+        created = org.post("/api/flows", json={"name": "Attrs", "graph": graph})
+        assert created.status_code == 201, created.text
+        changed = json.loads(json.dumps(graph).replace("amount_due", "amount_owed"))
+        assert org.put(f"/api/flows/{created.json()['id']}", json={"graph": changed}).status_code == 400
+        assert org.get(f"/api/flows/{created.json()['id']}").json()["version"] == 1
+
+
+def test_soft_and_permanent_delete(world: tuple[Platform, Any]) -> None:
+    platform, c = world
+    soft = c.post("/api/flows", json={"name": "Soft", "graph": greeting("soft")}).json()
+    hard = c.post("/api/flows", json={"name": "Hard", "graph": greeting("hard one")}).json()
+    c.put(f"/api/flows/{hard['id']}", json={"graph": greeting("hard two")})
+    assert c.delete(f"/api/flows/{soft['id']}").status_code == 200
+    assert c.get(f"/api/flows/{soft['id']}").status_code == 404
+    gone = c.delete(f"/api/flows/{hard['id']}/permanent")
+    assert gone.status_code == 200 and gone.json()["id"] == hard["id"]
+    for path in ("", "/versions", "/versions/1", "/versions/2"):
+        assert c.get(f"/api/flows/{hard['id']}{path}").status_code == 404, path
+    assert c.post("/api/flows/execute", json={"flowId": hard["id"]}).status_code == 404
+    assert c.delete(f"/api/flows/{hard['id']}/permanent").status_code == 404  # once
+    assert c.delete(f"/api/flows/{soft['id']}/permanent").status_code == 200  # a soft-deleted flow too
+    flow = platform.container.campaigns.repository.get(UUID(hard["id"]))
+    assert flow.versions == [] and flow.deleted
+    wait_for(lambda: c.get("/api/flows/latest/Hard").status_code == 404, 10, what="the name to be free")
+    listed = wait_for(lambda: (r := c.get("/api/flows", params={"limit": 100}).json()["data"]) and r, 10)
+    assert not {soft["id"], hard["id"]} & {f["id"] for f in listed}
+    _, other_key = platform.new_org("Other flows")
+    mine = c.post("/api/flows", json={"name": "Mine", "graph": greeting("mine")}).json()
+    with platform.client(other_key) as other:
+        assert other.delete(f"/api/flows/{mine['id']}/permanent").status_code == 404
+    assert c.get(f"/api/flows/{mine['id']}").status_code == 200
 
 
 def test_cli_simulate(tmp_path: Path) -> None:
