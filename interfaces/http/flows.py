@@ -7,7 +7,6 @@ and every event, and no call placed."""
 from __future__ import annotations
 
 from typing import Any
-
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError

@@ -99,7 +99,7 @@ def test_execute_runs_a_saved_version_or_a_graph_and_places_no_call(world: tuple
 
 
 def test_a_flow_may_only_name_custom_attributes_the_organization_defines(world: tuple[Platform, Any]) -> None:
-    platform, c = world
+    platform, _ = world
     _, key = platform.new_org("Attributes")
     graph = {"startNodeId": "d", "nodes": {
         "d": {"type": "dial", "config": {"enableAMD": False}, "outputs": {"onAnswer": "late"}},
