@@ -128,15 +128,61 @@ def _at_minute(day: date, minute: int, tz: ZoneInfo) -> datetime:
         return _at_minute(day + timedelta(days=1), minute - 24 * 60, tz)
     local = datetime.combine(day, time(minute // 60, minute % 60), tzinfo=tz)
     instant = local.astimezone(UTC)
-    # A wall time skipped by a DST change does not round-trip: the later of its two
-    # readings is the first real instant after the gap.
-    if instant.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
-        instant = max(instant, local.replace(fold=1).astimezone(UTC))
-    return instant
+    wall = local.replace(tzinfo=None)
+    if instant.astimezone(tz).replace(tzinfo=None) == wall:
+        return instant
+    # A wall time skipped by a DST change does not round-trip. Its two readings fall on
+    # either side of the gap; the answer is the gap's end (the first instant whose wall
+    # time is at or after it: 02:30 on the night New York skips 02:00-03:00 is 03:00 EDT,
+    # not 03:30, the later reading).
+    lo, hi = sorted(int(x.timestamp()) for x in (instant, local.replace(fold=1).astimezone(UTC)))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _readings(day: date, minute: int, tz: ZoneInfo) -> list[datetime]:
+    """Every instant whose wall time in ``tz`` is local ``day`` + ``minute``: one, two
+    when the clock falls back over it (the hour is lived twice), or the gap's end when
+    the clock springs over it."""
+    if minute >= 24 * 60:
+        return _readings(day + timedelta(days=1), minute - 24 * 60, tz)
+    first = _at_minute(day, minute, tz)
+    local = datetime.combine(day, time(minute // 60, minute % 60, fold=1), tzinfo=tz)
+    second = local.astimezone(UTC)
+    if second != first and second.astimezone(tz).replace(tzinfo=None) == local.replace(tzinfo=None):
+        return sorted((first, second))
+    return [first]
+
+
+def _next_reading(at: datetime, days: list[date], minute: int, tz: ZoneInfo) -> datetime | None:
+    later = [r for day in days for r in _readings(day, minute, tz) if r > at]
+    return min(later) if later else None
+
+
+def _offset_change(after: datetime, until: datetime, tz: ZoneInfo) -> datetime | None:
+    """The first instant in (after, until] when ``tz`` changes its UTC offset, if it does
+    (at most once within a day and a half, in every zone there is)."""
+    if after.astimezone(tz).utcoffset() == until.astimezone(tz).utcoffset():
+        return None
+    offset = after.astimezone(tz).utcoffset()
+    lo, hi = int(after.timestamp()), int(until.timestamp()) + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == offset:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, UTC)
 
 
 def _pause_end(at: datetime, windows: PauseWindows, org_tz: ZoneInfo) -> datetime | None:
-    """If ``at`` falls in a pause window, when that window ends."""
+    """If ``at`` falls in a pause window, when that window ends (in a lived-twice hour,
+    the end of the one ``at`` is in)."""
     for s, e in windows.advanced:
         if s <= at < e:
             return e
@@ -144,20 +190,30 @@ def _pause_end(at: datetime, windows: PauseWindows, org_tz: ZoneInfo) -> datetim
     minute = local.hour * 60 + local.minute
     for start, end in windows.weekly.get(local.weekday(), ()):
         if start <= minute < end:
-            return _at_minute(local.date(), end, org_tz)
+            return _next_reading(at, [local.date()], end, org_tz) or _at_minute(local.date(), end, org_tz)
     return None
 
 
 def _hours_next(at: datetime, hours: CallingHours, contact_tz: ZoneInfo) -> datetime | None:
-    """If ``at`` is outside the contact's calling hours, when they next open."""
+    """If ``at`` is outside the contact's calling hours, when they next open: the next
+    time the wall clock reads ``start`` (today's, a lived-twice hour's second reading, or
+    tomorrow's), unless the clock falls back into the hours before that."""
     if hours.always:
         return None
     local = at.astimezone(contact_tz)
     minute = local.hour * 60 + local.minute
     if hours.start <= minute < hours.end:
         return None
-    day = local.date() if minute < hours.start else local.date() + timedelta(days=1)
-    return _at_minute(day, hours.start, contact_tz)
+    opening = _next_reading(at, [local.date(), local.date() + timedelta(days=1)], hours.start, contact_tz)
+    if opening is None:  # unreachable for real zones; keep the old answer
+        day = local.date() if minute < hours.start else local.date() + timedelta(days=1)
+        return _at_minute(day, hours.start, contact_tz)
+    change = _offset_change(at, opening, contact_tz)
+    if change is not None and change < opening:
+        there = change.astimezone(contact_tz)
+        if hours.start <= there.hour * 60 + there.minute < hours.end:
+            return change
+    return opening
 
 
 def next_allowed(

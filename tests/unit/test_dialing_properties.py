@@ -100,9 +100,9 @@ def is_open(at: datetime, windows: dict[str, Any], org_zone: str, hours: tuple[i
     for w in windows.get("advanced", []):
         if datetime.fromisoformat(w["startAt"]) <= at < datetime.fromisoformat(w["endAt"]):
             return False
-    if hours is not None:
+    if hours is not None:  # (start, end) in minutes of the contact's local day
         there = at.astimezone(ZoneInfo(contact_zone))
-        if not hours[0] * 60 <= there.hour * 60 + there.minute < hours[1] * 60:
+        if not hours[0] <= there.hour * 60 + there.minute < hours[1]:
             return False
     return True
 
@@ -154,7 +154,7 @@ def test_no_call_outside_an_open_window_or_beyond_its_attempts(
             result = dialer.dial(call_id, call.attempt)
             if result.status == "placed":
                 at, _, attempt = network.placed[-1]
-                assert is_open(at, windows, org_zone, hours, contact_zone), (at, windows, hours)
+                assert is_open(at, windows, org_zone, hours and (hours[0] * 60, hours[1] * 60), contact_zone), (at, windows, hours)
                 assert attempt <= model.max_attempts()
                 outcome = data.draw(st.sampled_from(["completed", "busy", "no_answer", "rejected", "failed"]), label=f"outcome{step}")
                 answered_by = data.draw(st.sampled_from(["human", "machine"]), label=f"answeredBy{step}")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from domain.errors import InvalidRetryStrategyError, ValidationError
 from domain.retry import RetryStrategy
 from domain.windows import CallingHours, PauseWindows, in_pause_window, is_allowed, next_allowed
+from tests.unit.test_dialing_properties import is_open
 
 ZONES = ["Africa/Casablanca", "America/New_York", "Europe/Paris", "Australia/Lord_Howe", "Asia/Kolkata", "UTC"]
 
@@ -44,10 +45,29 @@ def test_calling_hours_follow_the_contacts_zone_across_dst() -> None:
     assert next_allowed(datetime(2026, 3, 8, 7, 0, tzinfo=UTC), PauseWindows(), "UTC", hours, "America/New_York") == datetime(2026, 3, 8, 13, 0, tzinfo=UTC)
     # The day before, 09:00 EST = 14:00 UTC.
     assert next_allowed(datetime(2026, 3, 7, 7, 0, tzinfo=UTC), PauseWindows(), "UTC", hours, "America/New_York") == datetime(2026, 3, 7, 14, 0, tzinfo=UTC)
-    # A wall time skipped by the change resolves past the gap instead of looping.
+    # A wall time skipped by the change resolves to the end of the gap (03:00 EDT), the
+    # first instant whose wall time is past 02:30, not 03:30 (its later reading).
     early = CallingHours.parse({"start": "02:30", "end": "20:00"})
     got = next_allowed(datetime(2026, 3, 8, 5, 0, tzinfo=UTC), PauseWindows(), "UTC", early, "America/New_York")
-    assert got is not None and got.astimezone(UTC) >= datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    assert got == datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+    # So does a pause window that ends inside the gap.
+    night = PauseWindows.parse({"sunday": [window(1, 0, 2, 30)]})
+    assert next_allowed(datetime(2026, 3, 8, 6, 30, tzinfo=UTC), night, "America/New_York") == datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+
+
+def test_an_hour_lived_twice_is_open_twice_and_never_traps_the_search() -> None:
+    # 2026-02-15: Casablanca falls back from 03:00 (+01) to 02:00 (+00). Hours 02:15-02:30
+    # open at 01:15 UTC and again at 02:15 UTC; from inside the second 02:00-02:15 the
+    # answer was "never" (the search kept finding the first reading, already past).
+    hours = CallingHours.parse({"start": "02:15", "end": "02:30"})
+    for at in (datetime(2026, 2, 15, 1, 36, tzinfo=UTC), datetime(2026, 2, 15, 2, 4, tzinfo=UTC)):
+        assert next_allowed(at, PauseWindows(), "UTC", hours, "Africa/Casablanca") == datetime(2026, 2, 15, 2, 15, tzinfo=UTC)
+    # A pause window in New York's repeated 01:00-02:00 ends where the current reading ends.
+    w = PauseWindows.parse({"sunday": [window(1, 0, 1, 30)]})
+    assert next_allowed(datetime(2026, 11, 1, 6, 10, tzinfo=UTC), w, "America/New_York") == datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+    # The clock falling back into the hours opens them, though it never reads their start.
+    late = CallingHours.parse({"start": "00:30", "end": "01:30"})
+    assert next_allowed(datetime(2026, 11, 1, 5, 40, tzinfo=UTC), PauseWindows(), "UTC", late, "America/New_York") == datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 
 def test_always_paused_has_no_opening() -> None:
@@ -150,3 +170,55 @@ def test_bad_rules_are_named() -> None:
     with pytest.raises(InvalidRetryStrategyError) as e:
         RetryStrategy.parse({"type": "none", "retryEverything": True})
     assert "retryEverything" in e.value.message
+
+
+# Daylight-saving changes (zone, instant in UTC): New York, Paris, Lord Howe (half an
+# hour), Santiago (at midnight), Casablanca (Ramadan).
+TRANSITIONS = [
+    ("America/New_York", datetime(2026, 3, 8, 7, 0, tzinfo=UTC)), ("America/New_York", datetime(2026, 11, 1, 6, 0, tzinfo=UTC)),
+    ("Europe/Paris", datetime(2026, 3, 29, 1, 0, tzinfo=UTC)), ("Europe/Paris", datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),
+    ("Australia/Lord_Howe", datetime(2026, 4, 4, 15, 0, tzinfo=UTC)), ("Australia/Lord_Howe", datetime(2026, 10, 3, 15, 30, tzinfo=UTC)),
+    ("America/Santiago", datetime(2026, 4, 5, 3, 0, tzinfo=UTC)), ("America/Santiago", datetime(2026, 9, 6, 4, 0, tzinfo=UTC)),
+    ("Africa/Casablanca", datetime(2026, 2, 15, 2, 0, tzinfo=UTC)), ("Africa/Casablanca", datetime(2026, 3, 22, 2, 0, tzinfo=UTC)),
+]
+DST_ZONES = sorted({z for z, _ in TRANSITIONS} | {"UTC"})
+
+
+@st.composite
+def weekly_near(draw: st.DrawFn) -> dict:
+    """Weekly windows whose edges often fall in the small hours, where the changes are."""
+    edge = st.one_of(st.integers(0, 16).map(lambda q: q * 15), minutes)
+    out: dict = {}
+    for day in draw(st.lists(st.sampled_from(["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]), max_size=3, unique=True)):
+        a, b = sorted(draw(st.lists(edge, min_size=2, max_size=2, unique=True)))
+        out[day] = [window(a // 60, a % 60, b // 60, b % 60)]
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    transition=st.sampled_from(TRANSITIONS),
+    offset=st.integers(-30 * 60, 6 * 60),
+    pause=weekly_near(),
+    zones=st.data(),
+    # Calling hours in quarter hours, often opening in the small hours (inside a gap).
+    hours=st.one_of(st.none(), st.integers(0, 20).flatmap(lambda a: st.tuples(st.just(a * 15), st.integers(a + 1, 96).map(lambda b: b * 15)))),
+)
+def test_property_around_dst_changes_the_first_open_minute_is_found(transition, offset, pause, zones, hours) -> None:
+    """Near each change, every minute from ``at`` to the answer is read literally (DOMAIN.md
+    §6.4: the organization's local weekday and minute, the contact's local minute): the
+    answer is open and no minute before it was."""
+    changing, instant = transition
+    org_zone = zones.draw(st.sampled_from([changing, changing, *DST_ZONES]), label="org_zone")
+    contact_zone = zones.draw(st.sampled_from([changing, changing, *DST_ZONES]), label="contact_zone")
+    at = instant + timedelta(minutes=offset)
+    w = PauseWindows.parse(pause)
+    ch = CallingHours.parse({"start": f"{hours[0] // 60:02d}:{hours[0] % 60:02d}", "end": f"{hours[1] // 60:02d}:{hours[1] % 60:02d}"}) if hours else CallingHours()
+    got = next_allowed(at, w, org_zone, ch, contact_zone)
+    horizon = at + timedelta(days=8)
+    probe = at
+    while probe < (got or horizon) and probe < horizon:
+        assert not is_open(probe, pause, org_zone, hours, contact_zone), (probe, got)
+        probe += timedelta(minutes=1)
+    if got is not None and got < horizon:
+        assert is_open(got, pause, org_zone, hours, contact_zone), got
