@@ -164,6 +164,7 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
             time.sleep(3)  # let workers connect to Redis and the dispatcher tick idle
             api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"x-api-key": key}, timeout=60)
             cpu0, pg0 = procs.cpu_seconds(), postgres_cpu_seconds()
+            load_at_launch = os.getloadavg()[0]
             cpu_queued: dict[str, float] = {}
             t0 = time.perf_counter()
             r = api.post(f"/api/programs/{program.id}/launch")
@@ -216,6 +217,8 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
                 # CPU seconds each process used from the launch to all calls queued (2 cores
                 # shared with other work on this machine: wall time x 2 is the ceiling).
                 "cpuSecondsUntilAllQueued": cpu_queued,
+                # The machine's 1-minute load average (2 cores; other sessions' work included).
+                "loadAverage": {"atLaunch": round(load_at_launch, 1), "atEnd": round(os.getloadavg()[0], 1)},
                 "peakRssMB": rss,
             }
         finally:
@@ -232,8 +235,7 @@ def main() -> None:
                     help="the organization's pace (unset: as fast as the sandbox answers, ~18 calls/s on 2 cores)")
     args = ap.parse_args()
     result = run(args.contacts, args.workers, args.threads, args.calls_per_second)
-    pace = f"_{args.calls_per_second:g}cps" if args.calls_per_second else ""
-    emit(f"launch_{args.contacts}{pace}", {"machine": machine(), **result})
+    emit("launch_1m", {"machine": machine(), **result})
 
 
 if __name__ == "__main__":
