@@ -170,13 +170,18 @@ class ReportsView(ViewMixin):
         "billable_seconds = report_usage.billable_seconds + excluded.billable_seconds"
     )
 
+    _wanted_topics: dict[str, bool] = {}  # noqa: RUF012 - a cache shared by every instance, topics are global
+
     def wants(self, topic: str) -> bool:
         """Every event but the Call events no counter depends on (placed, ringing,
         finished ...: most of the calls log), which the runner then skips undecoded."""
-        name = topic.rsplit(":", 1)[-1]
-        if not name.startswith("Call."):
-            return True  # the activity log and the streams' organizations
-        return hasattr(self, "on_" + name.replace(".", "_"))
+        found = self._wanted_topics.get(topic)
+        if found is None:
+            name = topic.rsplit(":", 1)[-1]
+            # Every other event: the activity log and the streams' organizations.
+            found = not name.startswith("Call.") or hasattr(self, "on_" + name.replace(".", "_"))
+            self._wanted_topics[topic] = found
+        return found
 
     def apply_batch(
         self, items: Sequence[tuple[Any, Tracking]], handle: Callable[[Any, Any], None], last: Tracking | None = None

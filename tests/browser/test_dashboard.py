@@ -92,7 +92,9 @@ def test_live_counters_timeline_and_audit(browser: Any, platform: Platform) -> N
     _, key = platform.new_org()
     phones = [f"+21261200{i:04d}" for i in range(40, 60) if str(i)[-1] in "456789"]
     with platform.client(key) as api:
-        program = _program(api, phones, "Live counters", callsPerSecond=3)
+        # Paced (the organization's calls per second) so that the page opens mid-run.
+        assert api.patch("/api/organization", json={"callsPerSecond": 3}).status_code == 200
+        program = _program(api, phones, "Live counters")
         page = browser.new_page()
         _sign_in(page, platform.base_url, key)
         eid = api.post(f"/api/programs/{program}/launch").json()["executionId"]

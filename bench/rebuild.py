@@ -1,0 +1,188 @@
+"""Rebuilding a read model from the event log on PostgreSQL, beside the raw sequential
+read rate of the same events table measured in the same run.
+
+    .venv/bin/python -m bench.rebuild [--events 1000000] [--views reports,call_history]
+
+1. Seeds a throwaway database through the applications' own ``save`` (batches of 250
+   calls): one organization, one execution, and as many Call streams as it takes to
+   record ``--events`` events, each through a realistic lifecycle (created, claimed,
+   placed, ringing, answered, two flow turns with a keypress, attempt ended, finished;
+   three in ten are not answered: created, claimed, placed, ringing, ended, finished).
+   Seeding time is printed, not counted.
+2. Raw: a server-side cursor reading every row of each events table in order
+   (``SELECT * ... ORDER BY notification_id``), rows/s: what PostgreSQL and psycopg
+   deliver with no projection code in the way.
+3. For each view: drop it and rebuild it from zero with the projection runner (the code
+   behind ``gomobile projections rebuild NAME``), events/s over every event of the logs
+   it follows, and the ratio to the raw rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from bench.common import emit, fresh_database, machine
+
+BATCH_CALLS = 250
+
+TURN_GREET = {
+    "steps": [{"nodeId": "dial", "nodeType": "dial", "nodeLabel": "Dial", "outputPath": "onAnswer"},
+              {"nodeId": "greet", "nodeType": "say", "nodeLabel": "Greeting"},
+              {"nodeId": "menu", "nodeType": "dtmf", "nodeLabel": "Menu"}],
+    "events": [{"type": "play", "nodeId": "greet", "text": "Hello, press 1 to confirm or 2 to decline."}],
+    "instructions": [{"verb": "say", "text": "Hello, press 1 to confirm or 2 to decline."}],
+    "state": {"variables": {}, "nodeId": "menu"},
+}  # fmt: skip
+
+
+def _turn_keypress(digit: str) -> dict[str, Any]:
+    return {
+        "resolved": {"nodeId": "menu", "outputPath": f"branches.{digit}"},
+        "steps": [{"nodeId": "thanks", "nodeType": "play", "nodeLabel": "Thanks"},
+                  {"nodeId": "done", "nodeType": "hangup", "nodeLabel": "Done"}],
+        "events": [{"type": "dtmf_collected", "nodeId": "menu", "digits": digit, "mode": "single_digit"},
+                   {"type": "play", "nodeId": "thanks", "text": "Thank you."}],
+        "instructions": [{"verb": "say", "text": "Thank you."}, {"verb": "hangup"}],
+        "state": {"variables": {"choice": digit}, "nodeId": "done"},
+    }  # fmt: skip
+
+
+def seed(env: dict[str, str], events: int) -> dict[str, Any]:
+    from application.calls import CallsApp
+    from application.campaigns import CampaignsApp
+    from domain.call import Call
+    from domain.execution import Execution
+    from domain.retry import RetryStrategy
+
+    campaigns, calls = CampaignsApp(env=env), CallsApp(env=env)
+    try:
+        org_id, _ = campaigns.create_organization("Rebuild bench")
+        now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        execution = Execution(
+            org_id, uuid.uuid4(), {"name": "Rebuild", "retryStrategy": {"type": "none"}},
+            {"flowId": str(uuid.uuid4()), "flowName": "Survey", "flowVersion": 1, "graph": {"nodes": []}},
+            [], now, None,
+        )  # fmt: skip
+        execution.start(now)
+        campaigns.save(execution)
+        strategy = RetryStrategy.parse({"type": "none"})
+        written, n, t0 = 0, 0, time.perf_counter()
+        while written < events:
+            batch = []
+            for _ in range(BATCH_CALLS):
+                n += 1
+                at = now + timedelta(milliseconds=n)
+                call = Call(execution.id, uuid.uuid4(), org_id, execution.program_id, f"+2126{n:08d}", {}, now)
+                call.claim(1, at, "bench")
+                call.record_placed(1, f"CA{n:032x}", "+212500000001")
+                call.record_ringing(1)
+                if n % 10 < 7:
+                    call.record_answered(1, "human")
+                    call.record_turn(1, {"kind": "answer"}, TURN_GREET)
+                    call.record_turn(1, {"kind": "gather", "digits": "1"}, _turn_keypress("1" if n % 3 else "2"))
+                    call.end_attempt(1, "completed", None, 20_000 + n % 5000, at, strategy)
+                else:
+                    call.end_attempt(1, "no_answer", "no answer", None, at, strategy)
+                batch.append(call)
+                written += len(call.pending_events)
+            calls.save(*batch)
+        seconds = time.perf_counter() - t0
+        return {"calls": n, "events": written + len(execution.pending_events) + 3, "seconds": round(seconds, 1),
+                "eventsPerSecond": round(written / seconds)}  # fmt: skip
+    finally:
+        campaigns.close()
+        calls.close()
+
+
+def raw_read(url: str) -> dict[str, Any]:
+    """Every row of every events table, in order, through a server-side cursor."""
+    out: dict[str, Any] = {}
+    total, seconds = 0, 0.0
+    with psycopg.connect(url) as c:
+        tables = [r[0] for r in c.execute(  # the applications' event logs
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND column_name IN ('notification_id', 'state') GROUP BY 1 HAVING COUNT(*) = 2 ORDER BY 1")]  # fmt: skip
+        for table in tables:
+            with c.cursor(name=f"raw_{table}") as cur:
+                cur.itersize = 10_000
+                t0 = time.perf_counter()
+                cur.execute(f"SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
+                            "ORDER BY notification_id")  # fmt: skip
+                rows = size = 0
+                while chunk := cur.fetchmany(10_000):
+                    rows += len(chunk)
+                    size += sum(len(r[-1]) if isinstance(r[-1], (bytes, memoryview)) else 0 for r in chunk)
+                dt = time.perf_counter() - t0
+            out[table] = {"rows": rows, "seconds": round(dt, 2), "rowsPerSecond": round(rows / dt) if dt else None,
+                          "stateBytesPerRow": round(size / rows) if rows else 0}  # fmt: skip
+            total += rows
+            seconds += dt
+    out["all"] = {"rows": total, "seconds": round(seconds, 2), "rowsPerSecond": round(total / seconds)}
+    return out
+
+
+def rebuild(env: dict[str, str], name: str, batch_size: int) -> dict[str, Any]:
+    from application.calls import CallsApp
+    from application.campaigns import CampaignsApp
+    from infrastructure.bootstrap import PROJECTIONS, UPSTREAMS
+    from projections.runner import ProjectionRunner
+    from projections.store import make_view
+
+    apps = {"campaigns": CampaignsApp(env=env), "calls": CallsApp(env=env)}
+    view = make_view(PROJECTIONS[name], name, env)
+    try:
+        view.reset()
+        runner = ProjectionRunner(name, view, [apps[a] for a in UPSTREAMS[name]], batch_size=batch_size)
+        t0 = time.perf_counter()
+        total = runner.catch_up(batch_size=batch_size)
+        dt = time.perf_counter() - t0
+        assert not any(runner.lag().values())
+        return {"events": total, "seconds": round(dt, 1), "eventsPerSecond": round(total / dt), "batchSize": batch_size}
+    finally:
+        view.datastore.close()
+        for app in apps.values():
+            app.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--views", default="reports")
+    p.add_argument("--batch-size", default="500", help="events per transaction, or several: 500,2000 (500: live runner, 5000: catch-up)")
+    p.add_argument("--database-url", default="", help="an already seeded database (skips seeding)")
+    args = p.parse_args()
+    from infrastructure.settings import Settings
+
+    def run(url: str, seeded: dict[str, Any] | None) -> None:
+        env = Settings(database_url=url).persistence_env()
+        result: dict[str, Any] = {"machine": machine(), "seed": seeded}
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("VACUUM ANALYZE")
+        result["raw"] = raw_read(url)
+        raw = result["raw"]["all"]["rowsPerSecond"]
+        for name in args.views.split(","):
+            for size in args.batch_size.split(","):
+                r = rebuild(env, name, int(size))
+                r["ratioToRaw"] = round(r["eventsPerSecond"] / raw, 3)
+                result[f"{name}@{size}"] = r
+                print({"view": name, **r, "rawRowsPerSecond": raw}, flush=True)
+        result["rawAfter"] = raw_read(url)["all"]  # the raw rate again, after the rebuilds
+        emit("rebuild", result)
+
+    if args.database_url:
+        run(args.database_url, None)
+        return
+    with fresh_database() as url:
+        seeded = seed(Settings(database_url=url).persistence_env(), args.events)
+        print({"seeded": seeded}, flush=True)
+        run(url, seeded)
+
+
+if __name__ == "__main__":
+    main()
