@@ -10,8 +10,8 @@ A callee script::
      "webhooks": [{"status": 200, "json": {...}}, {"error": "timeout"}, ...]}
 
 Each entry of ``inputs`` answers the node the call waits at: keys for ``dtmf`` (``null``
-= nothing pressed), words for ``collect_audio`` (``null`` = silence), seconds spoken for
-``record`` (``null`` = silence), a DialCallStatus for ``transfer`` (``completed``,
+= nothing pressed), words for a transcribing ``collect_audio`` (``null`` = silence), seconds
+spoken for ``record`` and a recording ``collect_audio`` (``null`` = silence), a DialCallStatus for ``transfer`` (``completed``,
 ``busy``, ``no-answer``, ``failed``); an object is passed to the engine as it is. When
 the inputs run out while the call waits, the callee hangs up. Webhook nodes take the
 next entry of ``webhooks`` (default: ``200`` with an empty JSON object).
@@ -29,6 +29,7 @@ from typing import Any
 from domain.errors import ValidationError
 from domain.flows import engine
 from domain.flows.graph import FlowGraph
+from domain.flows.nodes.recording import records_audio
 
 OUTCOMES = ("busy", "no_answer", "rejected", "failed")
 DEFAULT_CONTACT = {"id": "simulated-contact", "firstName": "Test", "lastName": "Contact", "customAttributes": {}}
@@ -88,12 +89,16 @@ def result_for(node: dict[str, Any], entry: Any, index: int) -> dict[str, Any]:
         for term in ((node.get("config") or {}).get("multiDigitConfig") or {}).get("terminators") or []:
             keys = keys.split(term)[0]
         return {"digits": keys}
-    if node_type == "collect_audio":
+    if node_type == "collect_audio" and not records_audio(node.get("config") or {}):
         return {"speech": entry, "confidence": 0.9 if entry else None}
-    if node_type == "record":
+    if node_type in ("record", "collect_audio"):
         if entry in (None, 0, ""):
             return {}
-        return {"recordingSid": f"RE-simulated-{index}", "recordingUrl": f"https://recordings.invalid/RE-simulated-{index}", "durationSeconds": entry}
+        config = node.get("config") or {}
+        limit = float(config.get("maxDurationMs") or 60000) / 1000 if node_type == "record" else float(config.get("maxDuration") or 30)
+        spoken = min(float(entry), limit)  # the recording stops at the node's limit
+        return {"recordingSid": f"RE-simulated-{index}", "recordingUrl": f"https://recordings.invalid/RE-simulated-{index}",
+                "durationSeconds": int(spoken) if spoken.is_integer() else spoken}  # fmt: skip
     if node_type == "transfer":
         return {"dialStatus": entry or "completed", "durationSeconds": 30 if entry in (None, "completed") else 0}
     return {"value": entry}

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from domain.flows.graph import custom_attributes_named, require_graph
+from domain.flows.nodes.recording import records_audio
 from domain.flows.simulator import context_for, simulate
 from tests.harness import Platform, wait_for
 from tests.unit.test_flow_fixtures import load, names
@@ -77,9 +78,9 @@ def sandbox_script(fixture: dict[str, Any]) -> dict[str, Any]:
         kind = graph.node(event["nodeId"])["type"]
         if kind == "dtmf":
             step["digits"].append(entry or "")
-        elif kind == "collect_audio":
+        elif kind == "collect_audio" and not records_audio(graph.node(event["nodeId"]).get("config") or {}):
             step["speech"].append(entry or "")
-        elif kind == "record":
+        elif kind in ("record", "collect_audio"):
             step["recordings"].append(entry or 0)
         elif kind == "transfer":
             step["transfers"].append(entry or "completed")
@@ -199,5 +200,13 @@ def test_recording_is_saved_with_the_call(reports: dict[str, dict[str, Any]], wo
     platform, _, _ = world
     stop = next(e for e in reports["record"]["events"] if e["type"] == "record_stop")
     assert stop["durationMs"] == 4000 and stop["recordingUrl"].startswith(platform.sandbox.base_url)
-    rows = platform.container.history.recordings(platform.container.history.attempt(reports["record"]["callId"])["organization_id"], 10, 0)
-    assert [r["id"] for r in rows] == [stop["recordId"]]
+    history = platform.container.history
+    org = history.attempt(reports["record"]["callId"])["organization_id"]
+    rows = history.recordings(org, 10, 0, call_id=reports["record"]["callId"])
+    assert [(r["id"], r["recording_type"]) for r in rows] == [(stop["recordId"], "segment")]
+    # collect_audio without transcription saves the callee's answer the same way.
+    for name, seconds in (("collect_audio_recording", 6000), ("collect_audio_max_duration", 10000)):
+        [saved] = [e for e in reports[name]["events"] if e["type"] == "record_stop" and e.get("recordId")]
+        rows = history.recordings(org, 10, 0, call_id=reports[name]["callId"])
+        assert [(r["id"], r["recording_type"], r["duration_ms"]) for r in rows] == [(saved["recordId"], "collect_audio", seconds)]
+        assert reports[name]["flowExecution"]["finalVariables"]["reason"] == saved["recordId"]

@@ -61,8 +61,7 @@ def test_every_node_type_has_a_fixture() -> None:
 NOT_TAKEN = {
     ("answer", "onError"): "calls are outbound: an inbound answer cannot fail once we run",
     ("record", "onError"): "Twilio reports no recording error to the Record action; silence is onTimeout",
-    ("collect_audio", "onError"): "Twilio's speech Gather reports no recognition error, only silence (onNoSpeech)",
-    ("collect_audio", "onMaxDuration"): "Twilio's speech Gather has no maximum length to report",
+    ("collect_audio", "onError"): "Twilio reports no recognition or recording error to the flow, only silence (onNoSpeech)",
 }
 
 

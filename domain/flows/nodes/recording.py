@@ -1,5 +1,10 @@
 """What the callee says: ``record`` (a voice message, saved as a recording) and
-``collect_audio`` (speech recognised into a transcription variable)."""
+``collect_audio``: with ``transcription`` (or a ``transcriptionVariable``), speech
+recognised into a variable; without, the answer recorded (saved like a ``record`` node's,
+its id in ``recordingIdVariable``), leaving by ``onMaxDuration`` when the callee was still
+speaking at ``maxDuration``. The phone network cannot give both at once in time for the
+flow (Twilio's speech recognition keeps no audio; a recording's transcription comes
+minutes later), so a node asks for one."""
 
 from __future__ import annotations
 
@@ -11,6 +16,11 @@ from domain.flows.nodes.audio import check_audio_item, play_items
 from domain.flows.nodes.base import Next, NodeType, Outcome, Wait, Walk, boolean, number, register, seconds, variable_name
 
 SPEECH_LANGUAGES = ("auto", "ar-MA", "fr-FR", "en-US")
+
+
+def records_audio(config: dict[str, Any]) -> bool:
+    """Does this ``collect_audio`` node record the answer (rather than transcribe it)?"""
+    return not (config.get("transcription") or config.get("transcriptionVariable"))
 
 
 def recording_id(recording_sid: str) -> str:
@@ -93,6 +103,14 @@ class CollectAudio(NodeType):
 
     def _listen(self, walk: Walk, node: dict[str, Any]) -> None:
         config = node.get("config") or {}
+        if records_audio(config):
+            walk.emit("record_start", node)
+            listen_for = int(config.get("silenceDuration") or 2) if config.get("silenceDetection", True) else int(config.get("maxDuration") or 30)
+            walk.instruct({
+                "verb": "record", "nodeId": node["id"], "maxLengthSeconds": int(config.get("maxDuration") or 30),
+                "timeoutSeconds": listen_for, "playBeep": bool(config.get("beep", False)),
+            })  # fmt: skip
+            return
         langs = [x for x in (config.get("languages") or []) if x != "auto"]
         ins: dict[str, Any] = {
             "verb": "gather",
@@ -108,17 +126,40 @@ class CollectAudio(NodeType):
 
     def resume(self, walk: Walk, node: dict[str, Any], result: dict[str, Any]) -> Outcome:
         config = node.get("config") or {}
+        if records_audio(config):
+            return self._recorded(walk, node, config, result)
         speech = (result.get("speech") or "").strip()
         walk.emit("speech_collected", node, transcript=speech, confidence=result.get("confidence"))
         if not speech:
-            used = walk.state.retries.get(node["id"], 0)
-            if used < int(config.get("maxRetry") or 0):
-                walk.state.retries[node["id"]] = used + 1
-                if isinstance(config.get("fallbackAudio"), dict):
-                    play_items(walk, node, [config["fallbackAudio"]], None, False)
-                self._listen(walk, node)
-                return Wait()
-            return Next(("onNoSpeech",), dead_end="no_speech")
+            return self._again_or(walk, node, config)
         if config.get("transcriptionVariable"):
             walk.set_variable(node, config["transcriptionVariable"], speech)
         return Next(("onComplete",))
+
+    def _recorded(self, walk: Walk, node: dict[str, Any], config: dict[str, Any], result: dict[str, Any]) -> Outcome:
+        sid = result.get("recordingSid")
+        duration = float(result.get("durationSeconds") or 0)
+        if not sid or duration <= 0:
+            walk.emit("record_stop", node, recordId=None, durationMs=0)
+            return self._again_or(walk, node, config)
+        rid = recording_id(str(sid))
+        walk.emit(
+            "record_stop", node, recordId=rid, durationMs=int(duration * 1000), recordingSid=sid,
+            recordingUrl=result.get("recordingUrl"), recordingType="collect_audio",
+        )  # fmt: skip
+        if config.get("recordingIdVariable"):
+            walk.set_variable(node, config["recordingIdVariable"], rid)
+        if duration >= int(config.get("maxDuration") or 30):
+            return Next(("onMaxDuration", "onComplete"))  # cut off: still speaking at the limit
+        return Next(("onComplete",))
+
+    def _again_or(self, walk: Walk, node: dict[str, Any], config: dict[str, Any]) -> Outcome:
+        """Nothing was said: listen again (after the fallback prompt) or leave by onNoSpeech."""
+        used = walk.state.retries.get(node["id"], 0)
+        if used < int(config.get("maxRetry") or 0):
+            walk.state.retries[node["id"]] = used + 1
+            if isinstance(config.get("fallbackAudio"), dict):
+                play_items(walk, node, [config["fallbackAudio"]], None, False)
+            self._listen(walk, node)
+            return Wait()
+        return Next(("onNoSpeech",), dead_end="no_speech")
