@@ -285,6 +285,9 @@ _PROGRAM = frozenset(
         "retryStrategy",
         "pauseWindows",
         "autoPauseRules",
+        # Pacing per program (issue 5, README "Pace"): calls per second and concurrency.
+        "callsPerSecond",
+        "maxConcurrentCalls",
     }
 )
 
