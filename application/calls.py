@@ -38,10 +38,21 @@ class CallsApp(Application[UUID]):
 
         The contact's time zone (its own, or the one its number rings in) is frozen on
         the call: calling hours are evaluated in it. ``zones``, if given, receives them."""
+        from application.campaigns import select_events_of
+        from domain.call import call_id
         from domain.phone import timezone_for
 
+        contacts = list(contacts)
+        # Calls already there (a batch resumed after a crash, or done by another
+        # dispatcher) are found in one query rather than by a failed insert each.
+        existing = {
+            s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))
+            for s in select_events_of(self, [call_id(execution.id, c.id) for c in contacts])
+        }
         calls: list[Call] = []
         for contact in contacts:
+            if call_id(execution.id, contact.id) in existing:
+                continue
             snapshot = contact.snapshot()
             if not snapshot.get("timezone"):
                 snapshot["timezone"] = timezone_for(contact.phone, country, timezone) or timezone

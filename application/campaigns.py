@@ -77,6 +77,45 @@ class Principal:
         return f"apikey:{self.key_id}"
 
 
+def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEvent]:
+    """The stored events of many aggregates in one query, in stream order (PostgreSQL
+    or SQLite; one query per aggregate in memory)."""
+    if not ids:
+        return []
+    recorder: Any = app.recorder
+    table = getattr(recorder, "events_table_name", None)
+    if table is None:  # in memory: no query to save
+        return [e for i in ids for e in recorder.select_events(i)]
+    if hasattr(recorder.datastore, "schema"):  # PostgreSQL
+        from psycopg.sql import SQL, Identifier
+
+        statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
+        ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, ([str(i) for i in ids],))
+            return [
+                StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+                for r in curs.fetchall()
+            ]
+    out: list[StoredEvent] = []
+    for i in range(0, len(ids), 500):  # SQLite: a bounded number of parameters per query
+        chunk = [u.hex for u in ids[i : i + 500]]
+        marks = ",".join("?" * len(chunk))
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT originator_id, originator_version, topic, state FROM {table} "
+                f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
+                chunk,
+            )
+            out += [
+                StoredEvent(recorder.convert_originator_id(r["originator_id"]), r["originator_version"], r["topic"], r["state"])
+                for r in c.fetchall()
+            ]
+    return out
+
+
 class CampaignsApp(Application[UUID]):
     name = "campaigns"
     # A live audience's members, by audience id, from the directory read model (wired in
@@ -447,47 +486,11 @@ class CampaignsApp(Application[UUID]):
         Missing ids are absent from the result."""
         out: dict[UUID, Any] = {}
         to_domain_event = self.mapper.to_domain_event
-        for s in self._select_events_of(ids):
+        for s in select_events_of(self, ids):
             # Events come in stream order; mutate() directly (eventsourcing's
             # project_aggregate checks a typing Protocol per event: a third of the time).
             key = s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))
             out[key] = to_domain_event(s).mutate(out.get(key))
-        return out
-
-    def _select_events_of(self, ids: list[UUID]) -> list[StoredEvent]:
-        if not ids:
-            return []
-        recorder: Any = self.recorder
-        table = getattr(recorder, "events_table_name", None)
-        if table is None:  # in memory: no query to save
-            return [e for i in ids for e in recorder.select_events(i)]
-        if hasattr(recorder.datastore, "schema"):  # PostgreSQL
-            from psycopg.sql import SQL, Identifier
-
-            statement = SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-                "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
-            ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
-            with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(statement, ([str(i) for i in ids],))
-                return [
-                    StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
-                    for r in curs.fetchall()
-                ]
-        out: list[StoredEvent] = []
-        for i in range(0, len(ids), 500):  # SQLite: a bounded number of parameters per query
-            chunk = [u.hex for u in ids[i : i + 500]]
-            marks = ",".join("?" * len(chunk))
-            with recorder.datastore.transaction(commit=False) as c:
-                c.execute(
-                    f"SELECT originator_id, originator_version, topic, state FROM {table} "
-                    f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
-                    chunk,
-                )
-                out += [
-                    StoredEvent(recorder.convert_originator_id(r["originator_id"]), r["originator_version"], r["topic"], r["state"])
-                    for r in c.fetchall()
-                ]
         return out
 
     def contacts_of(self, org: UUID, ids: list[str]) -> list[Contact]:
