@@ -224,6 +224,40 @@ def test_rate_limit_per_key_with_retry_after(tmp_path: Path) -> None:
         p.close()
 
 
+class ApiServer:
+    """An API process only (as `gomobile api`): its own container and server, no projector,
+    worker or dispatcher, on the settings of another platform."""
+
+    def __init__(self, settings: Any) -> None:
+        import dataclasses
+        import time
+
+        import uvicorn
+
+        from infrastructure.bootstrap import Container
+        from interfaces.http.app import create_app
+        from tests.harness import free_port
+
+        port = free_port()
+        self.container = Container(dataclasses.replace(settings, port=port))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.container), host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "API server did not start"
+            time.sleep(0.01)
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def client(self, api_key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"x-api-key": api_key}, timeout=30)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.container.close()
+
+
 @pytest.mark.integration
 def test_rate_limits_and_idempotency_are_shared_by_api_processes(tmp_path: Path, postgres_database: str, redis_namespace: tuple[str, str]) -> None:
     """Two API servers on one PostgreSQL and one Redis (as `gomobile api --workers 2`): the
@@ -232,7 +266,11 @@ def test_rate_limits_and_idempotency_are_shared_by_api_processes(tmp_path: Path,
     redis_url, namespace = redis_namespace
     with rate_limit(per_minute=4, burst=6):
         one = Platform(tmp_path / "one", database_url=postgres_database, redis_url=redis_url, redis_namespace=namespace, start_dispatcher=False)
-        two = Platform(tmp_path / "two", database_url=postgres_database, redis_url=redis_url, redis_namespace=namespace, start_dispatcher=False)
+        try:
+            two = ApiServer(one.settings)
+        except BaseException:
+            one.close()
+            raise
     try:
         _, key = one.new_org("Shared")
         with one.client(key) as a, two.client(key) as b:
