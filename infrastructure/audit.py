@@ -73,6 +73,17 @@ def genesis_mac(key: bytes, table: str, started_after: int) -> bytes:
     return hmac.new(key, FORMAT + b"|genesis|" + table.encode() + b"|" + str(started_after).encode(), hashlib.sha256).digest()
 
 
+def check_genesis(key: bytes, table: str, started_after: int, mac: bytes) -> None:
+    """Refuse to chain with a key other than the one the chain started with: each process
+    would otherwise chain under its own key (say, a data dir of its own per container)
+    and every verify would fail. Loud at startup rather than a broken trail found later."""
+    if not hmac.compare_digest(mac, genesis_mac(key, table, started_after)):
+        raise ProgrammingError(
+            f"the audit key differs from the one this store's audit chain ({table}) started with, or its "
+            "genesis row was altered: give every process the same GOMOBILE_AUDIT_KEY (or the same data dir)"
+        )
+
+
 def unpack_entries(entries: bytes) -> list[tuple[UUID, int, int, bytes]]:
     return [(UUID(bytes=o), v, n, d) for o, v, n, d in ENTRY.iter_unpack(bytes(entries))]
 
@@ -268,8 +279,11 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
 
         n = self.sql_names
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("SELECT started_after FROM {schema}.{genesis}").format(**n))
-            if curs.fetchone() is None:
+            curs.execute(SQL("SELECT started_after, mac FROM {schema}.{genesis}").format(**n))
+            found = curs.fetchone()
+            if found is not None:
+                check_genesis(self.audit_key, self.events_table_name, int(found["started_after"]), bytes(found["mac"]))
+            else:
                 # Under the writers' lock: every event after this id is chained.
                 self._lock_table(curs)
                 curs.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) AS m FROM {schema}.{events}").format(**n))
@@ -371,8 +385,11 @@ class SQLiteAuditRecorder(AuditChainMixin, SQLiteApplicationRecorder):
     def create_table(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             self._create_table(c)
-            c.execute(f"SELECT started_after FROM {self.genesis_table}")
-            if c.fetchone() is None:
+            c.execute(f"SELECT started_after, mac FROM {self.genesis_table}")
+            found = c.fetchone()
+            if found is not None:
+                check_genesis(self.audit_key, self.events_table_name, int(found[0]), bytes(found[1]))
+            else:
                 c.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table_name}")
                 start = int(c.fetchone()[0])
                 c.execute(

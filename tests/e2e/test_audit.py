@@ -39,7 +39,7 @@ def gomobile(data_dir: Path, *args: str, database_url: str = "") -> subprocess.C
 
 def verify(data_dir: Path, *args: str, database_url: str = "") -> tuple[int, list[dict[str, Any]]]:
     out = gomobile(data_dir, "audit", "verify", "--json", *args, database_url=database_url)
-    assert out.returncode in (0, 1), out.stderr
+    assert out.returncode in (0, 1) and out.stdout.startswith("{"), out.stderr
     report = json.loads(out.stdout)
     problems = [p for a in report["applications"] for p in a["problems"]]
     assert report["ok"] == (out.returncode == 0) == (not problems)
