@@ -16,7 +16,7 @@ from typing import Any
 
 from domain.flows import templates
 from domain.flows.graph import FlowGraph
-from domain.flows.nodes import NODE_TYPES, Next, Stop, Wait
+from domain.flows.nodes import NODE_TYPES, Jump, Next, Stop, Wait
 from domain.flows.nodes.call import DIAL_OUTPUT_FOR_OUTCOME
 
 __all__ = [
@@ -184,6 +184,24 @@ class _Walk:
             self.end(outcome.dead_end, hangup=False)
         return target
 
+    def jump(self, outcome: Jump) -> str | None:
+        """Enter ``outcome.node_id`` with the result it would have waited for."""
+        if self.state.visits >= self.cap:
+            self.end("max_node_visits", hangup=False)
+            return None
+        node = self.graph.node(outcome.node_id)
+        self.state.visits += 1
+        self.current = node
+        result = NODE_TYPES[node["type"]].resume(self, node, outcome.result)
+        if isinstance(result, Wait):  # e.g. a wrong key, retried: the node now waits
+            self.steps.append(_step(node, None))
+            self.state.waiting_node = node["id"]
+            return None
+        if isinstance(result, Jump):
+            self.steps.append(_step(node, result.output))
+            return self.jump(result)
+        return self.follow(node, result)
+
     def run(self, node_id: str | None) -> None:
         answered = self.unanswered_outcome is None
         while node_id is not None:
@@ -276,6 +294,10 @@ def resume(
     if isinstance(outcome, Wait):
         state.waiting_node = node_id
         return walk.turn({"nodeId": node_id, "outputPath": "retry"})
+    if isinstance(outcome, Jump):
+        resolved = {"nodeId": node_id, "outputPath": outcome.output}
+        walk.run(walk.jump(outcome))
+        return walk.turn(resolved)
     next_id = walk.follow(node, outcome, resumed=True)
     resolved = getattr(walk, "resolved", None) or {"nodeId": node_id, "outputPath": None}
     walk.run(next_id)

@@ -9,9 +9,10 @@ A callee script::
      "inputs": ["1", null, "123#", ...],    # one per waiting node, in order (see below)
      "webhooks": [{"status": 200, "json": {...}}, {"error": "timeout"}, ...]}
 
-Each entry of ``inputs`` answers the node the call waits at: keys for ``dtmf`` (``null``
-= nothing pressed), words for a transcribing ``collect_audio`` (``null`` = silence), seconds
-spoken for ``record`` and a recording ``collect_audio`` (``null`` = silence), a DialCallStatus for ``transfer`` (``completed``,
+Each entry of ``inputs`` answers the node the call waits at: keys for ``dtmf`` and for a
+``play`` node whose prompts can be barged in on (``null`` = nothing pressed), words for a
+transcribing ``collect_audio`` (``null`` = silence), seconds spoken for ``record`` and a
+recording ``collect_audio`` (``null`` = silence), a DialCallStatus for ``transfer`` (``completed``,
 ``busy``, ``no-answer``, ``failed``); an object is passed to the engine as it is. When
 the inputs run out while the call waits, the callee hangs up. Webhook nodes take the
 next entry of ``webhooks`` (default: ``200`` with an empty JSON object).
@@ -82,6 +83,8 @@ def result_for(node: dict[str, Any], entry: Any, index: int) -> dict[str, Any]:
     node_type = node["type"]
     if isinstance(entry, dict):
         return entry
+    if node_type == "play":  # a barge-in prompt: a key pressed while it plays
+        return {"digits": None if entry in (None, "") else str(entry)}
     if node_type == "dtmf":
         if entry is None:
             return {"digits": None}

@@ -76,7 +76,7 @@ def sandbox_script(fixture: dict[str, Any]) -> dict[str, Any]:
     inputs = [e for e in run["events"] if e["type"] == "trigger" and e["kind"] == "input"]
     for entry, event in zip(callee.get("inputs") or [], inputs, strict=False):
         kind = graph.node(event["nodeId"])["type"]
-        if kind == "dtmf":
+        if kind in ("dtmf", "play"):  # a play node waits only to be barged in on
             step["digits"].append(entry or "")
         elif kind == "collect_audio" and not records_audio(graph.node(event["nodeId"]).get("config") or {}):
             step["speech"].append(entry or "")

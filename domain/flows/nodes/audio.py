@@ -12,7 +12,7 @@ from typing import Any
 
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Next, NodeType, Outcome, Walk, boolean, failed, one_of, register, text
+from domain.flows.nodes.base import Jump, Next, NodeType, Outcome, Wait, Walk, boolean, failed, one_of, register, text
 
 LANGUAGES = ("ar-MA", "ar", "fr", "en", "fr-FR", "en-US", "en-GB")
 GENDERS = ("male", "female")
@@ -174,6 +174,12 @@ def play_items(walk: Walk, node: dict[str, Any], items: list[dict[str, Any]], la
     return skipped
 
 
+def barge_in_target(config: dict[str, Any]) -> str | None:
+    """The dtmf node a key pressed during this node's prompts goes to, if any."""
+    target = config.get("bargeInDtmfNodeId")
+    return target if config.get("allowBargeIn") and isinstance(target, str) else None
+
+
 def _barge(barge_in: bool) -> dict[str, Any]:
     return {"bargeIn": True} if barge_in else {}
 
@@ -202,6 +208,21 @@ class Play(NodeType):
         skipped = play_items(walk, node, config.get("audioItems") or [], config.get("language"), bool(config.get("allowBargeIn")))
         if skipped:
             return failed(walk, node, f"{skipped} audio item(s) could not be played", "onComplete")
+        target = barge_in_target(config)
+        if target is not None and (node.get("outputs") or {}).get("onComplete") != target:
+            # The prompts play inside a keypress prompt: a key pressed while they play goes
+            # to the target dtmf node as its input (DOMAIN.md §5.3); none, and the flow
+            # goes on once they end.
+            walk.instruct({"verb": "gather", "nodeId": node["id"], "numDigits": 1, "timeoutSeconds": 1, "bargeInTo": target})
+            return Wait()
+        return Next(("onComplete",))
+
+    def resume(self, walk: Walk, node: dict[str, Any], result: dict[str, Any]) -> Outcome:
+        config = node.get("config") or {}
+        target = barge_in_target(config)
+        if result.get("digits") and target is not None:
+            walk.emit("barge_in", node, digits=result["digits"], target=target)
+            return Jump(target, {"digits": result["digits"]}, "bargeIn")
         return Next(("onComplete",))
 
 

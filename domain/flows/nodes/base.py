@@ -33,7 +33,18 @@ class Stop:
     hangup: bool = True
 
 
-Outcome = Next | Wait | Stop
+@dataclass(frozen=True)
+class Jump:
+    """Hand a result to another node, as if that node had been waiting for it (a key
+    pressed during a barge-in prompt goes to the prompt's dtmf node); ``output`` is the
+    path recorded for the node that jumps."""
+
+    node_id: str
+    result: dict[str, Any]
+    output: str
+
+
+Outcome = Next | Wait | Stop | Jump
 
 
 class Walk(Protocol):
