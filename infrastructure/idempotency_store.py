@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 TTL_SECONDS = 24 * 3600
+STALE_CLAIM_SECONDS = 600  # a claim without a response after this long is a dead process's
 PURGE_EVERY = 200  # claims between two purges of expired rows
 
 
@@ -124,6 +125,17 @@ class IdempotencyStore:
         if stored_fp != fingerprint:
             return "mismatch", None
         if status is None:
+            claimed = self._execute(
+                "SELECT created_at FROM idempotency_keys WHERE owner = ? AND key = ?", (owner, key)
+            )
+            if claimed and claimed[0][0] < now - STALE_CLAIM_SECONDS:
+                # Its process died mid-request (a finished or failed one settles its row):
+                # the command may be retried.
+                self._execute(
+                    "DELETE FROM idempotency_keys WHERE owner = ? AND key = ? AND status IS NULL",
+                    (owner, key),
+                )
+                return self.begin(owner, key, fingerprint, now)
             return "in_progress", None
         return "replay", StoredResponse(
             int(status), [tuple(h) for h in json.loads(headers)], bytes(body)

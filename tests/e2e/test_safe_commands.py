@@ -320,3 +320,21 @@ def test_unknown_fields_are_a_400_naming_them(platform: Platform) -> None:
         # The documented fields still work.
         ok = c.post("/api/contact", json={"primaryPhone": "+212612356001", "firstName": "A", "city": "Fes", "timezone": "Africa/Casablanca"})
         assert ok.status_code == 201, ok.text
+
+
+def test_a_claim_left_by_a_dead_process_is_retried(tmp_path: Path) -> None:
+    from infrastructure.idempotency_store import (
+        STALE_CLAIM_SECONDS,
+        IdempotencyStore,
+        StoredResponse,
+    )
+
+    store = IdempotencyStore(sqlite_path=str(tmp_path / "idempotency.sqlite"))
+    assert store.begin("org:key", "k", "fp", 1000.0) == ("new", None)
+    assert store.begin("org:key", "k", "fp", 1001.0) == ("in_progress", None)  # still running
+    assert store.begin("org:key", "k", "other", 1001.0) == ("mismatch", None)
+    # No response ever came (the process died): after a while the key may run again.
+    assert store.begin("org:key", "k", "fp", 1000.0 + STALE_CLAIM_SECONDS + 1) == ("new", None)
+    store.finish("org:key", "k", StoredResponse(201, [("content-type", "application/json")], b"{}"))
+    verdict, stored = store.begin("org:key", "k", "fp", 1000.0 + STALE_CLAIM_SECONDS + 2)
+    assert verdict == "replay" and stored is not None and stored.status == 201 and stored.body == b"{}"
