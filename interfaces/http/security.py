@@ -405,6 +405,11 @@ class RateLimitConfig:
         return self.per_minute > 0
 
 
+#: Tighter limits of their own for some routes, per key, on top of the key's (DOMAIN.md §2.4:
+#: "10 requests/s for bulk upsert batches"); ``limits`` notation.
+ROUTE_RATE_LIMITS = {"POST /api/contact/upsert": "10/second"}
+
+
 class RateLimiter:
     """Moving windows per key (``limits``): at most ``burst`` requests in any minute and
     ``per_minute × window`` in any ``window`` minutes. In Redis when a URL is given (every
@@ -413,7 +418,7 @@ class RateLimiter:
     def __init__(
         self, config: RateLimitConfig, redis_url: str = "", namespace: str = "gomobile"
     ) -> None:
-        from limits import RateLimitItemPerMinute
+        from limits import RateLimitItemPerMinute, parse
         from limits.aio.storage import MemoryStorage, RedisStorage
         from limits.aio.strategies import MovingWindowRateLimiter
 
@@ -433,13 +438,18 @@ class RateLimiter:
         else:
             storage = MemoryStorage()
         self.limiter = MovingWindowRateLimiter(storage)
+        self.route_items = {route: parse(spec) for route, spec in ROUTE_RATE_LIMITS.items()}
 
-    async def hit(self, identity: str) -> tuple[bool, list[tuple[bytes, bytes]]]:
+    async def hit(self, identity: str, route: str = "") -> tuple[bool, list[tuple[bytes, bytes]]]:
         """(allowed, headers): X-RateLimit-Limit/-Remaining/-Reset of the tightest window,
         plus Retry-After when refused."""
         ok = True
         worst: tuple[int, int, float] | None = None  # remaining, limit, reset epoch
-        for item in self.items:
+        windows = [(item, identity) for item in self.items]
+        if route in self.route_items:
+            windows.append((self.route_items[route], f"{identity}:{route}"))
+        for item, who in windows:
+            identity = who
             if ok and not await self.limiter.hit(item, identity):
                 ok = False
             stats = await self.limiter.get_window_stats(item, identity)
@@ -675,7 +685,8 @@ class SecurityMiddleware:
         limiter = state.limiter()
         if limiter is not None:
             ok, extra_headers = await limiter.hit(
-                f"{principal.organization_id.hex}:{principal.key_id}"
+                route=f"{method} {scope.get('path_template')}",
+                identity=f"{principal.organization_id.hex}:{principal.key_id}",
             )
             if not ok:
                 await send_problem(

@@ -338,3 +338,16 @@ def test_a_claim_left_by_a_dead_process_is_retried(tmp_path: Path) -> None:
     store.finish("org:key", "k", StoredResponse(201, [("content-type", "application/json")], b"{}"))
     verdict, stored = store.begin("org:key", "k", "fp", 1000.0 + STALE_CLAIM_SECONDS + 2)
     assert verdict == "replay" and stored is not None and stored.status == 201 and stored.body == b"{}"
+
+
+def test_bulk_upsert_has_its_documented_10_per_second(tmp_path: Path) -> None:
+    with rate_limit(per_minute=1000, burst=2000):
+        p = Platform(tmp_path / "var", start_dispatcher=False)
+    try:
+        _, key = p.new_org("Bulk paced")
+        with p.client(key) as c:
+            answers = [c.post("/api/contact/upsert", json={"data": []}).status_code for _ in range(12)]
+            assert answers[:10] == [400] * 10 and 429 in answers[10:]  # refused as invalid, but counted
+            assert c.get("/api/users/me").status_code == 200  # the key's other requests go on
+    finally:
+        p.close()
