@@ -305,3 +305,13 @@ def _body_for(method: str, path: str) -> Any:
         "/api/audio-management/audio/{audio_id}": {"title": "Changed"},
     }
     return bodies.get(path, {})
+
+
+def test_readme_documents_the_matrix_the_code_enforces() -> None:
+    from interfaces.http.security import PERMISSIONS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "### Roles and permissions" in readme
+    for permission, what in PERMISSIONS.items():
+        row = f"| `{permission}` | {what} | " + " | ".join("✓" if permission in ROLE_PERMISSIONS[r] else "" for r in ROLES) + " |"
+        assert row in readme, f"README's matrix disagrees with interfaces/http/security.py on {permission}: {row}"
