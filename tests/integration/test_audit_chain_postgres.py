@@ -33,9 +33,9 @@ def campaign(tmp_path: Path, postgres_database: str, redis_namespace: tuple[str,
         other_org, _ = p.new_org("Other")
         with p.client(key) as client:
             result = run_campaign(client, p.clock.advance, n=10)
-        yield {"data": data, "url": postgres_database, "org": org, "other_org": other_org, **result}
     finally:
-        p.close()
+        p.close()  # its connections back before the CLI's own
+    yield {"data": data, "url": postgres_database, "org": org, "other_org": other_org, **result}
 
 
 def test_tampering_with_stored_events_in_sql_is_caught_and_named(campaign: dict[str, Any]) -> None:
