@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from bench.baselines import histogram, percentiles, postgres_commits
-from bench.common import Processes, emit, free_port, fresh_database, machine
+from bench.common import Processes, emit, free_port, fresh_database, machine, wait_http
 
 PHONES = itertools.count()  # every created contact gets a new number, across runs
 
@@ -88,16 +88,7 @@ def main() -> None:
             raw = postgres_commits(db, 3.0)
             procs.start("api", name="api")
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the API did not start")
-                time.sleep(0.2)
+            wait_http(f"{base}/health")
             with httpx.Client(base_url=base, headers={"x-api-key": key}, timeout=30) as c:
                 ids = [c.post("/api/contact", json={"primaryPhone": f"+2126{10000000 + i:08d}"}).json()["id"] for i in range(200)]
             runs = []

@@ -31,6 +31,7 @@ from bench.common import (
     machine,
     postgres_cpu_seconds,
     raw_commit_rate,
+    wait_http,
 )
 
 FLOW = {
@@ -41,6 +42,75 @@ FLOW = {
         {"id": "bye", "type": "hangup", "config": {"reason": "completed"}},
     ],
 }
+
+
+class DuringRun:
+    """While the execution runs: how far behind the read models are (seconds from an
+    event's commit to the projection having applied it, sampled every 100 ms from the
+    outside), and how fast report and dashboard reads answer (a few per second, HDR
+    percentiles)."""
+
+    def __init__(self, container: Any, base: str, key: str, execution_id: str, reads_per_second: float = 4.0) -> None:
+        import threading
+
+        from bench.baselines import histogram
+
+        self.container, self.base, self.key, self.eid = container, base, key, execution_id
+        self.rate = reads_per_second
+        self.lag = histogram()
+        self.reads: dict[str, Any] = {}
+        self.errors: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._lag, daemon=True), threading.Thread(target=self._read, daemon=True)]
+        self.histogram = histogram
+
+    def start(self) -> DuringRun:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def finish(self) -> dict[str, Any]:
+        from bench.baselines import percentiles
+
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        return {"projectionLagMs": percentiles(self.lag),
+                "readLatencyMs": {k: percentiles(h) for k, h in self.reads.items()}, "readErrors": self.errors}
+
+    def _lag(self) -> None:
+        calls = self.container.calls.recorder
+        view = self.container.views["progress"]
+        pending: list[tuple[float, int]] = []  # (when the head was seen, the head)
+        while not self.stop.is_set():
+            now = time.perf_counter()
+            head = calls.max_notification_id() or 0
+            pending.append((now, head))
+            position = view.max_tracking_id("calls") or 0
+            while pending and pending[0][1] <= position:
+                seen, _ = pending.pop(0)
+                self.lag.record_value(max(1, int((now - seen) * 1e6)))
+            self.stop.wait(0.1)
+
+    def _read(self) -> None:
+        paths = {
+            "report": f"/api/program-execution/{self.eid}/report",
+            "reportCalls": f"/api/program-execution/{self.eid}/report/calls?limit=50",
+            "nodeStats": f"/api/program-execution/{self.eid}/report/node-stats",
+            "dashboardExecution": f"/dashboard/executions/{self.eid}",
+        }
+        with httpx.Client(base_url=self.base, headers={"x-api-key": self.key}, cookies={"gm_dashboard_key": self.key},
+                          timeout=30) as client:
+            i = 0
+            while not self.stop.is_set():
+                for name, path in paths.items():
+                    t = time.perf_counter()
+                    r = client.get(path)
+                    self.reads.setdefault(name, self.histogram()).record_value(max(1, int((time.perf_counter() - t) * 1e6)))
+                    if r.status_code != 200:
+                        self.errors[f"{name} {r.status_code}"] = self.errors.get(f"{name} {r.status_code}", 0) + 1
+                i += 1
+                self.stop.wait(1 / self.rate)
 
 
 def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) -> dict[str, Any]:
@@ -61,6 +131,7 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
             "GOMOBILE_SANDBOX_TIME_SCALE": "0",
             "GOMOBILE_WORKER_THREADS": str(threads),
             "GOMOBILE_LOG_LEVEL": "ERROR",
+            "GOMOBILE_RATE_LIMIT_PER_MINUTE": "0",  # the benchmark measures the platform, not the per-key limit
         }
         os.environ.update({k: env[k] for k in ("GOMOBILE_DATABASE_URL",)})
         from infrastructure.bootstrap import Container
@@ -69,7 +140,7 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
         container = Container(Settings(database_url=db, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN))
         procs = Processes(env, Path(tmp))
         try:
-            org_id, _ = container.campaigns.create_organization("Bench")
+            org_id, api_key = container.campaigns.create_organization("Bench")
             org = container.campaigns.organization(org_id)
             from domain.audience import Audience
             from domain.contact import Contact
@@ -92,20 +163,12 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
             procs.start("projector", name="projector")
             for w in range(workers):
                 procs.start("worker", name=f"worker{w}")
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{api_port}/health").status_code == 200 and httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("processes did not start")
-                time.sleep(0.2)
+            wait_http(f"http://127.0.0.1:{api_port}/health", f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
             time.sleep(2)  # let workers connect to Redis
             cpu_before, pg_before = procs.cpu_seconds(), postgres_cpu_seconds()
             t_launch = time.perf_counter()
             execution = container.campaigns.launch_program(org, str(program.id), container.clock.now())
+            during = DuringRun(container, f"http://127.0.0.1:{api_port}", api_key, str(execution.id)).start()
             first_dial = None
             while True:
                 row = container.progress.execution(str(execution.id))
@@ -117,6 +180,7 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
                 if time.perf_counter() - t_launch > 600:
                     raise TimeoutError(f"not finished: {row}")
                 time.sleep(0.05)
+            observed = during.finish()
             assert row["completed"] == contacts, row
             placed = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/calls", timeout=60).json()
             assert len(placed) == contacts, len(placed)
@@ -137,6 +201,8 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
                 # 2 cores is about 2000 / sum(...) calls per second.
                 "cpuMsPerCall": cpu,
                 "cpuMsPerCallTotal": round(sum(cpu.values()), 1),
+                # Issue 6: read models' lag and read latency while the execution runs.
+                **observed,
             }
         finally:
             procs.stop()

@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 
@@ -56,8 +57,9 @@ def raw_commit_rate(url: str, seconds: float = 3.0) -> float:
 
 
 def machine() -> dict[str, Any]:
-    import eventsourcing  # noqa: F401
     from importlib.metadata import version
+
+    import eventsourcing  # noqa: F401
 
     with psycopg.connect(ADMIN_URL) as c:
         pg = c.execute("SHOW server_version").fetchone()[0]
@@ -81,7 +83,7 @@ class Processes:
 
     def start(self, *args: str, name: str) -> None:
         self.names.append(name)
-        log = open(self.logdir / f"{name}.log", "wb")
+        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - the child writes to it until it stops
         self.procs.append(
             subprocess.Popen([sys.executable, "-m", "interfaces.cli", *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         )
@@ -92,7 +94,8 @@ class Processes:
         tick = os.sysconf("SC_CLK_TCK")
         for name, p in zip(self.names, self.procs):
             try:
-                fields = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{p.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
                 out[name] = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
             except (OSError, IndexError):
                 out[name] = 0.0
@@ -119,7 +122,8 @@ def postgres_cpu_seconds() -> float:
             with open(f"/proc/{pid}/comm") as f:
                 if f.read().strip() not in ("postgres", "postmaster"):
                     continue
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
         except (OSError, IndexError):
             continue
@@ -132,3 +136,20 @@ def emit(name: str, result: dict[str, Any]) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"benchmark": name, **result}, indent=2))
+
+
+def wait_http(*urls: str, timeout: float = 30.0) -> None:
+    """Until every URL answers 200 (the processes are up)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+            time.sleep(0.2)

@@ -96,14 +96,8 @@ def chaos(tmp_path: Path, postgres_database: str) -> Any:
     t.env["GOMOBILE_SANDBOX_TIME_SCALE"] = "0"
     t.env["GOMOBILE_LOG_LEVEL"] = "WARNING"
     org = json.loads(t.cli("org", "create", "Chaos Org"))
-    t.start("sandbox")
-    for role in ("api", "dispatcher", "projector"):
-        t.start(role)
-    t.start("worker", name="worker-1")
-    t.start("worker", name="worker-2")
     try:
-        wait_for(lambda: _up(f"http://127.0.0.1:{t.api_port}/health") and _up(f"http://127.0.0.1:{t.sandbox_port}/_sandbox/health"),
-                 30, what="api and sandbox")
+        _start(t, workers=2)
         yield t, org, redis_server
     except BaseException:
         print(t.logs())
@@ -111,6 +105,18 @@ def chaos(tmp_path: Path, postgres_database: str) -> Any:
     finally:
         t.stop()
         redis_server.stop()
+
+
+def _start(t: Topology, workers: int) -> None:
+    """The sandbox, the api, a dispatcher, a projector and ``workers`` workers; until the
+    api and the sandbox answer."""
+    t.start("sandbox")
+    for role in ("api", "dispatcher", "projector"):
+        t.start(role)
+    for i in range(workers):
+        t.start("worker", name=f"worker-{i + 1}")
+    wait_for(lambda: _up(f"http://127.0.0.1:{t.api_port}/health") and _up(f"http://127.0.0.1:{t.sandbox_port}/_sandbox/health"),
+             30, what="api and sandbox")
 
 
 def _kill(t: Topology, name: str) -> None:
@@ -291,11 +297,7 @@ def outage(tmp_path: Path, redis_namespace: tuple[str, str]) -> Any:
     t.env["GOMOBILE_LOG_LEVEL"] = "WARNING"
     try:
         org = json.loads(t.cli("org", "create", "Outage Org"))
-        t.start("sandbox")
-        for role in ("api", "dispatcher", "projector", "worker"):
-            t.start(role)
-        wait_for(lambda: _up(f"http://127.0.0.1:{t.api_port}/health") and _up(f"http://127.0.0.1:{t.sandbox_port}/_sandbox/health"),
-                 30, what="api and sandbox")
+        _start(t, workers=1)
         yield t, org, pg
     except BaseException:
         print(t.logs())
