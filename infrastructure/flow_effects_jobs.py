@@ -58,6 +58,10 @@ class FlowEffectsOutbox(ViewMixin):
     TABLES: Sequence[str] = ()
     send: Callable[[str, int], None]
 
+    def wants(self, topic: str) -> bool:
+        """Only flow turns are decoded; the runner tracks past every other call event."""
+        return topic.endswith(":Call.FlowAdvanced")
+
     def handle(self, c: Any, event: Any) -> None:
         if type(event).__qualname__ == "Call.FlowAdvanced" and requested_effects(event.turn):
             self.send(str(event.originator_id), int(event.originator_version))
