@@ -135,3 +135,32 @@ def test_late_duplicate_reordered_or_forged_callbacks_change_nothing(world: tupl
     assert post(f"/twilio/status/{job}/1", {**common, "CallStatus": "completed", "CallDuration": "99"}) == 204
     assert event_names(platform, job) == before
     assert c.get(f"/api/call-report/{job}").json()["finalOutcome"] == "voicemail"
+
+
+def test_a_lost_redirect_heals_at_the_calls_next_webhook(world: tuple[Platform, Any]) -> None:
+    """The verdict's turn is saved before the redirect is asked for; if the redirect is
+    lost (Twilio's API unreachable, the process gone), the call's next request, the menu
+    timing out, is answered with that turn: the machine still hears the voicemail branch."""
+    from application.ports import TelephonyError
+
+    platform, c = world
+    telephony = platform.container.telephony
+    asked: list[str] = []
+
+    def unreachable(provider_call_id: str, twiml: str) -> None:
+        asked.append(provider_call_id)
+        raise TelephonyError("Twilio's API cannot be reached")
+
+    telephony.redirect = unreachable  # type: ignore[method-assign]
+    try:
+        phone = "+212617000032"
+        eid, contacts = launch(c, [phone], GRAPH)
+    finally:
+        del telephony.redirect  # the class's own again
+    [dialled] = [call for call in platform.sandbox.calls() if call["to"] == phone]
+    assert asked == [dialled["sid"]]
+    said = [v.get("text") for v in dialled["verbs"] if v["verb"] == "Say"]
+    assert said[-1] == "Sorry we missed you, please call us back."
+    job = call_id(eid, contacts[phone])
+    assert c.get(f"/api/call-report/{job}").json()["finalOutcome"] == "voicemail"
+    assert [t["trigger"]["type"] for t in platform.container.calls.call(job).turns] == ["answer", "amd"]
