@@ -20,6 +20,7 @@ read rate of the same events table measured in the same run.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -165,14 +166,21 @@ def main() -> None:
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("VACUUM ANALYZE")
         result["raw"] = raw_read(url)
-        raw = result["raw"]["all"]["rowsPerSecond"]
+        before = result["raw"]["all"]["rowsPerSecond"]
         for name in args.views.split(","):
             for size in args.batch_size.split(","):
+                load = os.getloadavg()[0]
                 r = rebuild(env, name, int(size))
-                r["ratioToRaw"] = round(r["eventsPerSecond"] / raw, 3)
+                after = raw_read(url)["all"]["rowsPerSecond"]
+                # The 2 cores are shared: the raw rate is read just before and just after
+                # each rebuild, and the rebuild put against their mean.
+                raw = (before + after) / 2
+                r.update({"rawRowsPerSecond": round(raw), "rawBefore": before, "rawAfter": after,
+                          "ratioToRaw": round(r["eventsPerSecond"] / raw, 3),
+                          "loadAverage": [round(load, 1), round(os.getloadavg()[0], 1)]})  # fmt: skip
                 result[f"{name}@{size}"] = r
-                print({"view": name, **r, "rawRowsPerSecond": raw}, flush=True)
-        result["rawAfter"] = raw_read(url)["all"]  # the raw rate again, after the rebuilds
+                print({"view": name, **r}, flush=True)
+                before = after
         emit("rebuild", result)
 
     if args.database_url:

@@ -202,17 +202,28 @@ class ReportsView(ViewMixin):
         self._handle(pending, event)
         pending.flush()
 
+    # Per event class: its handler, whether it goes to the activity log, whether it starts
+    # a stream (and whether that stream is an organization's own).
+    _dispatch: dict[type, tuple[Callable[..., None] | None, bool, bool, bool]] = {}  # noqa: RUF012
+
     def _handle(self, p: _Pending, event: Any) -> None:
-        name = type(event).__qualname__.replace(".", "_")
-        handler = getattr(self, "on_" + name, None)
+        cls = type(event)
+        found = self._dispatch.get(cls)
+        if found is None:
+            name = cls.__qualname__.replace(".", "_")
+            found = self._dispatch[cls] = (
+                getattr(type(self), "on_" + name, None), not name.startswith("Call_"), name.endswith("_Created"),
+                name == "Organization_Created",
+            )  # fmt: skip
+        handler, audited, created, organization = found
         if handler is not None:
-            handler(p, event)
-        if not name.startswith("Call_"):
+            handler(self, p, event)
+        if audited:
             row = self._activity(event)
             if row is not None:
                 p.activity.append(row)
-        if name.endswith("_Created"):
-            org = event.originator_id if name == "Organization_Created" else getattr(event, "organization_id", None)
+        if created:
+            org = event.originator_id if organization else getattr(event, "organization_id", None)
             if org is not None:
                 p.streams.append((str(event.originator_id), str(org)))
 
