@@ -128,6 +128,8 @@ def test_late_duplicate_reordered_or_forged_callbacks_change_nothing(world: tupl
     common = {"CallSid": sid, "AccountSid": platform.settings.twilio_account_sid}
     assert post(f"/twilio/amd/{job}/1", {**common, "AnsweredBy": "human"}, forged=True) == 403
     assert post(f"/twilio/status/{job}/1", {**common, "CallStatus": "busy"}, forged=True) == 403
+    assert post(f"/twilio/voice/{job}/1/input/1", {**common, "Digits": "1"}, forged=True) == 403
+    assert post(f"/twilio/voice/{job}/1", {**common, "CallStatus": "in-progress"}, forged=True) == 403
     assert post(f"/twilio/amd/{job}/1", {**common, "AnsweredBy": "human"}) == 204  # a second verdict
     assert post(f"/twilio/status/{job}/1", {**common, "CallStatus": "ringing"}) == 204  # out of order
     assert post(f"/twilio/status/{job}/1", {**common, "CallStatus": "in-progress"}) == 204
