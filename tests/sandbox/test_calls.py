@@ -197,3 +197,19 @@ def test_async_amd_posts_the_verdict_while_the_call_plays_and_honours_a_redirect
     sandbox.wait_for_call(human.sid)
     assert [r.params["AnsweredBy"] for r in receiver.by_sid(human.sid, "/amd")] == ["human"]
 
+
+
+def test_the_platform_adapter_asks_for_asynchronous_amd(client, sandbox, receiver, number):
+    """TwilioTelephony.place_call over the real SDK: AMD on means MachineDetection with
+    AsyncAmd and its own signed callback; a mode may be named (DetectMessageEnd)."""
+    from infrastructure.telephony.twilio.provider import TwilioTelephony
+
+    telephony = TwilioTelephony(client, receiver.base_url)
+    common = {"from_": "+15557654321", "timeout_seconds": 20}
+    on = telephony.place_call(to=number("7"), call_id="c-on", attempt=1, machine_detection=True, **common)
+    beep = telephony.place_call(to=number("8"), call_id="c-beep", attempt=2, machine_detection="DetectMessageEnd", **common)
+    off = telephony.place_call(to=number("9"), call_id="c-off", attempt=1, machine_detection=False, **common)
+    reports = {sid: sandbox.wait_for_call(sid) for sid in (on, beep, off)}
+    assert (reports[on]["machine_detection"], reports[on]["async_amd"]) == ("Enable", True)
+    assert (reports[beep]["machine_detection"], reports[beep]["async_amd"]) == ("DetectMessageEnd", True)
+    assert (reports[off]["machine_detection"], reports[off]["async_amd"]) == (None, False)

@@ -203,6 +203,7 @@ class Call:
             "attempt": self.attempt,
             "behaviour": self.plan.behaviour,
             "machine_detection": self.machine_detection,
+            "async_amd": self.async_amd,
             "duration": self.duration,
             "sip_response_code": self.sip_response_code,
             "end_reason": self.end_reason,

@@ -67,7 +67,7 @@ class TwilioTelephony:
         call_id: str,
         attempt: int,
         timeout_seconds: int,
-        machine_detection: bool,
+        machine_detection: bool | str,
     ) -> str:
         params: dict[str, Any] = {
             "to": to,
@@ -85,7 +85,9 @@ class TwilioTelephony:
             # Asynchronous: a person hears the flow at once (no dead air while Twilio
             # listens); the verdict comes to its own webhook, and a machine is then turned
             # to the dial node's onVoicemail by redirecting the live call (``redirect``).
-            params["machine_detection"] = "Enable"
+            # True is "Enable" (a machine is told apart as soon as it answers: best to hang
+            # up on it); "DetectMessageEnd" waits for its beep (best to leave a message).
+            params["machine_detection"] = machine_detection if isinstance(machine_detection, str) else "Enable"
             params["async_amd"] = "true"
             params["async_amd_status_callback"] = f"{self.base}/twilio/amd/{call_id}/{attempt}"
             params["async_amd_status_callback_method"] = "POST"
