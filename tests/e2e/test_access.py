@@ -296,7 +296,7 @@ def _body_for(method: str, path: str) -> Any:
         return None
     bodies = {
         "/api/contact/{contact_id}": {"lastName": "Changed"},
-        "/api/custom-attributes/{attribute_id}": {"displayName": "Changed"},
+        "/api/custom-attributes/{attribute_id}": {"description": "Changed"},
         "/api/audience/{audience_id}": {"name": "Changed"},
         "/api/audience/{audience_id}/add-contacts": {"contacts": [str(uuid4())]},
         "/api/audience/{audience_id}/remove-contacts": {"contacts": [str(uuid4())]},
