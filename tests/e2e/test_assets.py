@@ -216,7 +216,8 @@ def test_dictionaries(world: tuple[Platform, httpx.Client]) -> None:
     assert bad.status_code == 400
     assert c.delete(f"/api/dictionaries/{did}/entries/100").status_code == 200
     assert c.get(f"/api/dictionaries/{did}/entries/100").status_code == 404
-    assert did in [x["id"] for x in c.get("/api/dictionaries").json()]
+    # The list is a read model: the new dictionary appears in it once projected.
+    wait_for(lambda: did in [x["id"] for x in c.get("/api/dictionaries").json()], 10, what="the dictionary to be listed")
     assert c.delete(f"/api/dictionaries/{did}").status_code == 200
     assert c.get(f"/api/dictionaries/{did}").status_code == 404
 
