@@ -37,6 +37,7 @@ from infrastructure.telephony.twilio.media import TwilioRecordingMedia
 from infrastructure.telephony.twilio.provider import TwilioTelephony
 from projections.assets import AssetsView
 from projections.call_history import CallHistoryView
+from projections.client_webhooks import ClientWebhooksView
 from projections.directory import DirectoryView
 from projections.progress import ProgressView
 from projections.reports import ReportsView
@@ -57,6 +58,10 @@ UPSTREAMS = {
 
 PROJECTIONS["assets"] = AssetsView  # flow assets (issue 4): audio files and dictionaries
 UPSTREAMS["assets"] = ("campaigns",)
+# Webhooks to client systems (issue 7): turns call and execution events into deliveries,
+# each sent as a Dramatiq job (projections/client_webhooks.py).
+PROJECTIONS["client_webhooks"] = ClientWebhooksView
+UPSTREAMS["client_webhooks"] = ("campaigns", "calls")
 
 
 @contextmanager
@@ -125,6 +130,8 @@ class Container:
         self.clock: Clock = clock or (FileOffsetClock(s.clock_offset_file) if s.clock_offset_file else SystemClock())
         base.set_clock(self.clock.now)
         env = s.persistence_env()
+        if "CAMPAIGNS_SQLITE_DBNAME" in env:  # the embedded store: a file per read model
+            env["CLIENT_WEBHOOKS_SQLITE_DBNAME"] = str(s.data_dir / "client_webhooks.sqlite")
         self.env = env
         with schema_lock(s):
             self.campaigns = CampaignsApp(env=env)
@@ -157,6 +164,11 @@ class Container:
 
         self.flow_effects = FlowEffects(self.campaigns, self.calls, LoggingSmsSender())
         self.effects_queue = FlowEffectsQueue(self.broker)
+        from application.client_webhooks import WebhookConfig
+        from infrastructure.jobs import ClientWebhookQueue
+
+        hooks = WebhookConfig.from_env()
+        self.webhook_queue = ClientWebhookQueue(self.broker, hooks.max_retries, hooks.min_backoff_ms, hooks.max_backoff_ms)
         self._telephony: TwilioTelephony | None = None
         self._dialer: Dialer | None = None
         self.runners: list[ProjectionRunner] = []
@@ -202,7 +214,10 @@ class Container:
     def runner(self, name: str) -> ProjectionRunner:
         apps = {"campaigns": self.campaigns, "calls": self.calls}
         upstreams = [apps[a] for a in UPSTREAMS[name]]
-        return ProjectionRunner(name, self.views[name], upstreams, poll_interval=self.settings.projection_interval)
+        view = self.views[name]
+        if name == "client_webhooks":
+            view.send = self.webhook_queue.send  # the follower sends a job per delivery
+        return ProjectionRunner(name, view, upstreams, poll_interval=self.settings.projection_interval)
 
     # -- processes ------------------------------------------------------------------
 
@@ -238,6 +253,9 @@ class Container:
     def start_worker(self) -> None:
         self.queue.set_handler(self.dialer.dial)
         self.effects_queue.set_handler(self.flow_effects.run)
+        from application.client_webhooks import ClientWebhooks
+
+        self.webhook_queue.set_handler(ClientWebhooks.for_container(self).deliver)
         self.worker = start_worker(self.broker, self.settings.worker_threads)
 
     def close(self) -> None:

@@ -66,3 +66,55 @@ def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return worker
+
+
+# -- webhooks to client systems (issue 7) ---------------------------------------------
+
+CLIENT_WEBHOOKS_QUEUE = "client_webhooks"
+
+
+class ClientWebhookQueue:
+    """The ``client_webhook`` actor: one job per delivery, sent by the follower in
+    projections/client_webhooks.py, run by application/client_webhooks ``deliver``. A
+    failed attempt raises, and Dramatiq's Retries middleware tries again with exponential
+    backoff (GOMOBILE_WEBHOOK_MAX_RETRIES / _MIN_BACKOFF_MS / _MAX_BACKOFF_MS)."""
+
+    def __init__(self, broker: dramatiq.Broker, max_retries: int, min_backoff: int, max_backoff: int) -> None:
+        self._handler: Callable[[str], Any] | None = None
+
+        def client_webhook(delivery_id: str) -> None:
+            if self._handler is None:
+                raise RuntimeError("no client webhook handler in this process")
+            log.info("client webhook delivery %s: %s", delivery_id, self._handler(delivery_id))
+
+        self.actor = dramatiq.actor(
+            client_webhook, broker=broker, actor_name="client_webhook", queue_name=CLIENT_WEBHOOKS_QUEUE,
+            max_retries=max_retries, min_backoff=min_backoff, max_backoff=max_backoff, time_limit=120_000,
+        )  # fmt: skip
+
+    def set_handler(self, handler: Callable[[str], Any]) -> None:
+        self._handler = handler
+
+    def send(self, delivery_id: str) -> None:
+        self.actor.send(delivery_id)
+
+
+def post_webhook(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, str | None]:
+    """POST ``body`` to a client's endpoint: (status code, error). Redirects are followed
+    only on the same scheme, host and port (307/308 keep the POST), never elsewhere."""
+    import httpx
+
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        for _ in range(4):
+            try:
+                r = client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}"[:500]
+            if r.status_code not in (307, 308) or "location" not in r.headers:
+                return r.status_code, None if r.is_success else f"HTTP {r.status_code}: {r.text[:200]}"
+            target = httpx.URL(url).join(r.headers["location"])
+            origin = httpx.URL(url)
+            if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
+                return r.status_code, f"redirect to another host ({target.host}) not followed"
+            url = str(target)
+        return r.status_code, "too many redirects"

@@ -73,6 +73,7 @@ PERMISSIONS = {
     "suppressions:read": "read the do-not-call list",
     "suppressions:write": "add numbers to the do-not-call list (one or imported)",
     "suppressions:delete": "remove a number from the do-not-call list",
+    "webhooks:manage": "register, list, rotate and delete webhook endpoints; read their delivery logs",
 }
 
 _READ = frozenset(p for p in PERMISSIONS if p.endswith(":read"))
@@ -147,6 +148,13 @@ ROUTES: dict[str, Rule] = {
     "GET /api/keys/{key_id}": R("keys:manage"),
     "POST /api/keys/{key_id}/rotate": R("keys:manage"),
     "DELETE /api/keys/{key_id}": R("keys:manage"),
+    # webhooks to client systems
+    "GET /api/webhooks": R("webhooks:manage"),
+    "POST /api/webhooks": R("webhooks:manage"),
+    "GET /api/webhooks/{webhook_id}": R("webhooks:manage", "webhook_id"),
+    "DELETE /api/webhooks/{webhook_id}": R("webhooks:manage", "webhook_id"),
+    "POST /api/webhooks/{webhook_id}/rotate-secret": R("webhooks:manage"),
+    "GET /api/webhooks/{webhook_id}/deliveries": R("webhooks:manage"),
     # contacts
     "GET /api/contact": R("contacts:read"),
     "POST /api/contact": R("contacts:write"),
@@ -316,6 +324,7 @@ BODY_FIELDS: dict[str, frozenset[str] | tuple[frozenset[str], str, frozenset[str
     "PATCH /api/programs/{program_id}": frozenset({*_PROGRAM, "status"}),
     "POST /api/call-requests": frozenset({"fromNumber", "contactId", "flowId", "retry", "startAt"}),
     "POST /api/dictionaries": frozenset({"name", "description", "language"}),
+    "POST /api/webhooks": frozenset({"url", "events", "description"}),
     "PUT /api/audio-management/audio/{audio_id}": frozenset(
         {"title", "description", "usageType", "tags"}
     ),
