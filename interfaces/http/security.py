@@ -390,7 +390,7 @@ def undeclared_endpoints(app: Any) -> list[str]:
 class RateLimitConfig:
     """GOMOBILE_RATE_LIMIT_PER_MINUTE (default 100, 0: off) sustained, with bursts up to
     GOMOBILE_RATE_LIMIT_BURST (default 200) within any minute; the sustained rate is
-    enforced over a moving window of GOMOBILE_RATE_LIMIT_WINDOW_MINUTES (default 10)."""
+    enforced over a window of GOMOBILE_RATE_LIMIT_WINDOW_MINUTES (default 10)."""
 
     per_minute: int = 100
     burst: int = 200
@@ -420,8 +420,9 @@ ROUTE_RATE_LIMITS = {"POST /api/contact/upsert": "10/second"}
 
 
 class RateLimiter:
-    """Moving windows per key (``limits``): at most ``burst`` requests in any minute and
-    ``per_minute × window`` in any ``window`` minutes. In Redis when a URL is given (every
+    """Sliding windows per key (``limits``' sliding-window counters: two counts a window,
+    O(1) a request, where its moving windows keep and scan every request): at most
+    ``burst`` in a minute and ``per_minute × window`` in ``window`` minutes. In Redis when a URL is given (every
     API process shares the counts), in this process otherwise."""
 
     def __init__(
@@ -429,7 +430,7 @@ class RateLimiter:
     ) -> None:
         from limits import RateLimitItemPerMinute, parse
         from limits.aio.storage import MemoryStorage, RedisStorage
-        from limits.aio.strategies import MovingWindowRateLimiter
+        from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
         self.config = config
         self.items = [RateLimitItemPerMinute(config.burst, 1)]
@@ -446,7 +447,7 @@ class RateLimiter:
             )
         else:
             storage = MemoryStorage()
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.limiter = SlidingWindowCounterRateLimiter(storage)
         self.route_items = {route: parse(spec) for route, spec in ROUTE_RATE_LIMITS.items()}
 
     async def hit(self, identity: str, route: str = "") -> tuple[bool, list[tuple[bytes, bytes]]]:
@@ -659,7 +660,15 @@ class SecurityMiddleware:
                     "Missing API key: send 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
                 )
                 return
-        principal = await sync_to_thread(container.campaigns.authenticate, key)
+        # One trip to a thread for the key and, where an ETag or If-Match needs it, the
+        # resource's version (both are reads of the event store).
+        wants_version = rule.resource is not None and (
+            method in ("GET", "HEAD")
+            or (method in ("PUT", "PATCH", "DELETE") and "if-match" in headers)
+        )
+        principal, aggregate_id, version = await sync_to_thread(
+            self._identify, container, key, rule.resource if wants_version else None, scope
+        )
         if principal is None:
             if rule.auth == "cookie":
                 await self.app(scope, receive, send)  # the page asks to sign in again
@@ -715,25 +724,22 @@ class SecurityMiddleware:
 
         etag: str | None = None
         expected: dict[UUID, int] = {}
-        if rule.resource is not None:
-            aggregate_id = self._resource_id(rule.resource, scope, principal)
-            if aggregate_id is not None:
-                version = await sync_to_thread(self._version, container, aggregate_id)
-                if version is not None:
-                    etag = etag_of(version)
-                if method in ("PUT", "PATCH", "DELETE") and "if-match" in headers:
-                    if etag is not None and _if_match_ok(headers["if-match"], etag):
-                        expected[aggregate_id] = version  # type: ignore[assignment]
-                    elif await sync_to_thread(self._owned, container, aggregate_id, principal):
-                        await send_problem(
-                            scope, send, 412, "PRECONDITION_FAILED",
-                            f"The resource changed since it was read: If-Match {headers['if-match']} does not match "
-                            f"its current ETag {etag}; read it again and retry",
-                            headers=[*extra_headers, (b"etag", (etag or "").encode())],
-                            details={"currentETag": etag},
-                        )  # fmt: skip
-                        return
-                    # else: not this organization's (or no such resource): the handler's 404
+        if aggregate_id is not None:
+            if version is not None:
+                etag = etag_of(version)
+            if method in ("PUT", "PATCH", "DELETE") and "if-match" in headers:
+                if etag is not None and _if_match_ok(headers["if-match"], etag):
+                    expected[aggregate_id] = version  # type: ignore[assignment]
+                elif await sync_to_thread(self._owned, container, aggregate_id, principal):
+                    await send_problem(
+                        scope, send, 412, "PRECONDITION_FAILED",
+                        f"The resource changed since it was read: If-Match {headers['if-match']} does not match "
+                        f"its current ETag {etag}; read it again and retry",
+                        headers=[*extra_headers, (b"etag", (etag or "").encode())],
+                        details={"currentETag": etag},
+                    )  # fmt: skip
+                    return
+                # else: not this organization's (or no such resource): the handler's 404
 
         if extra_headers or (etag and method in ("GET", "HEAD")):
             send = self._adding(send, extra_headers, etag if method in ("GET", "HEAD") else None)
@@ -801,6 +807,20 @@ class SecurityMiddleware:
             return UUID(str(scope.get("path_params", {}).get(resource)))
         except ValueError:
             return None
+
+    @classmethod
+    def _identify(
+        cls, container: Any, key: str, resource: str | None, scope: Any
+    ) -> tuple[Any, UUID | None, int | None]:
+        principal = container.campaigns.authenticate(key)
+        if principal is None or resource is None:
+            return principal, None, None
+        aggregate_id = cls._resource_id(resource, scope, principal)
+        return (
+            principal,
+            aggregate_id,
+            cls._version(container, aggregate_id) if aggregate_id else None,
+        )
 
     @staticmethod
     def _version(container: Any, aggregate_id: UUID) -> int | None:
