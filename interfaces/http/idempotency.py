@@ -50,9 +50,33 @@ def _fingerprint(scope: Any, body: tempfile.SpooledTemporaryFile[bytes], content
         except ValueError:
             h.update(raw)
     else:
+        # A multipart body's boundary is random per attempt in most clients: it must not
+        # make a retry look like another request.
+        boundary = _boundary(content_type)
+        keep = max(len(boundary) - 1, 0)
+        tail = b""
         while chunk := body.read(CHUNK):
-            h.update(chunk)
+            tail += chunk
+            if boundary:
+                tail = tail.replace(boundary, b"--boundary--")
+            if keep and len(tail) > keep:
+                h.update(tail[:-keep])
+                tail = tail[-keep:]
+            elif not keep:
+                h.update(tail)
+                tail = b""
+        h.update(tail)
     return h.hexdigest()
+
+
+def _boundary(content_type: str) -> bytes:
+    if "multipart/" not in content_type.lower():
+        return b""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and value:
+            return value.strip('"').encode("latin-1")
+    return b""
 
 
 class Idempotency:

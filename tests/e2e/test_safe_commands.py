@@ -351,3 +351,25 @@ def test_bulk_upsert_has_its_documented_10_per_second(tmp_path: Path) -> None:
             assert c.get("/api/users/me").status_code == 200  # the key's other requests go on
     finally:
         p.close()
+
+
+def test_a_retried_upload_replays_though_its_multipart_boundary_changed(platform: Platform) -> None:
+    from tests.e2e.test_assets import wav
+
+    _, key = platform.new_org("Idem upload")
+    with platform.client(key) as c:
+        audio = wav(0.3)
+        first = c.post("/api/audio-management/upload", files={"file": ("a.wav", audio, "audio/wav")}, data={"title": "Hello"},
+                       headers={"Idempotency-Key": "upload-1"})  # fmt: skip
+        assert first.status_code == 201, first.text
+        # httpx draws a new boundary for each request, as most clients do.
+        again = c.post("/api/audio-management/upload", files={"file": ("a.wav", audio, "audio/wav")}, data={"title": "Hello"},
+                       headers={"Idempotency-Key": "upload-1"})  # fmt: skip
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true" and again.json()["id"] == first.json()["id"]
+        other = c.post("/api/audio-management/upload", files={"file": ("a.wav", wav(0.4), "audio/wav")}, data={"title": "Hello"},
+                       headers={"Idempotency-Key": "upload-1"})  # fmt: skip
+        assert other.status_code == 422
+        from tests.harness import wait_for
+
+        wait_for(lambda: c.get("/api/audio-management/audios").json()["meta"]["total"] >= 1, 10, what="the upload listed")
+        assert c.get("/api/audio-management/audios").json()["meta"]["total"] == 1  # one file, not two
