@@ -34,6 +34,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         reports = AuditTrail(container).verify(org)
     finally:
         container.close()
+    if not reports:
+        print("audit verify: no application keeps an audit chain (GOMOBILE_AUDIT_CHAIN=off?)", file=sys.stderr)
+        return 2
     problems = sum(len(r.problems) for r in reports)
     if args.json:
         print(json.dumps({"ok": problems == 0, "applications": [r.as_dict() for r in reports]}, indent=2))
