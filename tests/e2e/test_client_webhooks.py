@@ -96,6 +96,16 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
+def readme_verify() -> Any:
+    """The verification snippet of the README, as a receiver would paste it."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## Webhooks to client systems", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 (our own README)
+    return namespace["verify"]
+
+
 def register(client: httpx.Client, url: str, events: list[str], description: str = "") -> dict[str, Any]:
     r = client.post("/api/webhooks", json={"url": url, "events": events, "description": description})
     assert r.status_code == 201, r.text
@@ -156,9 +166,12 @@ def test_each_selected_event_is_delivered_once_and_signed(platform: Platform, re
     secret = campaign["ok"]["secret"]
     assert secret.startswith("whsec_")
     seen: dict[str, int] = {}
+    documented = readme_verify()
     for r in got:
         body = r["body"]
         assert verify(secret, r["headers"]["X-Gomobile-Signature"], body), r["headers"]
+        assert documented(secret, r["headers"]["X-Gomobile-Signature"], body)
+        assert not documented(secret, r["headers"]["X-Gomobile-Signature"], body.replace(b'"type":"', b'"type":"x', 1))
         assert not verify(campaign["flaky"]["secret"], r["headers"]["X-Gomobile-Signature"], body)  # per-endpoint secrets
         assert not verify(secret, r["headers"]["X-Gomobile-Signature"], body + b" ")  # the body is what is signed
         payload = json.loads(body)
@@ -268,3 +281,34 @@ def test_a_url_that_is_not_https_is_refused_naming_url(platform: Platform, campa
         assert m.post("/api/webhooks", json={"url": "https://example.com/hook", "events": ["execution.completed"]}).status_code == 201
     with platform.client(agent) as g:
         assert g.get("/api/webhooks").status_code == 403
+
+
+def test_on_postgresql_and_redis_deliveries_are_retried_by_the_redis_broker(
+    env: None, receiver: Receiver, postgres_database: str, redis_namespace: tuple[str, str], tmp_path: Path
+) -> None:
+    """The production topology's engines: the follower's rows in PostgreSQL, the jobs and
+    their retries in Redis."""
+    redis_url, namespace = redis_namespace
+    p = Platform(tmp_path / "var", database_url=postgres_database, redis_url=redis_url, redis_namespace=namespace)
+    try:
+        _, key = p.new_org("Hooks on PostgreSQL")
+        with p.client(key) as a:
+            hook = register(a, f"{receiver.url}/pg", ["call.completed", "call.failed", "execution.completed"])
+            receiver.fail["/pg"] = 1
+            run_small_campaign(a)
+            log = wait_for(
+                lambda: (lambda d: d if d["meta"]["total"] == 4 and all(x["status"] == "delivered" for x in d["data"]) else None)(
+                    deliveries(a, hook["id"])
+                ),
+                60, what="the deliveries on PostgreSQL",
+            )  # fmt: skip
+        time.sleep(0.5)
+        got = receiver.to("/pg")
+        assert [r["answered"] for r in got].count(200) == 4 and [r["answered"] for r in got].count(500) == 1
+        assert all(verify(hook["secret"], r["headers"]["X-Gomobile-Signature"], r["body"]) for r in got)
+        assert sorted(json.loads(r["body"])["type"] for r in got if r["answered"] == 200) == [
+            "call.completed", "call.completed", "call.failed", "execution.completed",
+        ]  # fmt: skip
+        assert sum(d["attempts"] for d in log["data"]) == 5
+    finally:
+        p.close()
