@@ -8,6 +8,7 @@ primary-key lookups however large the execution (call_history keeps the rows).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -390,9 +391,12 @@ class _Pending:
             (v.ACTIVITY_SQL, (t, t, t, i, t, t, t, t, t), self.activity),
             (v.STREAMS_SQL, (t, t), self.streams),
         ]  # fmt: skip
-        for sql, types, rows in writes:
-            if rows:
-                _insert_rows(v, c, sql, types, rows)
+        with c.connection.pipeline() if v.is_postgres else nullcontext():
+            # PostgreSQL: the statements go out together and are answered together (one
+            # round trip, where a busy machine makes each one cost milliseconds).
+            for sql, types, rows in writes:
+                if rows:
+                    _insert_rows(v, c, sql, types, rows)
 
 
 def _insert_rows(
