@@ -76,14 +76,18 @@ def _public_key(pem: bytes) -> Any:
 def _raw(public_key: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return bytes(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    return bytes(
+        public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
 
 
 def public_key_pem(private_pem: bytes) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return bytes(
-        _private_key(private_pem).public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        _private_key(private_pem)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -114,7 +118,9 @@ class AuditSource(Protocol):
     """One application's stored events and chain rows (infrastructure.audit's readers)."""
 
     def stream_events(self, originator_id: UUID) -> Sequence[StoredEventRow]: ...
-    def chain_rows_covering(self, org: UUID, notification_ids: Sequence[int]) -> Sequence[ChainRowLike]: ...
+    def chain_rows_covering(
+        self, org: UUID, notification_ids: Sequence[int]
+    ) -> Sequence[ChainRowLike]: ...
 
 
 def _jsonable(value: Any) -> Any:
@@ -142,7 +148,9 @@ def decode_event(app: Any, row: StoredEventRow) -> dict[str, Any]:
     from eventsourcing.persistence import StoredEvent
 
     try:
-        event = app.mapper.to_domain_event(StoredEvent(row.originator_id, row.version, row.topic, row.state))
+        event = app.mapper.to_domain_event(
+            StoredEvent(row.originator_id, row.version, row.topic, row.state)
+        )
     except Exception as exc:  # noqa: BLE001 - an undecodable (e.g. erased or forged) event is still exported as stored
         return {"undecodable": f"{type(exc).__name__}: {exc}"}
     fields = {k: v for k, v in vars(event).items() if not k.startswith("_")}
@@ -216,18 +224,26 @@ def verify_export(document: dict[str, Any] | bytes | str, public_pem: bytes) -> 
             document = json.loads(document)
         except ValueError as exc:
             raise ExportInvalid(f"not JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("algorithm") != "Ed25519":
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != FORMAT
+        or document.get("algorithm") != "Ed25519"
+    ):
         raise ExportInvalid(f"not a {FORMAT} document signed with Ed25519")
     key = _public_key(public_pem)
     expected = hashlib.sha256(_raw(key)).hexdigest()
     if document.get("publicKeyFingerprint") != expected:
-        raise ExportInvalid("signed with another key (publicKeyFingerprint differs from the given public key's)")
+        raise ExportInvalid(
+            "signed with another key (publicKeyFingerprint differs from the given public key's)"
+        )
     payload_text = document.get("payload")
     try:
         signature = base64.b64decode(str(document.get("signature")), validate=True)
         key.verify(signature, str(payload_text).encode())
     except (InvalidSignature, ValueError):
-        raise ExportInvalid("the signature does not match the payload (altered, or not signed by this key)") from None
+        raise ExportInvalid(
+            "the signature does not match the payload (altered, or not signed by this key)"
+        ) from None
     payload = json.loads(str(payload_text))
     if payload.get("publicKeyFingerprint") != expected or payload.get("format") != FORMAT:
         raise ExportInvalid("the payload names another key or format")
@@ -235,13 +251,22 @@ def verify_export(document: dict[str, Any] | bytes | str, public_pem: bytes) -> 
     for row in payload["chain"]:
         entries = bytes.fromhex(row["entries"])
         listed = [
-            {"originatorId": str(UUID(bytes=o)), "version": v, "notificationId": n, "sha256": d.hex()}
+            {
+                "originatorId": str(UUID(bytes=o)),
+                "version": v,
+                "notificationId": n,
+                "sha256": d.hex(),
+            }
             for o, v, n, d in ENTRY.iter_unpack(entries)
         ]
         if listed != row["entryList"]:
-            raise ExportInvalid(f"chain row {row['seq']} of {row['application']}: entries and their list differ")
+            raise ExportInvalid(
+                f"chain row {row['seq']} of {row['application']}: entries and their list differ"
+            )
         for e in listed:
-            chained[(row["application"], e["originatorId"], e["version"], e["notificationId"])] = e["sha256"]
+            chained[(row["application"], e["originatorId"], e["version"], e["notificationId"])] = e[
+                "sha256"
+            ]
     uncovered = 0
     for ev in payload["events"]:
         state = base64.b64decode(ev["state"])
@@ -249,7 +274,9 @@ def verify_export(document: dict[str, Any] | bytes | str, public_pem: bytes) -> 
         where = f"{ev['application']} {ev['originatorId']} v{ev['version']}"
         if digest != ev["sha256"]:
             raise ExportInvalid(f"{where}: its stored state does not hash to its sha256")
-        found = chained.get((ev["application"], ev["originatorId"], ev["version"], ev["notificationId"]))
+        found = chained.get(
+            (ev["application"], ev["originatorId"], ev["version"], ev["notificationId"])
+        )
         if found is None:
             uncovered += 1  # stored before the chain was enabled
         elif found != digest:

@@ -49,9 +49,15 @@ def _app(settings: Settings) -> Any:
 def run(settings: Settings, n: int) -> dict[str, tuple[float, float]]:
     app = _app(settings)
     org = uuid.uuid4()
-    data = {"digits": "1", "variables": {"choice": "1", "firstName": "Test"}, "at": "2026-11-27T07:00:00Z"}
+    data = {
+        "digits": "1",
+        "variables": {"choice": "1", "firstName": "Test"},
+        "at": "2026-11-27T07:00:00Z",
+    }
     out = {}
-    with audit_context(actor="apikey:bench", organizationId=str(org), requestId="r" * 16, role="admin"):
+    with audit_context(
+        actor="apikey:bench", organizationId=str(org), requestId="r" * 16, role="admin"
+    ):
         shapes = []
         streams: list[Probe] = []
 
@@ -81,7 +87,10 @@ def run(settings: Settings, n: int) -> dict[str, tuple[float, float]]:
         for name, fn in shapes:
             w0, c0 = time.perf_counter(), time.process_time()
             events = fn()
-            out[name] = ((time.perf_counter() - w0) / events * 1e6, (time.process_time() - c0) / events * 1e6)
+            out[name] = (
+                (time.perf_counter() - w0) / events * 1e6,
+                (time.process_time() - c0) / events * 1e6,
+            )
     app.close()
     return out
 
@@ -104,7 +113,12 @@ def main() -> None:
                         c.execute(f'CREATE DATABASE "{name}"')
                     url = args.url.rsplit("/", 1)[0] + "/" + name
                 try:
-                    results[chain].append(run(Settings(data_dir=Path(tmp), database_url=url, audit_chain=chain), args.n))
+                    results[chain].append(
+                        run(
+                            Settings(data_dir=Path(tmp), database_url=url, audit_chain=chain),
+                            args.n,
+                        )
+                    )
                 finally:
                     if url:
                         with psycopg.connect(args.url, autocommit=True) as c:

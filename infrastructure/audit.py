@@ -70,7 +70,11 @@ def chain_hash(key: bytes, prev: bytes, org: UUID, seq: int, entries: bytes) -> 
 
 
 def genesis_mac(key: bytes, table: str, started_after: int) -> bytes:
-    return hmac.new(key, FORMAT + b"|genesis|" + table.encode() + b"|" + str(started_after).encode(), hashlib.sha256).digest()
+    return hmac.new(
+        key,
+        FORMAT + b"|genesis|" + table.encode() + b"|" + str(started_after).encode(),
+        hashlib.sha256,
+    ).digest()
 
 
 def check_genesis(key: bytes, table: str, started_after: int, mac: bytes) -> None:
@@ -182,7 +186,9 @@ class AuditChainMixin:
 
     def _plan(self, stored_events: Sequence[StoredEvent]) -> _Plan:
         if not self.audit_key:
-            raise ProgrammingError("audit recorder used without a key: build it with infrastructure.audit.recorder_topic()")
+            raise ProgrammingError(
+                "audit recorder used without a key: build it with infrastructure.audit.recorder_topic()"
+            )
         orgs: list[UUID | None] = []
         lookup: list[UUID] = []
         new: dict[UUID, UUID] = {}
@@ -198,7 +204,13 @@ class AuditChainMixin:
             orgs.append(org)
         return _Plan(orgs, lookup, new)
 
-    def _resolve(self, plan: _Plan, stored_events: Sequence[StoredEvent], found: dict[UUID, UUID], created: Any) -> list[UUID]:
+    def _resolve(
+        self,
+        plan: _Plan,
+        stored_events: Sequence[StoredEvent],
+        found: dict[UUID, UUID],
+        created: Any,
+    ) -> list[UUID]:
         """Fill the organizations the origins table did not know (streams older than the
         chain): from the event itself, else from the stream's Created event."""
         out: list[UUID] = []
@@ -210,7 +222,9 @@ class AuditChainMixin:
                     org = organization_in_state(oid, e.topic, e.state)
                     if org is None:
                         first = created(oid)
-                        org = (organization_in_state(oid, first[0], first[1]) if first else None) or SYSTEM_ORG
+                        org = (
+                            organization_in_state(oid, first[0], first[1]) if first else None
+                        ) or SYSTEM_ORG
                     plan.new_origins[oid] = org
                 found[oid] = org
             out.append(org)
@@ -249,8 +263,12 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
                 "CREATE TABLE IF NOT EXISTS {schema}.{chain} (org uuid NOT NULL, seq bigint NOT NULL, "
                 "first_id bigint NOT NULL, entries bytea NOT NULL, chain_hash bytea NOT NULL, PRIMARY KEY (org, seq))"
             ).format(**names),
-            SQL("CREATE INDEX IF NOT EXISTS {first_idx} ON {schema}.{chain} (first_id)").format(**names),
-            SQL("CREATE TABLE IF NOT EXISTS {schema}.{origins} (originator_id uuid PRIMARY KEY, org uuid NOT NULL)").format(**names),
+            SQL("CREATE INDEX IF NOT EXISTS {first_idx} ON {schema}.{chain} (first_id)").format(
+                **names
+            ),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{origins} (originator_id uuid PRIMARY KEY, org uuid NOT NULL)"
+            ).format(**names),
             SQL("CREATE INDEX IF NOT EXISTS {org_idx} ON {schema}.{origins} (org)").format(**names),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{genesis} (started_after bigint NOT NULL, "
@@ -261,8 +279,12 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             "SELECT h.org, h.seq, h.chain_hash FROM unnest(%s::uuid[]) AS o(org) CROSS JOIN LATERAL "
             "(SELECT org, seq, chain_hash FROM {schema}.{chain} c WHERE c.org = o.org ORDER BY seq DESC LIMIT 1) h"
         ).format(**names)
-        self.sql_origins = SQL("SELECT originator_id, org FROM {schema}.{origins} WHERE originator_id = ANY(%s)").format(**names)
-        self.sql_created = SQL("SELECT topic, state FROM {schema}.{events} WHERE originator_id = %s AND originator_version = 1").format(**names)
+        self.sql_origins = SQL(
+            "SELECT originator_id, org FROM {schema}.{origins} WHERE originator_id = ANY(%s)"
+        ).format(**names)
+        self.sql_created = SQL(
+            "SELECT topic, state FROM {schema}.{events} WHERE originator_id = %s AND originator_version = 1"
+        ).format(**names)
         # One statement a save: the chain rows, and the streams this save starts.
         self.sql_insert_chain = SQL(
             "WITH o AS (INSERT INTO {schema}.{origins} (originator_id, org) "
@@ -282,19 +304,32 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             curs.execute(SQL("SELECT started_after, mac FROM {schema}.{genesis}").format(**n))
             found = curs.fetchone()
             if found is not None:
-                check_genesis(self.audit_key, self.events_table_name, int(found["started_after"]), bytes(found["mac"]))
+                check_genesis(
+                    self.audit_key,
+                    self.events_table_name,
+                    int(found["started_after"]),
+                    bytes(found["mac"]),
+                )
             else:
                 # Under the writers' lock: every event after this id is chained.
                 self._lock_table(curs)
-                curs.execute(SQL("SELECT COALESCE(MAX(notification_id), 0) AS m FROM {schema}.{events}").format(**n))
+                curs.execute(
+                    SQL(
+                        "SELECT COALESCE(MAX(notification_id), 0) AS m FROM {schema}.{events}"
+                    ).format(**n)
+                )
                 row = curs.fetchone()
                 start = int(row["m"]) if row else 0
                 curs.execute(
-                    SQL("INSERT INTO {schema}.{genesis} (started_after, mac) VALUES (%s, %s)").format(**n),
+                    SQL(
+                        "INSERT INTO {schema}.{genesis} (started_after, mac) VALUES (%s, %s)"
+                    ).format(**n),
                     (start, genesis_mac(self.audit_key, self.events_table_name, start)),
                 )
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         self._local.plan = None
         ids = super().insert_events(stored_events, **kwargs)
         plan = self._local.plan
@@ -303,14 +338,18 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             self.origins_cache.update(plan.new_origins.items())  # committed: safe to remember
         return ids
 
-    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
         plan = self._plan(stored_events)
         conn = curs.connection
         # Pipelined after the lock and before the insert: answered with the insert's sync.
         heads_cursor = conn.cursor()
-        heads_cursor.execute(self.sql_heads, ([o for o in {*plan.orgs} if o is not None],), prepare=True)
+        heads_cursor.execute(
+            self.sql_heads, ([o for o in {*plan.orgs} if o is not None],), prepare=True
+        )
         origins_cursor = None
         if plan.lookup:
             origins_cursor = conn.cursor()
@@ -318,7 +357,9 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         self._local.pending = (plan, heads_cursor, origins_cursor)
         PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
 
-    def _fetch_ids_after_insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         assert ids is not None
         plan, heads_cursor, origins_cursor = self._local.pending
@@ -337,7 +378,11 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
                 return (r["topic"], bytes(r["state"])) if r else None
 
         orgs = self._resolve(plan, stored_events, found, created)
-        missing = [o for o in {*orgs} if o not in heads and o not in {*(x for x in plan.orgs if x is not None)}]
+        missing = [
+            o
+            for o in {*orgs}
+            if o not in heads and o not in {*(x for x in plan.orgs if x is not None)}
+        ]
         if missing:  # organizations learned only now (streams older than the chain): one more query
             with curs.connection.cursor() as c:
                 c.execute(self.sql_heads, (missing,))
@@ -345,7 +390,11 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         rows = build_chain_rows(self.audit_key, stored_events, ids, orgs, heads)
         curs.execute(
             self.sql_insert_chain,
-            (list(plan.new_origins), list(plan.new_origins.values()), *(list(column) for column in zip(*rows, strict=True))),
+            (
+                list(plan.new_origins),
+                list(plan.new_origins.values()),
+                *(list(column) for column in zip(*rows, strict=True)),
+            ),
             prepare=True,
         )
         self._local.plan = plan
@@ -373,13 +422,17 @@ class SQLiteAuditRecorder(AuditChainMixin, SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
-            (f"CREATE TABLE IF NOT EXISTS {self.chain_table} (org TEXT NOT NULL, seq INTEGER NOT NULL, "
-            "first_id INTEGER NOT NULL, entries BLOB NOT NULL, chain_hash BLOB NOT NULL, PRIMARY KEY (org, seq))"),
+            (
+                f"CREATE TABLE IF NOT EXISTS {self.chain_table} (org TEXT NOT NULL, seq INTEGER NOT NULL, "
+                "first_id INTEGER NOT NULL, entries BLOB NOT NULL, chain_hash BLOB NOT NULL, PRIMARY KEY (org, seq))"
+            ),
             f"CREATE INDEX IF NOT EXISTS {self.chain_table}_first_idx ON {self.chain_table} (first_id)",
             f"CREATE TABLE IF NOT EXISTS {self.origins_table} (originator_id TEXT PRIMARY KEY, org TEXT NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {self.origins_table}_org_idx ON {self.origins_table} (org)",
-            (f"CREATE TABLE IF NOT EXISTS {self.genesis_table} (started_after INTEGER NOT NULL, started_at TEXT NOT NULL "
-            "DEFAULT CURRENT_TIMESTAMP, mac BLOB NOT NULL)"),
+            (
+                f"CREATE TABLE IF NOT EXISTS {self.genesis_table} (started_after INTEGER NOT NULL, started_at TEXT NOT NULL "
+                "DEFAULT CURRENT_TIMESTAMP, mac BLOB NOT NULL)"
+            ),
         ]
 
     def create_table(self) -> None:
@@ -388,7 +441,9 @@ class SQLiteAuditRecorder(AuditChainMixin, SQLiteApplicationRecorder):
             c.execute(f"SELECT started_after, mac FROM {self.genesis_table}")
             found = c.fetchone()
             if found is not None:
-                check_genesis(self.audit_key, self.events_table_name, int(found[0]), bytes(found[1]))
+                check_genesis(
+                    self.audit_key, self.events_table_name, int(found[0]), bytes(found[1])
+                )
             else:
                 c.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table_name}")
                 start = int(c.fetchone()[0])
@@ -397,7 +452,9 @@ class SQLiteAuditRecorder(AuditChainMixin, SQLiteApplicationRecorder):
                     (start, genesis_mac(self.audit_key, self.events_table_name, start)),
                 )
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         self._local.plan = None
         ids = super().insert_events(stored_events, **kwargs)
         plan = self._local.plan
@@ -406,7 +463,9 @@ class SQLiteAuditRecorder(AuditChainMixin, SQLiteApplicationRecorder):
             self.origins_cache.update(plan.new_origins.items())
         return ids
 
-    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def _insert_events(
+        self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         if not stored_events:
             return ids
@@ -415,18 +474,27 @@ class SQLiteAuditRecorder(AuditChainMixin, SQLiteApplicationRecorder):
         found: dict[UUID, UUID] = {}
         if plan.lookup:
             marks = ",".join("?" * len(plan.lookup))
-            c.execute(f"SELECT originator_id, org FROM {self.origins_table} WHERE originator_id IN ({marks})", [o.hex for o in plan.lookup])
+            c.execute(
+                f"SELECT originator_id, org FROM {self.origins_table} WHERE originator_id IN ({marks})",
+                [o.hex for o in plan.lookup],
+            )
             found = {UUID(r[0]): UUID(r[1]) for r in c.fetchall()}
 
         def created(oid: UUID) -> tuple[str, bytes] | None:
-            c.execute(f"SELECT topic, state FROM {self.events_table_name} WHERE originator_id = ? AND originator_version = 1", (oid.hex,))
+            c.execute(
+                f"SELECT topic, state FROM {self.events_table_name} WHERE originator_id = ? AND originator_version = 1",
+                (oid.hex,),
+            )
             r = c.fetchone()
             return (r[0], bytes(r[1])) if r else None
 
         orgs = self._resolve(plan, stored_events, found, created)
         heads: dict[UUID, tuple[int, bytes]] = {}
         for org in {*orgs}:
-            c.execute(f"SELECT seq, chain_hash FROM {self.chain_table} WHERE org = ? ORDER BY seq DESC LIMIT 1", (org.hex,))
+            c.execute(
+                f"SELECT seq, chain_hash FROM {self.chain_table} WHERE org = ? ORDER BY seq DESC LIMIT 1",
+                (org.hex,),
+            )
             r = c.fetchone()
             if r:
                 heads[org] = (int(r[0]), bytes(r[1]))
@@ -464,7 +532,11 @@ def recorder_topic(postgres: bool, key: bytes) -> str:
         topic = _bound.get((base.__name__, key))
         if topic is None:
             topic = f"{__name__}:{base.__name__}.keyed_{fingerprint}"
-            cls = type(base.__name__, (base,), {"audit_key": key, "__module__": __name__, "__qualname__": base.__qualname__})
+            cls = type(
+                base.__name__,
+                (base,),
+                {"audit_key": key, "__module__": __name__, "__qualname__": base.__qualname__},
+            )
             register_topic(topic, cls)
             _bound[(base.__name__, key)] = topic
     return topic
@@ -525,7 +597,12 @@ class PostgresChainReader(ChainReader):
     def genesis(self) -> tuple[int, bytes] | None:
         from psycopg.sql import SQL
 
-        rows = self._rows(SQL("SELECT started_after, mac FROM {schema}.{genesis}").format(**self.recorder.sql_names), ())
+        rows = self._rows(
+            SQL("SELECT started_after, mac FROM {schema}.{genesis}").format(
+                **self.recorder.sql_names
+            ),
+            (),
+        )
         return (int(rows[0]["started_after"]), bytes(rows[0]["mac"])) if rows else None
 
     def events(self, upto: int, org: UUID | None) -> Iterator[StoredRow]:
@@ -538,16 +615,26 @@ class PostgresChainReader(ChainReader):
             where = SQL(
                 " AND NOT EXISTS (SELECT 1 FROM {schema}.{origins} o WHERE o.originator_id = e.originator_id AND o.org <> %s)"
             ).format(**n)
-        sql = SQL(
-            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state FROM {schema}.{events} e "
-            "WHERE e.notification_id > %s AND e.notification_id <= %s"
-        ).format(**n) + where + SQL(" ORDER BY e.notification_id LIMIT %s")
+        sql = (
+            SQL(
+                "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state FROM {schema}.{events} e "
+                "WHERE e.notification_id > %s AND e.notification_id <= %s"
+            ).format(**n)
+            + where
+            + SQL(" ORDER BY e.notification_id LIMIT %s")
+        )
         after = 0
         while True:
             params: list[Any] = [after, upto] + ([org] if org is not None else []) + [self.PAGE]
             rows = self._rows(sql, params)
             for r in rows:
-                yield StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+                yield StoredRow(
+                    r["notification_id"],
+                    r["originator_id"],
+                    r["originator_version"],
+                    r["topic"],
+                    bytes(r["state"]),
+                )
             if len(rows) < self.PAGE:
                 return
             after = rows[-1]["notification_id"]
@@ -557,16 +644,22 @@ class PostgresChainReader(ChainReader):
 
         n = self.recorder.sql_names
         where = SQL(" AND org = %s") if org is not None else SQL("")
-        sql = SQL(
-            "SELECT org, seq, first_id, entries, chain_hash FROM {schema}.{chain} "
-            "WHERE (first_id, org, seq) > (%s, %s, %s) AND first_id <= %s"
-        ).format(**n) + where + SQL(" ORDER BY first_id, org, seq LIMIT %s")
+        sql = (
+            SQL(
+                "SELECT org, seq, first_id, entries, chain_hash FROM {schema}.{chain} "
+                "WHERE (first_id, org, seq) > (%s, %s, %s) AND first_id <= %s"
+            ).format(**n)
+            + where
+            + SQL(" ORDER BY first_id, org, seq LIMIT %s")
+        )
         cursor: tuple[int, UUID, int] = (-1, SYSTEM_ORG, 0)
         while True:
             params: list[Any] = [*cursor, upto] + ([org] if org is not None else []) + [self.PAGE]
             rows = self._rows(sql, params)
             for r in rows:
-                yield ChainRow(r["org"], r["seq"], r["first_id"], bytes(r["entries"]), bytes(r["chain_hash"]))
+                yield ChainRow(
+                    r["org"], r["seq"], r["first_id"], bytes(r["entries"]), bytes(r["chain_hash"])
+                )
             if len(rows) < self.PAGE:
                 return
             last = rows[-1]
@@ -584,7 +677,13 @@ class PostgresChainReader(ChainReader):
             "WHERE originator_id = %s ORDER BY originator_version"
         ).format(**self.recorder.sql_names)
         return [
-            StoredRow(r["notification_id"], r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+            StoredRow(
+                r["notification_id"],
+                r["originator_id"],
+                r["originator_version"],
+                r["topic"],
+                bytes(r["state"]),
+            )
             for r in self._rows(sql, (originator_id,))
         ]
 
@@ -600,7 +699,10 @@ class PostgresChainReader(ChainReader):
             "ORDER BY c.first_id DESC LIMIT 1) x ORDER BY seq"
         ).format(**self.recorder.sql_names)
         rows = self._rows(sql, (list(notification_ids), org))
-        return [ChainRow(r["org"], r["seq"], r["first_id"], bytes(r["entries"]), bytes(r["chain_hash"])) for r in rows]
+        return [
+            ChainRow(r["org"], r["seq"], r["first_id"], bytes(r["entries"]), bytes(r["chain_hash"]))
+            for r in rows
+        ]
 
 
 class SQLiteChainReader(ChainReader):
@@ -627,7 +729,9 @@ class SQLiteChainReader(ChainReader):
         )
         after = 0
         while True:
-            rows = self._rows(sql, [after, upto] + ([org.hex] if org is not None else []) + [self.PAGE])
+            rows = self._rows(
+                sql, [after, upto] + ([org.hex] if org is not None else []) + [self.PAGE]
+            )
             for r in rows:
                 yield StoredRow(int(r[0]), UUID(r[1]), int(r[2]), r[3], _blob(r[4]))
             if len(rows) < self.PAGE:
@@ -642,7 +746,9 @@ class SQLiteChainReader(ChainReader):
         )
         cursor: tuple[int, str, int] = (-1, "", 0)
         while True:
-            rows = self._rows(sql, [*cursor, upto] + ([org.hex] if org is not None else []) + [self.PAGE])
+            rows = self._rows(
+                sql, [*cursor, upto] + ([org.hex] if org is not None else []) + [self.PAGE]
+            )
             for r in rows:
                 yield ChainRow(UUID(r[0]), int(r[1]), int(r[2]), bytes(r[3]), _blob(r[4]))
             if len(rows) < self.PAGE:
@@ -678,7 +784,9 @@ class SQLiteChainReader(ChainReader):
                 (org.hex, nid),
             )
             for r in rows:
-                seen[int(r[1])] = ChainRow(UUID(r[0]), int(r[1]), int(r[2]), bytes(r[3]), _blob(r[4]))
+                seen[int(r[1])] = ChainRow(
+                    UUID(r[0]), int(r[1]), int(r[2]), bytes(r[3]), _blob(r[4])
+                )
         return [seen[s] for s in sorted(seen)]
 
 
@@ -734,7 +842,9 @@ class Report:
         }
 
 
-def verify(application: str, recorder: Any, key: bytes, org: UUID | None = None, max_problems: int = 10_000) -> Report:
+def verify(
+    application: str, recorder: Any, key: bytes, org: UUID | None = None, max_problems: int = 10_000
+) -> Report:
     """Recompute one application's chains (all organizations, or ``org``) and compare them
     with its stored events, streaming both in notification order."""
     reader: ChainReader = recorder.audit_reader()
@@ -747,12 +857,17 @@ def verify(application: str, recorder: Any, key: bytes, org: UUID | None = None,
 
     genesis = reader.genesis()
     if genesis is None:
-        problem("chain", "no chain genesis row: the chain was never enabled or its start was deleted")
+        problem(
+            "chain", "no chain genesis row: the chain was never enabled or its start was deleted"
+        )
         start = 0
     else:
         start = genesis[0]
         if not hmac.compare_digest(genesis[1], genesis_mac(key, recorder.events_table_name, start)):
-            problem("chain", f"the chain's genesis row (started after notification {start}) was altered, or the key differs")
+            problem(
+                "chain",
+                f"the chain's genesis row (started after notification {start}) was altered, or the key differs",
+            )
     report.started_after = start
     upto = reader.max_notification_id()
 
@@ -768,12 +883,26 @@ def verify(application: str, recorder: Any, key: bytes, org: UUID | None = None,
         report.chain_rows += 1
         seq, prev = heads.get(row.org, (0, ZERO))
         if row.seq != seq + 1:
-            problem("chain", f"chain rows {seq + 1}..{row.seq - 1} of organization {row.org} are missing (deleted)", organization_id=row.org)
+            problem(
+                "chain",
+                f"chain rows {seq + 1}..{row.seq - 1} of organization {row.org} are missing (deleted)",
+                organization_id=row.org,
+            )
         if len(row.entries) % ENTRY.size:
-            problem("chain", f"chain row {row.seq} of organization {row.org} is malformed", organization_id=row.org)
+            problem(
+                "chain",
+                f"chain row {row.seq} of organization {row.org} is malformed",
+                organization_id=row.org,
+            )
             return
-        if not hmac.compare_digest(row.chain_hash, chain_hash(key, prev, row.org, row.seq, row.entries)):
-            problem("chain", f"chain row {row.seq} of organization {row.org} does not hash to its stored value (altered)", organization_id=row.org)
+        if not hmac.compare_digest(
+            row.chain_hash, chain_hash(key, prev, row.org, row.seq, row.entries)
+        ):
+            problem(
+                "chain",
+                f"chain row {row.seq} of organization {row.org} does not hash to its stored value (altered)",
+                organization_id=row.org,
+            )
         heads[row.org] = (row.seq, row.chain_hash)
         for oid, version, nid, digest in unpack_entries(row.entries):
             heapq.heappush(heap, (nid, oid, version, digest, row.org))
@@ -785,7 +914,11 @@ def verify(application: str, recorder: Any, key: bytes, org: UUID | None = None,
         matched = False
         while heap and heap[0][0] <= ev.notification_id:
             nid, oid, version, digest, row_org = heapq.heappop(heap)
-            if nid == ev.notification_id and not matched and (oid, version) == (ev.originator_id, ev.version):
+            if (
+                nid == ev.notification_id
+                and not matched
+                and (oid, version) == (ev.originator_id, ev.version)
+            ):
                 matched = True
                 if not hmac.compare_digest(digest, event_digest(ev.topic, ev.state)):
                     problem("altered", "stored event differs from its chain entry (hash mismatch)",
@@ -797,7 +930,10 @@ def verify(application: str, recorder: Any, key: bytes, org: UUID | None = None,
             if ev.notification_id <= start:
                 report.not_covered += 1
             else:
-                stray_events[(ev.originator_id, ev.version)] = (ev.notification_id, event_digest(ev.topic, ev.state))
+                stray_events[(ev.originator_id, ev.version)] = (
+                    ev.notification_id,
+                    event_digest(ev.topic, ev.state),
+                )
     while next_row is not None:
         take_row(next_row)
         next_row = next(chain_iter, None)
@@ -809,7 +945,11 @@ def verify(application: str, recorder: Any, key: bytes, org: UUID | None = None,
     for k in [k for k in stray_events if k in lost_entries]:
         nid, digest = stray_events.pop(k)
         chained_nid, chained_digest, row_org = lost_entries.pop(k)
-        altered = "" if hmac.compare_digest(digest, chained_digest) else "; its content differs too (hash mismatch)"
+        altered = (
+            ""
+            if hmac.compare_digest(digest, chained_digest)
+            else "; its content differs too (hash mismatch)"
+        )
         problem("reordered", f"stored as notification {nid}, chained as notification {chained_nid}{altered}",
                 originator_id=k[0], version=k[1], notification_id=nid, organization_id=row_org)  # fmt: skip
     orgs_of = reader.origins(list({k[0] for k in stray_events})) if stray_events else {}
@@ -854,10 +994,14 @@ class AuditTrail:
     def _source(self, app: Any) -> ChainReader:
         recorder = audit_recorder_of(app)
         if recorder is None:
-            raise ProgrammingError(f"the {app.name} application keeps no audit chain (GOMOBILE_AUDIT_CHAIN=off?)")
+            raise ProgrammingError(
+                f"the {app.name} application keeps no audit chain (GOMOBILE_AUDIT_CHAIN=off?)"
+            )
         return recorder.audit_reader()
 
-    def export(self, org: UUID, *, contact_id: str | None = None, execution_id: str | None = None) -> dict[str, Any]:
+    def export(
+        self, org: UUID, *, contact_id: str | None = None, execution_id: str | None = None
+    ) -> dict[str, Any]:
         """The signed export of a contact (its stream and its calls) or an execution (its
         stream and its calls) of ``org``; NotFound for another organization's."""
         from eventsourcing.application import AggregateNotFoundError
@@ -893,4 +1037,6 @@ class AuditTrail:
                 streams.append((calls.name, calls, call_source, UUID(cid)))
         else:
             raise ValueError("name a contact or an execution")
-        return build_export(subject, org, streams, self.settings.audit_private_key_pem(), c.clock.now().isoformat())
+        return build_export(
+            subject, org, streams, self.settings.audit_private_key_pem(), c.clock.now().isoformat()
+        )

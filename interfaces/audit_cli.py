@@ -35,11 +35,18 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     finally:
         container.close()
     if not reports:
-        print("audit verify: no application keeps an audit chain (GOMOBILE_AUDIT_CHAIN=off?)", file=sys.stderr)
+        print(
+            "audit verify: no application keeps an audit chain (GOMOBILE_AUDIT_CHAIN=off?)",
+            file=sys.stderr,
+        )
         return 2
     problems = sum(len(r.problems) for r in reports)
     if args.json:
-        print(json.dumps({"ok": problems == 0, "applications": [r.as_dict() for r in reports]}, indent=2))
+        print(
+            json.dumps(
+                {"ok": problems == 0, "applications": [r.as_dict() for r in reports]}, indent=2
+            )
+        )
     else:
         for r in reports:
             print(
@@ -58,7 +65,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     container = _container()
     try:
-        stream_id = _uuid(args.contact or args.execution, "--contact" if args.contact else "--execution")
+        stream_id = _uuid(
+            args.contact or args.execution, "--contact" if args.contact else "--execution"
+        )
         if args.org:
             org = _uuid(args.org, "--org")
         else:  # an operator's export: the stream names its organization
@@ -69,7 +78,9 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
             except (AggregateNotFoundError, AttributeError):
                 raise ValueError(f"no contact or execution {stream_id}") from None
         doc = AuditTrail(container).export(
-            org, contact_id=str(stream_id) if args.contact else None, execution_id=str(stream_id) if args.execution else None
+            org,
+            contact_id=str(stream_id) if args.contact else None,
+            execution_id=str(stream_id) if args.execution else None,
         )
     finally:
         container.close()
@@ -99,29 +110,42 @@ def cmd_audit_verify_export(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_public_key(args: argparse.Namespace) -> int:
-    from infrastructure.settings import Settings
-
     from application.audit_export import public_key_pem
+    from infrastructure.settings import Settings
 
     sys.stdout.write(public_key_pem(Settings().audit_private_key_pem()).decode())
     return 0
 
 
 def add_audit_commands(sub: Any) -> None:
-    audit = sub.add_parser("audit", help="the tamper-evident audit trail").add_subparsers(dest="audit_command", required=True)
-    v = audit.add_parser("verify", help="check the hash chains against the stored events (exit 1 on any problem)")
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    v = audit.add_parser(
+        "verify", help="check the hash chains against the stored events (exit 1 on any problem)"
+    )
     v.add_argument("--org", help="only this organization's chain and events")
     v.add_argument("--json", action="store_true", help="a JSON report")
     v.set_defaults(func=cmd_audit_verify)
-    e = audit.add_parser("export", help="a signed JSON export of a contact's or an execution's events")
+    e = audit.add_parser(
+        "export", help="a signed JSON export of a contact's or an execution's events"
+    )
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--contact")
     which.add_argument("--execution")
     e.add_argument("--org", help="the organization (default: the stream's own)")
     e.add_argument("--out", help="write to this file instead of standard output")
     e.set_defaults(func=cmd_audit_export)
-    ve = audit.add_parser("verify-export", help="check a signed export with the platform's public key")
+    ve = audit.add_parser(
+        "verify-export", help="check a signed export with the platform's public key"
+    )
     ve.add_argument("file")
-    ve.add_argument("--public-key", required=True, help="PEM file (GET /api/audit/public-key, or gomobile audit public-key)")
+    ve.add_argument(
+        "--public-key",
+        required=True,
+        help="PEM file (GET /api/audit/public-key, or gomobile audit public-key)",
+    )
     ve.set_defaults(func=cmd_audit_verify_export)
-    audit.add_parser("public-key", help="print the export-signing public key (PEM)").set_defaults(func=cmd_audit_public_key)
+    audit.add_parser("public-key", help="print the export-signing public key (PEM)").set_defaults(
+        func=cmd_audit_public_key
+    )

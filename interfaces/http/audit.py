@@ -40,16 +40,23 @@ def audit_export(
     c = request.app.state.container
     who = authenticate(request, c.campaigns)
     if who.role not in EXPORT_ROLES:
-        raise HTTPException(status_code=403, detail=f"The '{who.role}' role cannot read the audit trail")
+        raise HTTPException(
+            status_code=403, detail=f"The '{who.role}' role cannot read the audit trail"
+        )
     if (contactId is None) == (executionId is None):
-        raise ValidationError("Name one of contactId or executionId", {"contactId": ["give exactly one of contactId and executionId"]})
+        raise ValidationError(
+            "Name one of contactId or executionId",
+            {"contactId": ["give exactly one of contactId and executionId"]},
+        )
     for field, value in (("contactId", contactId), ("executionId", executionId)):
         if value is not None:
             try:
                 UUID(value)
             except ValueError:
                 raise ValidationError.single(field, "must be a UUID") from None
-    doc: dict[str, Any] = _trail(request).export(who.organization_id, contact_id=contactId, execution_id=executionId)
+    doc: dict[str, Any] = _trail(request).export(
+        who.organization_id, contact_id=contactId, execution_id=executionId
+    )
     return doc
 
 

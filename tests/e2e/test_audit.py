@@ -27,14 +27,24 @@ from tests.harness import Platform
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def gomobile(data_dir: Path, *args: str, database_url: str = "") -> subprocess.CompletedProcess[str]:
+def gomobile(
+    data_dir: Path, *args: str, database_url: str = ""
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GOMOBILE_DATA_DIR": str(data_dir)}
     env.pop("GOMOBILE_AUDIT_KEY", None)
     if database_url:
         env["GOMOBILE_DATABASE_URL"] = database_url
     else:
         env.pop("GOMOBILE_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "interfaces.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "interfaces.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def verify(data_dir: Path, *args: str, database_url: str = "") -> tuple[int, list[dict[str, Any]]]:
@@ -67,7 +77,9 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         p.close()
 
 
-def test_signed_exports_verify_with_the_published_key_and_fail_when_a_byte_changes(campaign: dict[str, Any], tmp_path: Path) -> None:
+def test_signed_exports_verify_with_the_published_key_and_fail_when_a_byte_changes(
+    campaign: dict[str, Any], tmp_path: Path
+) -> None:
     p: Platform = campaign["platform"]
     eid = campaign["executionId"]
     contact = next(iter(campaign["contacts"]))
@@ -89,7 +101,9 @@ def test_signed_exports_verify_with_the_published_key_and_fail_when_a_byte_chang
         apps = {e["application"] for e in payload["events"]}
         assert apps == {"campaigns", "calls"}
         # Every event of the execution's 10 calls is there, with its meta, and chained.
-        assert len({e["originatorId"] for e in payload["events"] if e["application"] == "calls"}) == 10
+        assert (
+            len({e["originatorId"] for e in payload["events"] if e["application"] == "calls"}) == 10
+        )
         assert all("meta" in e["event"] for e in payload["events"])
         assert payload["eventsNotChained"] == 0 and payload["chain"]
 
@@ -99,11 +113,24 @@ def test_signed_exports_verify_with_the_published_key_and_fail_when_a_byte_chang
         streams = {(e["application"], e["originatorId"]) for e in contact_payload["events"]}
         assert ("campaigns", contact) in streams and any(a == "calls" for a, _ in streams)
         # The contact was created over HTTP: its event names the key, its role, the request.
-        created = next(e for e in contact_payload["events"] if (e["originatorId"], e["version"]) == (contact, 1))
+        created = next(
+            e
+            for e in contact_payload["events"]
+            if (e["originatorId"], e["version"]) == (contact, 1)
+        )
         meta = created["event"]["meta"]
-        assert meta["actor"].startswith("apikey:") and meta["role"] == "admin" and meta["organizationId"] == campaign["org"]
+        assert (
+            meta["actor"].startswith("apikey:")
+            and meta["role"] == "admin"
+            and meta["organizationId"] == campaign["org"]
+        )
         assert meta["requestId"] and meta["correlationId"]
-        assert auditor.get("/api/audit/export", params={"contactId": contact, "executionId": eid}).status_code == 400
+        assert (
+            auditor.get(
+                "/api/audit/export", params={"contactId": contact, "executionId": eid}
+            ).status_code
+            == 400
+        )
         assert auditor.get("/api/audit/export", params={"executionId": "nope"}).status_code == 400
     with p.client(campaign["key"]) as admin:
         assert admin.get("/api/audit/export", params={"executionId": eid}).status_code == 200
@@ -125,12 +152,28 @@ def test_signed_exports_verify_with_the_published_key_and_fail_when_a_byte_chang
         verify_export({**doc, "signature": base64.b64encode(bytes(sig)).decode()}, pem)
 
     # The CLI: export, check with the public key; the altered file fails.
-    out = gomobile(campaign["data"], "audit", "export", "--execution", eid, "--out", str(tmp_path / "x.json"))
+    out = gomobile(
+        campaign["data"], "audit", "export", "--execution", eid, "--out", str(tmp_path / "x.json")
+    )
     assert out.returncode == 0, out.stderr
-    good = gomobile(campaign["data"], "audit", "verify-export", str(tmp_path / "x.json"), "--public-key", str(tmp_path / "public.pem"))
+    good = gomobile(
+        campaign["data"],
+        "audit",
+        "verify-export",
+        str(tmp_path / "x.json"),
+        "--public-key",
+        str(tmp_path / "public.pem"),
+    )
     assert good.returncode == 0 and "OK" in good.stdout, good.stdout + good.stderr
     (tmp_path / "bad.json").write_text(json.dumps(forged))
-    bad = gomobile(campaign["data"], "audit", "verify-export", str(tmp_path / "bad.json"), "--public-key", str(tmp_path / "public.pem"))
+    bad = gomobile(
+        campaign["data"],
+        "audit",
+        "verify-export",
+        str(tmp_path / "bad.json"),
+        "--public-key",
+        str(tmp_path / "public.pem"),
+    )
     assert bad.returncode == 1 and "INVALID" in bad.stderr
 
 
@@ -158,7 +201,7 @@ def test_each_tampering_with_stored_events_is_caught_and_named(campaign: dict[st
     assert (code, problems) == (0, [])
     calls = SQLiteStore(data / "calls.sqlite")
     # Two events of two calls, mid-log (not the last row: SQLite would reuse its id).
-    (a_id, a_orig, a_ver, a_state), = calls.rows(
+    ((a_id, a_orig, a_ver, a_state),) = calls.rows(
         "SELECT rowid, originator_id, originator_version, state FROM stored_events WHERE originator_version = 2 ORDER BY rowid LIMIT 1"
     )
     (b_id, b_orig, b_ver), = calls.rows(
@@ -168,10 +211,16 @@ def test_each_tampering_with_stored_events_is_caught_and_named(campaign: dict[st
     a, b = uuid_of(a_orig), uuid_of(b_orig)
 
     # 1. A state altered.
-    calls.run(lambda db: db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (bytes(a_state) + b" ", a_id)))
+    calls.run(
+        lambda db: db.execute(
+            "UPDATE stored_events SET state = ? WHERE rowid = ?", (bytes(a_state) + b" ", a_id)
+        )
+    )
     code, problems = verify(data)
     assert code == 1 and named(problems) == {("calls", "altered", a, a_ver)}
-    calls.run(lambda db: db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (a_state, a_id)))
+    calls.run(
+        lambda db: db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (a_state, a_id))
+    )
     assert verify(data) == (0, [])
 
     # 2. A row deleted.
@@ -179,11 +228,18 @@ def test_each_tampering_with_stored_events_is_caught_and_named(campaign: dict[st
     calls.run(lambda db: db.execute("DELETE FROM stored_events WHERE rowid = ?", (a_id,)))
     code, problems = verify(data)
     assert code == 1 and named(problems) == {("calls", "deleted", a, a_ver)}
-    calls.run(lambda db: db.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?, ?)", row))
+    calls.run(
+        lambda db: db.execute(
+            "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?, ?)",
+            row,
+        )
+    )
     assert verify(data) == (0, [])
 
     # 3. A forged row: a copy of another with a new version.
-    top = calls.rows("SELECT MAX(originator_version) FROM stored_events WHERE originator_id = ?", (a_orig,))[0][0]
+    top = calls.rows(
+        "SELECT MAX(originator_version) FROM stored_events WHERE originator_id = ?", (a_orig,)
+    )[0][0]
     calls.run(lambda db: db.execute(
         "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
         "SELECT originator_id, ?, topic, state FROM stored_events WHERE rowid = ?", (top + 1, a_id)))  # fmt: skip
@@ -193,7 +249,12 @@ def test_each_tampering_with_stored_events_is_caught_and_named(campaign: dict[st
     # Only that organization's chain is affected.
     assert verify(data, "--org", campaign["other_org"]) == (0, [])
     assert verify(data, "--org", campaign["org"])[0] == 1
-    calls.run(lambda db: db.execute("DELETE FROM stored_events WHERE originator_id = ? AND originator_version = ?", (a_orig, top + 1)))
+    calls.run(
+        lambda db: db.execute(
+            "DELETE FROM stored_events WHERE originator_id = ? AND originator_version = ?",
+            (a_orig, top + 1),
+        )
+    )
     assert verify(data) == (0, [])
 
     # 4. Two rows reordered (their notification ids swapped).
@@ -204,18 +265,29 @@ def test_each_tampering_with_stored_events_is_caught_and_named(campaign: dict[st
 
     calls.run(swap)
     code, problems = verify(data)
-    assert code == 1 and named(problems) == {("calls", "reordered", a, a_ver), ("calls", "reordered", b, b_ver)}
+    assert code == 1 and named(problems) == {
+        ("calls", "reordered", a, a_ver),
+        ("calls", "reordered", b, b_ver),
+    }
     calls.run(swap)
     assert verify(data) == (0, [])
 
     # 5. The campaigns log too: a contact's stored event altered.
     campaigns = SQLiteStore(data / "campaigns.sqlite")
     contact = next(iter(campaign["contacts"]))
-    (c_id, c_state), = campaigns.rows(
-        "SELECT rowid, state FROM stored_events WHERE originator_id = ? AND originator_version = 1", (contact.replace("-", ""),)
+    ((c_id, c_state),) = campaigns.rows(
+        "SELECT rowid, state FROM stored_events WHERE originator_id = ? AND originator_version = 1",
+        (contact.replace("-", ""),),
     )
-    campaigns.run(lambda db: db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (bytes(c_state).replace(b"C", b"K", 1), c_id)))
+    campaigns.run(
+        lambda db: db.execute(
+            "UPDATE stored_events SET state = ? WHERE rowid = ?",
+            (bytes(c_state).replace(b"C", b"K", 1), c_id),
+        )
+    )
     code, problems = verify(data)
     assert code == 1 and named(problems) == {("campaigns", "altered", contact, 1)}
-    campaigns.run(lambda db: db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (c_state, c_id)))
+    campaigns.run(
+        lambda db: db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (c_state, c_id))
+    )
     assert verify(data) == (0, [])

@@ -24,10 +24,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def campaign(tmp_path: Path, postgres_database: str, redis_namespace: tuple[str, str]) -> Iterator[dict[str, Any]]:
+def campaign(
+    tmp_path: Path, postgres_database: str, redis_namespace: tuple[str, str]
+) -> Iterator[dict[str, Any]]:
     redis_url, namespace = redis_namespace
     data = tmp_path / "var"
-    p = Platform(data, database_url=postgres_database, redis_url=redis_url, redis_namespace=namespace)
+    p = Platform(
+        data, database_url=postgres_database, redis_url=redis_url, redis_namespace=namespace
+    )
     try:
         org, key = p.new_org()
         other_org, _ = p.new_org("Other")
@@ -65,15 +69,23 @@ def test_tampering_with_stored_events_in_sql_is_caught_and_named(campaign: dict[
         assert check() == (0, [])
 
         # DELETE a row.
-        row = q("SELECT originator_id, originator_version, topic, state, notification_id FROM calls_events WHERE notification_id = %s", (a_id,)).fetchone()
+        row = q(
+            "SELECT originator_id, originator_version, topic, state, notification_id FROM calls_events WHERE notification_id = %s",
+            (a_id,),
+        ).fetchone()
         q("DELETE FROM calls_events WHERE notification_id = %s", (a_id,))
         code, problems = check()
         assert code == 1 and named(problems) == {("calls", "deleted", a, a_ver)}
-        q("INSERT INTO calls_events (originator_id, originator_version, topic, state, notification_id) VALUES (%s, %s, %s, %s, %s)", row)
+        q(
+            "INSERT INTO calls_events (originator_id, originator_version, topic, state, notification_id) VALUES (%s, %s, %s, %s, %s)",
+            row,
+        )
         assert check() == (0, [])
 
         # INSERT a forged row: a copy of another with a new version (a fresh notification id).
-        top = q("SELECT MAX(originator_version) FROM calls_events WHERE originator_id = %s", (a,)).fetchone()[0]  # type: ignore[index]
+        top = q(
+            "SELECT MAX(originator_version) FROM calls_events WHERE originator_id = %s", (a,)
+        ).fetchone()[0]  # type: ignore[index]
         q(
             "INSERT INTO calls_events (originator_id, originator_version, topic, state) "
             "SELECT originator_id, %s, topic, state FROM calls_events WHERE notification_id = %s", (top + 1, a_id),
@@ -83,31 +95,51 @@ def test_tampering_with_stored_events_in_sql_is_caught_and_named(campaign: dict[
         assert problems[0]["organizationId"] == campaign["org"]
         assert check("--org", campaign["other_org"]) == (0, [])
         assert named(check("--org", campaign["org"])[1]) == {("calls", "inserted", a, top + 1)}
-        q("DELETE FROM calls_events WHERE originator_id = %s AND originator_version = %s", (a, top + 1))
+        q(
+            "DELETE FROM calls_events WHERE originator_id = %s AND originator_version = %s",
+            (a, top + 1),
+        )
         assert check() == (0, [])
 
         # Reorder: swap two rows' notification ids.
         def swap() -> None:
             with db.transaction():
-                q("UPDATE calls_events SET notification_id = -1 WHERE notification_id = %s", (a_id,))
-                q("UPDATE calls_events SET notification_id = %s WHERE notification_id = %s", (a_id, b_id))
-                q("UPDATE calls_events SET notification_id = %s WHERE notification_id = -1", (b_id,))
+                q(
+                    "UPDATE calls_events SET notification_id = -1 WHERE notification_id = %s",
+                    (a_id,),
+                )
+                q(
+                    "UPDATE calls_events SET notification_id = %s WHERE notification_id = %s",
+                    (a_id, b_id),
+                )
+                q(
+                    "UPDATE calls_events SET notification_id = %s WHERE notification_id = -1",
+                    (b_id,),
+                )
 
         swap()
         code, problems = check()
-        assert code == 1 and named(problems) == {("calls", "reordered", a, a_ver), ("calls", "reordered", b, b_ver)}
+        assert code == 1 and named(problems) == {
+            ("calls", "reordered", a, a_ver),
+            ("calls", "reordered", b, b_ver),
+        }
         swap()
         assert check() == (0, [])
 
         # A chain row forged to match an altered event is caught by its HMAC (no key in SQL).
         q("UPDATE calls_events SET state = state || ' '::bytea WHERE notification_id = %s", (a_id,))
-        q("UPDATE calls_events_chain SET chain_hash = sha256(chain_hash) WHERE position(%s::bytea IN entries) > 0", (uuid.UUID(a).bytes,))
+        q(
+            "UPDATE calls_events_chain SET chain_hash = sha256(chain_hash) WHERE position(%s::bytea IN entries) > 0",
+            (uuid.UUID(a).bytes,),
+        )
         code, problems = check()
         kinds = {p["problem"] for p in problems}
         assert code == 1 and {"altered", "chain"} <= kinds
 
 
-def test_a_database_older_than_the_chain_says_where_its_chain_starts(tmp_path: Path, postgres_database: str) -> None:
+def test_a_database_older_than_the_chain_says_where_its_chain_starts(
+    tmp_path: Path, postgres_database: str
+) -> None:
     data = tmp_path / "var"
     old = Container(Settings(data_dir=data, database_url=postgres_database, audit_chain=False))
     try:
