@@ -59,7 +59,8 @@ class WebhookConfig:
             min_backoff_ms=int(env("GOMOBILE_WEBHOOK_MIN_BACKOFF_MS", "10000")),
             max_backoff_ms=int(env("GOMOBILE_WEBHOOK_MAX_BACKOFF_MS", "3600000")),
             timeout=float(env("GOMOBILE_WEBHOOK_TIMEOUT", "5")),
-            allow_insecure=env("GOMOBILE_ALLOW_INSECURE_WEBHOOKS", "0").lower() in ("1", "true", "yes", "on"),
+            allow_insecure=env("GOMOBILE_ALLOW_INSECURE_WEBHOOKS", "0").lower()
+            in ("1", "true", "yes", "on"),
         )
 
 
@@ -68,11 +69,15 @@ class WebhookConfig:
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     """The header's value for ``body`` sent at ``timestamp`` (unix seconds)."""
-    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    mac = hmac.new(
+        secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
     return f"t={timestamp},v1={mac}"
 
 
-def verify(secret: str, header: str, body: bytes, tolerance: int = 300, at: float | None = None) -> bool:
+def verify(
+    secret: str, header: str, body: bytes, tolerance: int = 300, at: float | None = None
+) -> bool:
     """What a receiver does (the README shows the same in a few lines)."""
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
     try:
@@ -95,7 +100,9 @@ class SecretBox:
 
     def seal(self, secret: str, endpoint_id: UUID) -> str:
         nonce = os.urandom(12)
-        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, secret.encode(), endpoint_id.bytes)).decode()
+        return base64.urlsafe_b64encode(
+            nonce + self._aead.encrypt(nonce, secret.encode(), endpoint_id.bytes)
+        ).decode()
 
     def open(self, sealed: str, endpoint_id: UUID) -> str:
         raw = base64.urlsafe_b64decode(sealed.encode())
@@ -113,12 +120,16 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 def check_url(value: Any, allow_insecure: bool) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 2048:
-        raise ValidationError.single("url", "is required: an https:// URL of at most 2048 characters")
+        raise ValidationError.single(
+            "url", "is required: an https:// URL of at most 2048 characters"
+        )
     url = value.strip()
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if not host or parts.username or parts.password:
-        raise ValidationError.single("url", "must be an absolute https:// URL with a host and no credentials")
+        raise ValidationError.single(
+            "url", "must be an absolute https:// URL with a host and no credentials"
+        )
     if parts.scheme == "https":
         return url
     if parts.scheme == "http" and allow_insecure and host in LOOPBACK_HOSTS:
@@ -128,10 +139,14 @@ def check_url(value: Any, allow_insecure: bool) -> str:
 
 def check_events(value: Any) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ValidationError.single("events", f"must be a non-empty list of event types: {', '.join(EVENT_TYPES)}")
+        raise ValidationError.single(
+            "events", f"must be a non-empty list of event types: {', '.join(EVENT_TYPES)}"
+        )
     unknown = [v for v in value if v not in EVENT_TYPES]
     if unknown:
-        raise ValidationError.single("events", f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}")
+        raise ValidationError.single(
+            "events", f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}"
+        )
     return list(dict.fromkeys(value))
 
 
@@ -167,7 +182,12 @@ class ClientWebhooks:
     def for_container(cls, container: Any) -> ClientWebhooks:
         from infrastructure.jobs import post_webhook
 
-        return cls(container.campaigns, container.views["client_webhooks"], SecretBox(container.settings.audit_secret()), post=post_webhook)
+        return cls(
+            container.campaigns,
+            container.views["client_webhooks"],
+            SecretBox(container.settings.audit_secret()),
+            post=post_webhook,
+        )
 
     def _endpoint(self, organization_id: UUID, endpoint_id: UUID | str) -> WebhookEndpoint:
         try:
@@ -182,7 +202,9 @@ class ClientWebhooks:
         """``{url, events, description?}`` → the endpoint, with ``secret`` (shown once)."""
         unknown = sorted(set(data) - FIELDS)
         if unknown:
-            raise ValidationError(f"Unknown field(s): {', '.join(unknown)}", {k: ["unknown field"] for k in unknown})
+            raise ValidationError(
+                f"Unknown field(s): {', '.join(unknown)}", {k: ["unknown field"] for k in unknown}
+            )
         url = check_url(data.get("url"), self.config.allow_insecure)
         events = check_events(data.get("events"))
         description = data.get("description") or ""
@@ -226,7 +248,9 @@ class ClientWebhooks:
         self.campaigns.save(e)
         return endpoint_dto(e)
 
-    def deliveries(self, organization_id: UUID, endpoint_id: str, page: int, limit: int, status: str | None) -> tuple[list[dict[str, Any]], int]:
+    def deliveries(
+        self, organization_id: UUID, endpoint_id: str, page: int, limit: int, status: str | None
+    ) -> tuple[list[dict[str, Any]], int]:
         self._endpoint(organization_id, endpoint_id)
         rows, total = self.view.deliveries(str(endpoint_id), page, limit, status)
         return [delivery_dto(r) for r in rows], total
@@ -238,13 +262,27 @@ class ClientWebhooks:
         Idempotent: a delivered, failed or cancelled delivery is left alone."""
         row = self.view.delivery(did)
         if row is None:
-            raise DeliveryFailed(f"delivery {did} is not recorded yet")  # its batch has not committed
+            raise DeliveryFailed(
+                f"delivery {did} is not recorded yet"
+            )  # its batch has not committed
         if row["status"] in ("delivered", "failed", "cancelled"):
             return row["status"]
         started = now()
-        claimed = self.view.claim(did, format_instant(started), format_instant(started + timedelta(seconds=self.config.timeout * 4 + 30)))
+        claimed = self.view.claim(
+            did,
+            format_instant(started),
+            format_instant(started + timedelta(seconds=self.config.timeout * 4 + 30)),
+        )
         if claimed is None:
-            return "claimed elsewhere or finished"
+            # Another job of this delivery is sending it (a redelivered or re-sent copy):
+            # look again later, when it has finished or its claim has lapsed.
+            if (self.view.delivery(did) or {}).get("status") in (
+                "delivered",
+                "failed",
+                "cancelled",
+            ):
+                return "finished elsewhere"
+            raise DeliveryFailed(f"delivery {did} is being sent by another job")
         try:
             e = self.campaigns.repository.get(UUID(claimed["endpoint_id"]))
         except AggregateNotFoundError:
@@ -267,11 +305,15 @@ class ClientWebhooks:
         code, error = self.post(e.url, body, headers, self.config.timeout)
         ms = int((time.monotonic() - t0) * 1000)
         if code is not None and 200 <= code < 300:
-            self.view.record_attempt(did, attempt, format_instant(now()), "delivered", code, None, ms)
+            self.view.record_attempt(
+                did, attempt, format_instant(now()), "delivered", code, None, ms
+            )
             return "delivered"
         error = error or f"HTTP {code}"
         last = attempt > self.config.max_retries
-        self.view.record_attempt(did, attempt, format_instant(now()), "failed" if last else "retrying", code, error, ms)
+        self.view.record_attempt(
+            did, attempt, format_instant(now()), "failed" if last else "retrying", code, error, ms
+        )
         if last:
             return "failed"
         raise DeliveryFailed(f"delivery {did} attempt {attempt}: {error}")
@@ -282,7 +324,9 @@ class DeliveryFailed(Exception):
 
 
 class WebhookPoster(Protocol):
-    def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, str | None]: ...
+    def __call__(
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int | None, str | None]: ...
 
 
 def delivery_dto(r: dict[str, Any]) -> dict[str, Any]:
@@ -300,7 +344,13 @@ def delivery_dto(r: dict[str, Any]) -> dict[str, Any]:
         "deliveredAt": r["delivered_at"],
         "payload": payload,
         "attemptLog": [
-            {"attempt": a["attempt"], "at": a["at"], "responseCode": a["status_code"], "error": a["error"], "durationMs": a["duration_ms"]}
+            {
+                "attempt": a["attempt"],
+                "at": a["at"],
+                "responseCode": a["status_code"],
+                "error": a["error"],
+                "durationMs": a["duration_ms"],
+            }
             for a in r.get("attempt_log", [])
         ],
     }

@@ -33,7 +33,12 @@ class WebhookEndpoint(AuditedAggregate):
     """One HTTPS endpoint of an organization, subscribed to some of ``EVENT_TYPES``."""
 
     def __init__(
-        self, organization_id: UUID, url: str, events: list[str], description: str, sealed_secret: str
+        self,
+        organization_id: UUID,
+        url: str,
+        events: list[str],
+        description: str,
+        sealed_secret: str,
     ) -> None:
         self.organization_id = organization_id
         self.url = url

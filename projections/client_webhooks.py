@@ -6,8 +6,8 @@ and sends one Dramatiq job per new delivery in the same batch (infrastructure/jo
 Nothing is lost: a delivery row is written with the tracking position that passes its
 event, in one transaction, and the batch's jobs are sent as soon as it commits. If the
 process dies before the commit, the batch is applied again; if it dies between the
-commit and the sends, the rows are there, pending and never attempted, and the next
-process's first batch sends them. A delivery's id is derived from the endpoint and the
+commit and the sends, the rows are there, unfinished, and the next process's first
+batch sends a job for each unfinished delivery. A delivery's id is derived from the endpoint and the
 event, and its job is idempotent (a delivered delivery is left alone; a claim keeps two
 jobs of one delivery from sending it at once).
 
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
+from domain.base import now
 from domain.timeparse import format_instant
 from projections.store import ViewMixin, dumps, loads
 
@@ -59,7 +60,10 @@ class ClientWebhooksView(ViewMixin):
             delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL, at TEXT NOT NULL,
             status_code INTEGER, error TEXT, duration_ms INTEGER, PRIMARY KEY (delivery_id, attempt))""",
     )
-    DROP = tuple(f"DROP TABLE IF EXISTS {t}" for t in ("webhook_endpoints", "webhook_calls", "webhook_executions"))
+    DROP = tuple(
+        f"DROP TABLE IF EXISTS {t}"
+        for t in ("webhook_endpoints", "webhook_calls", "webhook_executions")
+    )
 
     #: sends the job of a new delivery (set by the composition root before the runner starts)
     send: Callable[[str], None] | None = None
@@ -97,7 +101,12 @@ class ClientWebhooksView(ViewMixin):
             c,
             "INSERT INTO webhook_endpoints (id, organization_id, events, created_at, active) VALUES (?, ?, ?, ?, 1) "
             "ON CONFLICT (id) DO NOTHING",
-            (str(e.originator_id), str(e.organization_id), dumps(list(e.events)), format_instant(e.timestamp)),
+            (
+                str(e.originator_id),
+                str(e.organization_id),
+                dumps(list(e.events)),
+                format_instant(e.timestamp),
+            ),
         )
 
     def on_WebhookEndpoint_Deleted(self, c: Any, e: Any) -> None:
@@ -111,20 +120,40 @@ class ClientWebhooksView(ViewMixin):
         )
 
     def on_Call_Created(self, c: Any, e: Any) -> None:
-        if not self.fetch(c, "SELECT 1 FROM webhook_endpoints WHERE organization_id = ? AND active = 1", (str(e.organization_id),)):
+        if not self.fetch(
+            c,
+            "SELECT 1 FROM webhook_endpoints WHERE organization_id = ? AND active = 1",
+            (str(e.organization_id),),
+        ):
             return
         self.ex(
             c,
             "INSERT INTO webhook_calls (call_id, organization_id, execution_id, contact_id, program_id) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
-            (str(e.originator_id), str(e.organization_id), str(e.execution_id), str(e.contact_id), str(e.program_id)),
+            (
+                str(e.originator_id),
+                str(e.organization_id),
+                str(e.execution_id),
+                str(e.contact_id),
+                str(e.program_id),
+            ),
         )
 
     def on_Call_AttemptEnded(self, c: Any, e: Any) -> None:
-        self._call(c, e, "call.attempt_ended", attempt=e.attempt, outcome=e.outcome, reason=e.reason, durationMs=e.duration_ms)
+        self._call(
+            c,
+            e,
+            "call.attempt_ended",
+            attempt=e.attempt,
+            outcome=e.outcome,
+            reason=e.reason,
+            durationMs=e.duration_ms,
+        )
 
     def on_Call_RetryScheduled(self, c: Any, e: Any) -> None:
-        self._call(c, e, "call.retry_scheduled", attempt=e.attempt, notBefore=format_instant(e.not_before))
+        self._call(
+            c, e, "call.retry_scheduled", attempt=e.attempt, notBefore=format_instant(e.not_before)
+        )
 
     def on_Call_Finished(self, c: Any, e: Any) -> None:
         kind = "call.completed" if e.result == "completed" else "call.failed"
@@ -140,7 +169,15 @@ class ClientWebhooksView(ViewMixin):
         self._execution(c, e, "execution.paused", status="paused")
 
     def on_Execution_AutoPaused(self, c: Any, e: Any) -> None:
-        self._execution(c, e, "execution.paused", status="paused_threshold", nodeId=e.node_id, count=e.count, threshold=e.threshold)
+        self._execution(
+            c,
+            e,
+            "execution.paused",
+            status="paused_threshold",
+            nodeId=e.node_id,
+            count=e.count,
+            threshold=e.threshold,
+        )
 
     def on_Execution_Resumed(self, c: Any, e: Any) -> None:
         self._execution(c, e, "execution.resumed", status="running")
@@ -155,24 +192,43 @@ class ClientWebhooksView(ViewMixin):
         self._execution(c, e, "execution.stopped", status="stopped")
 
     def _call(self, c: Any, e: Any, kind: str, **data: Any) -> None:
-        rows = self.fetch(c, "SELECT * FROM webhook_calls WHERE call_id = ?", (str(e.originator_id),))
+        rows = self.fetch(
+            c, "SELECT * FROM webhook_calls WHERE call_id = ?", (str(e.originator_id),)
+        )
         if not rows:
             return
         r = rows[0]
-        base = {"callId": r["call_id"], "executionId": r["execution_id"], "contactId": r["contact_id"], "programId": r["program_id"]}
+        base = {
+            "callId": r["call_id"],
+            "executionId": r["execution_id"],
+            "contactId": r["contact_id"],
+            "programId": r["program_id"],
+        }
         self._deliver(c, e, r["organization_id"], kind, {**base, **data})
 
     def _execution(self, c: Any, e: Any, kind: str, **data: Any) -> None:
-        rows = self.fetch(c, "SELECT * FROM webhook_executions WHERE id = ?", (str(e.originator_id),))
+        rows = self.fetch(
+            c, "SELECT * FROM webhook_executions WHERE id = ?", (str(e.originator_id),)
+        )
         if not rows:
             return
         r = rows[0]
-        self._deliver(c, e, r["organization_id"], kind, {"executionId": r["id"], "programId": r["program_id"], **data})
+        self._deliver(
+            c,
+            e,
+            r["organization_id"],
+            kind,
+            {"executionId": r["id"], "programId": r["program_id"], **data},
+        )
 
-    def _deliver(self, c: Any, e: Any, organization_id: str, kind: str, data: dict[str, Any]) -> None:
+    def _deliver(
+        self, c: Any, e: Any, organization_id: str, kind: str, data: dict[str, Any]
+    ) -> None:
         at = format_instant(e.timestamp)
         endpoints = self.fetch(
-            c, "SELECT id, events, created_at FROM webhook_endpoints WHERE organization_id = ? AND active = 1", (organization_id,)
+            c,
+            "SELECT id, events, created_at FROM webhook_endpoints WHERE organization_id = ? AND active = 1",
+            (organization_id,),
         )
         event_id = f"{e.originator_id}:{e.originator_version}"
         for endpoint in endpoints:
@@ -181,7 +237,13 @@ class ClientWebhooksView(ViewMixin):
             if kind not in loads(endpoint["events"]) or at < endpoint["created_at"]:
                 continue
             did = delivery_id(endpoint["id"], event_id)
-            payload = {"id": did, "type": kind, "occurredAt": at, "organizationId": organization_id, "data": data}
+            payload = {
+                "id": did,
+                "type": kind,
+                "occurredAt": at,
+                "organizationId": organization_id,
+                "data": data,
+            }
             self.ex(
                 c,
                 "INSERT INTO webhook_deliveries (id, endpoint_id, organization_id, event_type, event_id, payload, status, "
@@ -210,7 +272,14 @@ class ClientWebhooksView(ViewMixin):
             return self.fetch(c, "SELECT * FROM webhook_deliveries WHERE id = ?", (did,))[0]
 
     def record_attempt(
-        self, did: str, attempt: int, at: str, status: str, status_code: int | None, error: str | None, duration_ms: int
+        self,
+        did: str,
+        attempt: int,
+        at: str,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
     ) -> None:
         with self.transaction() as c:
             self.ex(
@@ -234,7 +303,9 @@ class ClientWebhooksView(ViewMixin):
                 (why, at, did),
             )
 
-    def deliveries(self, endpoint_id: str, page: int, limit: int, status: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    def deliveries(
+        self, endpoint_id: str, page: int, limit: int, status: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         where, params = "endpoint_id = ?", [endpoint_id]
         if status:
             where += " AND status = ?"
@@ -248,7 +319,8 @@ class ClientWebhooksView(ViewMixin):
             marks = ", ".join("?" for _ in rows)
             attempts: dict[str, list[dict[str, Any]]] = {}
             for a in self.rows(
-                f"SELECT * FROM webhook_attempts WHERE delivery_id IN ({marks}) ORDER BY attempt", [r["id"] for r in rows]
+                f"SELECT * FROM webhook_attempts WHERE delivery_id IN ({marks}) ORDER BY attempt",
+                [r["id"] for r in rows],
             ):
                 attempts.setdefault(a["delivery_id"], []).append(a)
             for r in rows:
@@ -256,9 +328,12 @@ class ClientWebhooksView(ViewMixin):
         return rows, int(total["n"] if total else 0)
 
     def unsent(self) -> list[str]:
-        """Deliveries never attempted nor claimed (their job may have been lost)."""
+        """Deliveries not finished and not being sent: their job may have been lost (a
+        crash after the commit, or the embedded in-memory broker's queue on a restart)."""
         return [r["id"] for r in self.rows(
-            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND attempts = 0 AND claimed_until IS NULL"
+            "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'retrying') "
+            "AND (claimed_until IS NULL OR claimed_until < ?)",
+            (format_instant(now()),),
         )]  # fmt: skip
 
     def pending_of(self, endpoint_id: str) -> list[str]:
@@ -268,6 +343,7 @@ class ClientWebhooksView(ViewMixin):
         )]  # fmt: skip
 
 
-
 def _rowcount(c: Any) -> int:
-    return int(getattr(c, "sqlite_cursor", c).rowcount)  # eventsourcing's SQLite cursor wraps sqlite3's
+    return int(
+        getattr(c, "sqlite_cursor", c).rowcount
+    )  # eventsourcing's SQLite cursor wraps sqlite3's

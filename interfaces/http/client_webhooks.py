@@ -65,7 +65,11 @@ def rotate_webhook_secret(request: Request[Any, Any, Any], webhook_id: str) -> d
 @get("/api/webhooks/{webhook_id:str}/deliveries")
 @in_thread
 def list_webhook_deliveries(
-    request: Request[Any, Any, Any], webhook_id: str, page: int | None = None, limit: int | None = None, status: str | None = None
+    request: Request[Any, Any, Any],
+    webhook_id: str,
+    page: int | None = None,
+    limit: int | None = None,
+    status: str | None = None,
 ) -> dict[str, Any]:
     """Newest first: event, status (pending, retrying, delivered, failed, cancelled),
     attempts, last response code and error, timestamps, and each attempt."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -40,14 +41,21 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.lock:
                     left = receiver.fail.get(self.path, 0)
                     code = 503 if self.path in receiver.down else 500 if left > 0 else 200
                     if left > 0:
                         receiver.fail[self.path] = left - 1
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body, "answered": code})
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "answered": code,
+                        }
+                    )
                 self.send_response(code)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -106,8 +114,12 @@ def readme_verify() -> Any:
     return namespace["verify"]
 
 
-def register(client: httpx.Client, url: str, events: list[str], description: str = "") -> dict[str, Any]:
-    r = client.post("/api/webhooks", json={"url": url, "events": events, "description": description})
+def register(
+    client: httpx.Client, url: str, events: list[str], description: str = ""
+) -> dict[str, Any]:
+    r = client.post(
+        "/api/webhooks", json={"url": url, "events": events, "description": description}
+    )
     assert r.status_code == 201, r.text
     return dict(r.json())
 
@@ -116,11 +128,18 @@ def run_small_campaign(client: httpx.Client) -> str:
     """Three contacts: two answer (completed), one never does (failed, no retry)."""
     ids = []
     for phone in ("+212612000004", "+212612000005", "+212612000001"):
-        r = client.post("/api/contact", json={"firstName": "W", "lastName": "Hook", "primaryPhone": phone})
+        r = client.post(
+            "/api/contact", json={"firstName": "W", "lastName": "Hook", "primaryPhone": phone}
+        )
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     audience = client.post("/api/audience", json={"name": "Hooked"}).json()
-    assert client.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": ids}).status_code == 200
+    assert (
+        client.post(
+            f"/api/audience/{audience['id']}/add-contacts", json={"contacts": ids}
+        ).status_code
+        == 200
+    )
     flow = client.post("/api/flows", json=FLOW)
     assert flow.status_code == 201, flow.text
     program = client.post("/api/programs", json={
@@ -131,7 +150,11 @@ def run_small_campaign(client: httpx.Client) -> str:
     launched = client.post(f"/api/programs/{program.json()['id']}/launch")
     assert launched.status_code == 201, launched.text
     eid = str(launched.json()["executionId"])
-    wait_for(lambda: client.get(f"/api/program-executions/{eid}").json()["status"] == "completed", 90, what="the execution to complete")
+    wait_for(
+        lambda: client.get(f"/api/program-executions/{eid}").json()["status"] == "completed",
+        90,
+        what="the execution to complete",
+    )
     return eid
 
 
@@ -141,7 +164,18 @@ def campaign(platform: Platform, receiver: Receiver) -> dict[str, Any]:
     requests, one down), and a campaign that gives each of them events."""
     org_id, key = platform.new_org("Hooks")
     with platform.client(key) as a:
-        ok = register(a, f"{receiver.url}/ok", ["call.completed", "call.failed", "call.attempt_ended", "execution.started", "execution.completed"], "all of it")
+        ok = register(
+            a,
+            f"{receiver.url}/ok",
+            [
+                "call.completed",
+                "call.failed",
+                "call.attempt_ended",
+                "execution.started",
+                "execution.completed",
+            ],
+            "all of it",
+        )
         flaky = register(a, f"{receiver.url}/flaky", ["call.completed", "execution.completed"])
         down = register(a, f"{receiver.url}/down", ["execution.started"])
         receiver.fail["/flaky"] = 2
@@ -156,10 +190,40 @@ def deliveries(client: httpx.Client, endpoint_id: str, **params: Any) -> dict[st
     return dict(r.json())
 
 
-def test_each_selected_event_is_delivered_once_and_signed(platform: Platform, receiver: Receiver, campaign: dict[str, Any]) -> None:
+def all_delivered(client: httpx.Client, endpoint_id: str, n: int) -> dict[str, Any] | None:
+    """The endpoint's log once it holds ``n`` deliveries, all delivered."""
+    log = deliveries(client, endpoint_id)
+    return (
+        log
+        if log["meta"]["total"] == n and all(d["status"] == "delivered" for d in log["data"])
+        else None
+    )
+
+
+def first_failed(client: httpx.Client, endpoint_id: str) -> dict[str, Any] | None:
+    log = deliveries(client, endpoint_id)
+    return log if log["data"] and log["data"][0]["status"] == "failed" else None
+
+
+def listed(client: httpx.Client, n: int) -> list[dict[str, Any]] | None:
+    found = client.get("/api/webhooks").json()
+    return list(found) if len(found) == n else None
+
+
+def test_each_selected_event_is_delivered_once_and_signed(
+    platform: Platform, receiver: Receiver, campaign: dict[str, Any]
+) -> None:
     eid = campaign["execution"]
-    expected = {"call.attempt_ended": 3, "call.completed": 2, "call.failed": 1, "execution.started": 1, "execution.completed": 1}
-    wait_for(lambda: len(receiver.to("/ok")) >= sum(expected.values()), 30, what="the deliveries to /ok")
+    expected = {
+        "call.attempt_ended": 3,
+        "call.completed": 2,
+        "call.failed": 1,
+        "execution.started": 1,
+        "execution.completed": 1,
+    }
+    wait_for(
+        lambda: len(receiver.to("/ok")) >= sum(expected.values()), 30, what="the deliveries to /ok"
+    )
     time.sleep(1.0)  # nothing more arrives: no event twice
     got = receiver.to("/ok")
     assert len(got) == sum(expected.values()), [json.loads(r["body"])["type"] for r in got]
@@ -171,37 +235,55 @@ def test_each_selected_event_is_delivered_once_and_signed(platform: Platform, re
         body = r["body"]
         assert verify(secret, r["headers"]["X-Gomobile-Signature"], body), r["headers"]
         assert documented(secret, r["headers"]["X-Gomobile-Signature"], body)
-        assert not documented(secret, r["headers"]["X-Gomobile-Signature"], body.replace(b'"type":"', b'"type":"x', 1))
-        assert not verify(campaign["flaky"]["secret"], r["headers"]["X-Gomobile-Signature"], body)  # per-endpoint secrets
-        assert not verify(secret, r["headers"]["X-Gomobile-Signature"], body + b" ")  # the body is what is signed
+        assert not documented(
+            secret, r["headers"]["X-Gomobile-Signature"], body.replace(b'"type":"', b'"type":"x', 1)
+        )
+        assert not verify(
+            campaign["flaky"]["secret"], r["headers"]["X-Gomobile-Signature"], body
+        )  # per-endpoint secrets
+        assert not verify(
+            secret, r["headers"]["X-Gomobile-Signature"], body + b" "
+        )  # the body is what is signed
         payload = json.loads(body)
         assert r["headers"]["X-Gomobile-Event"] == payload["type"]
         assert r["headers"]["X-Gomobile-Delivery"] == payload["id"]
-        assert payload["organizationId"] == campaign["org"] and payload["data"]["executionId"] == eid
+        assert (
+            payload["organizationId"] == campaign["org"] and payload["data"]["executionId"] == eid
+        )
         seen[payload["type"]] = seen.get(payload["type"], 0) + 1
     assert seen == expected
     ids = [json.loads(r["body"])["id"] for r in got]
     assert len(set(ids)) == len(ids)
-    ended = [json.loads(r["body"])["data"] for r in got if json.loads(r["body"])["type"] == "call.attempt_ended"]
+    ended = [
+        json.loads(r["body"])["data"]
+        for r in got
+        if json.loads(r["body"])["type"] == "call.attempt_ended"
+    ]
     assert sorted(d["outcome"] for d in ended) == ["completed", "completed", "no_answer"]
     with platform.client(campaign["key"]) as a:
         log = deliveries(a, campaign["ok"]["id"], limit=100)
     assert log["meta"]["total"] == sum(expected.values())
-    assert all(d["status"] == "delivered" and d["attempts"] == 1 and d["lastResponseCode"] == 200 for d in log["data"]), log
+    assert all(
+        d["status"] == "delivered" and d["attempts"] == 1 and d["lastResponseCode"] == 200
+        for d in log["data"]
+    ), log
     assert all(d["deliveredAt"] and len(d["attemptLog"]) == 1 for d in log["data"])
 
 
-def test_a_failing_receiver_gets_retries_then_success(platform: Platform, receiver: Receiver, campaign: dict[str, Any]) -> None:
+def test_a_failing_receiver_gets_retries_then_success(
+    platform: Platform, receiver: Receiver, campaign: dict[str, Any]
+) -> None:
     with platform.client(campaign["key"]) as a:
         log = wait_for(
-            lambda: (lambda d: d if d["meta"]["total"] == 3 and all(x["status"] == "delivered" for x in d["data"]) else None)(
-                deliveries(a, campaign["flaky"]["id"])
-            ),
-            30, what="the flaky endpoint's deliveries",
-        )  # fmt: skip
+            lambda: all_delivered(a, campaign["flaky"]["id"], 3),
+            30,
+            what="the flaky endpoint's deliveries",
+        )
     got = receiver.to("/flaky")
     assert [r["answered"] for r in got].count(500) == 2
-    assert [r["answered"] for r in got].count(200) == 3  # each event delivered once, after the refusals
+    assert [r["answered"] for r in got].count(
+        200
+    ) == 3  # each event delivered once, after the refusals
     assert sum(d["attempts"] for d in log["data"]) == 5
     retried = [d for d in log["data"] if d["attempts"] > 1]
     assert retried, log
@@ -210,15 +292,22 @@ def test_a_failing_receiver_gets_retries_then_success(platform: Platform, receiv
         assert d["lastResponseCode"] == 200
     for r in got:
         assert verify(campaign["flaky"]["secret"], r["headers"]["X-Gomobile-Signature"], r["body"])
-    assert sorted(json.loads(r["body"])["type"] for r in got if r["answered"] == 200) == ["call.completed", "call.completed", "execution.completed"]
+    assert sorted(json.loads(r["body"])["type"] for r in got if r["answered"] == 200) == [
+        "call.completed",
+        "call.completed",
+        "execution.completed",
+    ]
 
 
-def test_a_receiver_that_stays_down_ends_failed_after_the_last_retry(platform: Platform, receiver: Receiver, campaign: dict[str, Any]) -> None:
+def test_a_receiver_that_stays_down_ends_failed_after_the_last_retry(
+    platform: Platform, receiver: Receiver, campaign: dict[str, Any]
+) -> None:
     with platform.client(campaign["key"]) as a:
         log = wait_for(
-            lambda: (lambda d: d if d["data"] and d["data"][0]["status"] == "failed" else None)(deliveries(a, campaign["down"]["id"])),
-            30, what="the delivery to the endpoint that is down to fail",
-        )  # fmt: skip
+            lambda: first_failed(a, campaign["down"]["id"]),
+            30,
+            what="the delivery to the endpoint that is down to fail",
+        )
         assert deliveries(a, campaign["down"]["id"], status="failed")["meta"]["total"] == 1
     (d,) = log["data"]
     retries = int(ENV["GOMOBILE_WEBHOOK_MAX_RETRIES"])
@@ -229,29 +318,48 @@ def test_a_receiver_that_stays_down_ends_failed_after_the_last_retry(platform: P
     assert len(receiver.to("/down")) == retries + 1  # no attempt after the last
 
 
-def test_endpoints_are_listed_without_their_secret_rotated_and_deleted(platform: Platform, receiver: Receiver, campaign: dict[str, Any]) -> None:
+def test_endpoints_are_listed_without_their_secret_rotated_and_deleted(
+    platform: Platform, receiver: Receiver, campaign: dict[str, Any]
+) -> None:
     with platform.client(campaign["key"]) as a:
-        listed = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(a.get("/api/webhooks").json()), 10, what="the endpoints' list")
-        assert {e["id"] for e in listed} == {campaign[k]["id"] for k in ("ok", "flaky", "down")}
-        text = json.dumps(listed) + a.get(f"/api/webhooks/{campaign['ok']['id']}").text
+        endpoints = wait_for(lambda: listed(a, 3), 10, what="the endpoints' list")
+        assert {e["id"] for e in endpoints} == {campaign[k]["id"] for k in ("ok", "flaky", "down")}
+        text = json.dumps(endpoints) + a.get(f"/api/webhooks/{campaign['ok']['id']}").text
         for k in ("ok", "flaky", "down"):
             assert campaign[k]["secret"] not in text
         one = a.get(f"/api/webhooks/{campaign['down']['id']}").json()
-        assert one["url"] == f"{receiver.url}/down" and one["events"] == ["execution.started"] and one["status"] == "active"
+        assert (
+            one["url"] == f"{receiver.url}/down"
+            and one["events"] == ["execution.started"]
+            and one["status"] == "active"
+        )
         rotated = a.post(f"/api/webhooks/{campaign['down']['id']}/rotate-secret")
         assert rotated.status_code == 200, rotated.text
-        assert rotated.json()["secret"].startswith("whsec_") and rotated.json()["secret"] != campaign["down"]["secret"]
+        assert (
+            rotated.json()["secret"].startswith("whsec_")
+            and rotated.json()["secret"] != campaign["down"]["secret"]
+        )
         assert a.delete(f"/api/webhooks/{campaign['down']['id']}").status_code == 200
         assert a.get(f"/api/webhooks/{campaign['down']['id']}").status_code == 404
-        wait_for(lambda: len(a.get("/api/webhooks").json()) == 2, 10, what="the deleted endpoint to leave the list")
+        wait_for(lambda: listed(a, 2), 10, what="the deleted endpoint to leave the list")
         # Each change is an event on the endpoint's stream, with who did it.
-        events = list(platform.container.campaigns.repository.event_store.get(__import__("uuid").UUID(campaign["down"]["id"])))
-        assert [type(e).__qualname__ for e in events] == ["WebhookEndpoint.Created", "WebhookEndpoint.SecretRotated", "WebhookEndpoint.Deleted"]
+        events = list(
+            platform.container.campaigns.repository.event_store.get(UUID(campaign["down"]["id"]))
+        )
+        assert [type(e).__qualname__ for e in events] == [
+            "WebhookEndpoint.Created",
+            "WebhookEndpoint.SecretRotated",
+            "WebhookEndpoint.Deleted",
+        ]
         assert all(e.meta.get("actor") for e in events)
-        assert all(campaign["down"]["secret"] not in json.dumps(vars(e), default=str) for e in events)  # sealed, never in clear
+        assert all(
+            campaign["down"]["secret"] not in json.dumps(vars(e), default=str) for e in events
+        )  # sealed, never in clear
 
 
-def test_another_organization_cannot_see_or_delete_an_endpoint(platform: Platform, campaign: dict[str, Any]) -> None:
+def test_another_organization_cannot_see_or_delete_an_endpoint(
+    platform: Platform, campaign: dict[str, Any]
+) -> None:
     _, other = platform.new_org("Other")
     hook = campaign["ok"]["id"]
     with platform.client(other) as b:
@@ -264,48 +372,82 @@ def test_another_organization_cannot_see_or_delete_an_endpoint(platform: Platfor
         assert a.get(f"/api/webhooks/{hook}").status_code == 200  # still there for its owner
 
 
-def test_a_url_that_is_not_https_is_refused_naming_url(platform: Platform, campaign: dict[str, Any]) -> None:
+def test_a_url_that_is_not_https_is_refused_naming_url(
+    platform: Platform, campaign: dict[str, Any]
+) -> None:
     with platform.client(campaign["key"]) as a:
-        for url in ("http://example.com/hook", "ftp://example.com/hook", "example.com", "https://user:pw@example.com/"):
+        for url in (
+            "http://example.com/hook",
+            "ftp://example.com/hook",
+            "example.com",
+            "https://user:pw@example.com/",
+        ):
             r = a.post("/api/webhooks", json={"url": url, "events": ["call.completed"]})
             assert r.status_code == 400, (url, r.text)
             assert "url" in r.json()["fieldErrors"], r.text
-        r = a.post("/api/webhooks", json={"url": "https://example.com/hook", "events": ["call.exploded"]})
+        r = a.post(
+            "/api/webhooks", json={"url": "https://example.com/hook", "events": ["call.exploded"]}
+        )
         assert r.status_code == 400 and "events" in r.json()["fieldErrors"], r.text
-        r = a.post("/api/webhooks", json={"url": "https://example.com/hook", "events": ["call.completed"], "secret": "mine"})
+        r = a.post(
+            "/api/webhooks",
+            json={
+                "url": "https://example.com/hook",
+                "events": ["call.completed"],
+                "secret": "mine",
+            },
+        )
         assert r.status_code == 400 and "secret" in r.json()["fieldErrors"], r.text
         # A manager may register endpoints; an agent may not.
         manager = a.post("/api/keys", json={"role": "manager"}).json()["apiKey"]
         agent = a.post("/api/keys", json={"role": "agent"}).json()["apiKey"]
     with platform.client(manager) as m:
-        assert m.post("/api/webhooks", json={"url": "https://example.com/hook", "events": ["execution.completed"]}).status_code == 201
+        assert (
+            m.post(
+                "/api/webhooks",
+                json={"url": "https://example.com/hook", "events": ["execution.completed"]},
+            ).status_code
+            == 201
+        )
     with platform.client(agent) as g:
         assert g.get("/api/webhooks").status_code == 403
 
 
 def test_on_postgresql_and_redis_deliveries_are_retried_by_the_redis_broker(
-    env: None, receiver: Receiver, postgres_database: str, redis_namespace: tuple[str, str], tmp_path: Path
+    env: None,
+    receiver: Receiver,
+    postgres_database: str,
+    redis_namespace: tuple[str, str],
+    tmp_path: Path,
 ) -> None:
     """The production topology's engines: the follower's rows in PostgreSQL, the jobs and
     their retries in Redis."""
     redis_url, namespace = redis_namespace
-    p = Platform(tmp_path / "var", database_url=postgres_database, redis_url=redis_url, redis_namespace=namespace)
+    p = Platform(
+        tmp_path / "var",
+        database_url=postgres_database,
+        redis_url=redis_url,
+        redis_namespace=namespace,
+    )
     try:
         _, key = p.new_org("Hooks on PostgreSQL")
         with p.client(key) as a:
-            hook = register(a, f"{receiver.url}/pg", ["call.completed", "call.failed", "execution.completed"])
+            hook = register(
+                a, f"{receiver.url}/pg", ["call.completed", "call.failed", "execution.completed"]
+            )
             receiver.fail["/pg"] = 1
             run_small_campaign(a)
             log = wait_for(
-                lambda: (lambda d: d if d["meta"]["total"] == 4 and all(x["status"] == "delivered" for x in d["data"]) else None)(
-                    deliveries(a, hook["id"])
-                ),
-                60, what="the deliveries on PostgreSQL",
-            )  # fmt: skip
+                lambda: all_delivered(a, hook["id"], 4), 60, what="the deliveries on PostgreSQL"
+            )
         time.sleep(0.5)
         got = receiver.to("/pg")
-        assert [r["answered"] for r in got].count(200) == 4 and [r["answered"] for r in got].count(500) == 1
-        assert all(verify(hook["secret"], r["headers"]["X-Gomobile-Signature"], r["body"]) for r in got)
+        assert [r["answered"] for r in got].count(200) == 4 and [r["answered"] for r in got].count(
+            500
+        ) == 1
+        assert all(
+            verify(hook["secret"], r["headers"]["X-Gomobile-Signature"], r["body"]) for r in got
+        )
         assert sorted(json.loads(r["body"])["type"] for r in got if r["answered"] == 200) == [
             "call.completed", "call.completed", "call.failed", "execution.completed",
         ]  # fmt: skip
