@@ -16,7 +16,9 @@ On a throwaway database:
    ``--runs`` times: p50 / p99 per rule set and over all runs;
 4. the raw baselines in the same run: ``SELECT count(*)`` over the same contacts, and the
    preview's own count query run directly (no HTTP, no application); for the catch-up,
-   reading the same notifications from the event store without decoding them.
+   reading the same notifications from the event store without decoding them;
+5. a live audience created over the same contacts (its members' joins recorded), until
+   its contactCount is listed.
 
 Each preview's count is checked against the in-memory evaluation (domain.rules) of the
 same contacts, so a fast wrong answer fails the benchmark.
@@ -187,6 +189,23 @@ def run(url: str, tmp: Path, n: int, runs: int, profile: str | None = None) -> d
             results[label] = {"matches": expected, "p50_ms": round(1000 * statistics.median(times), 1),
                               "p99_ms": round(1000 * pct(times, 0.99), 1),
                               "count_query_p50_ms": round(1000 * statistics.median(direct), 1)}
+
+        # 5. a live audience over the same contacts: its creation records every member's
+        # join (the directory's projection running beside it, as in production).
+        follower = container.runner("directory").start()
+        first = next(iter(RULE_SETS.values()))
+        t = time.perf_counter()
+        resp = client.post("/api/audience", json={"name": "Bench live", "type": "live", "rules": first})
+        live_create_s = time.perf_counter() - t
+        assert resp.status_code == 201, resp.text
+        aid = resp.json()["id"]
+        want = results[next(iter(RULE_SETS))]["matches"]
+        deadline = time.monotonic() + 120
+        while client.get(f"/api/audience/{aid}").json()["contactCount"] != want:
+            assert time.monotonic() < deadline, "live audience members never listed"
+            time.sleep(0.05)
+        live_listed_s = time.perf_counter() - t
+        follower.stop()
     container.close()
     return {
         "contacts": n,
@@ -200,6 +219,9 @@ def run(url: str, tmp: Path, n: int, runs: int, profile: str | None = None) -> d
         "preview_p50_ms": round(1000 * statistics.median(all_times), 1),
         "preview_p99_ms": round(1000 * pct(all_times, 0.99), 1),
         "rule_sets": results,
+        "live_audience_members": want,
+        "live_audience_create_s": round(live_create_s, 2),
+        "live_audience_listed_s": round(live_listed_s, 2),
     }
 
 
