@@ -299,6 +299,34 @@ def test_a_failing_receiver_gets_retries_then_success(
     ]
 
 
+def test_a_job_sent_again_or_a_rebuilt_follower_sends_nothing_twice(
+    platform: Platform, receiver: Receiver, campaign: dict[str, Any]
+) -> None:
+    """The job is idempotent per delivery, and rebuilding the follower from the first
+    event finds every delivery already made (the log is not part of what is rebuilt)."""
+    with platform.client(campaign["key"]) as a:
+        before = wait_for(
+            lambda: all_delivered(a, campaign["ok"]["id"], 8), 30, what="the deliveries to /ok"
+        )
+    sent = len(receiver.to("/ok"))
+    for d in before["data"]:
+        platform.container.webhook_queue.send(d["id"])  # a duplicate of each job
+    c = platform.container
+    (runner,) = [r for r in c.runners if r.name == "client_webhooks"]
+    runner.stop()
+    c.runners.remove(runner)
+    c.views["client_webhooks"].reset()
+    assert c.runner("client_webhooks").catch_up() > 0
+    c.runners.append(c.runner("client_webhooks").start())
+    time.sleep(1.5)
+    assert len(receiver.to("/ok")) == sent
+    with platform.client(campaign["key"]) as a:
+        after = deliveries(a, campaign["ok"]["id"])
+    assert [(d["id"], d["status"], d["attempts"]) for d in after["data"]] == [
+        (d["id"], d["status"], d["attempts"]) for d in before["data"]
+    ]
+
+
 def test_a_receiver_that_stays_down_ends_failed_after_the_last_retry(
     platform: Platform, receiver: Receiver, campaign: dict[str, Any]
 ) -> None:
