@@ -702,10 +702,16 @@ class SecurityMiddleware:
         extra_headers: list[tuple[bytes, bytes]] = []
         limiter = state.limiter()
         if limiter is not None:
-            ok, extra_headers = await limiter.hit(
-                route=f"{method} {scope.get('path_template')}",
-                identity=f"{principal.organization_id.hex}:{principal.key_id}",
-            )
+            try:
+                ok, extra_headers = await limiter.hit(
+                    route=f"{method} {scope.get('path_template')}",
+                    identity=f"{principal.organization_id.hex}:{principal.key_id}",
+                )
+            except Exception:  # Redis unreachable: serve, unlimited, and say so
+                log.warning(
+                    "rate limiter unavailable: request served without a limit", exc_info=True
+                )
+                ok, extra_headers = True, []
             if not ok:
                 await send_problem(
                     scope, send, 429, "TOO_MANY_REQUESTS",

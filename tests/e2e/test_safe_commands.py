@@ -373,3 +373,26 @@ def test_a_retried_upload_replays_though_its_multipart_boundary_changed(platform
 
         wait_for(lambda: c.get("/api/audio-management/audios").json()["meta"]["total"] >= 1, 10, what="the upload listed")
         assert c.get("/api/audio-management/audios").json()["meta"]["total"] == 1  # one file, not two
+
+
+def test_an_unreachable_redis_does_not_stop_the_api(tmp_path: Path) -> None:
+    """The limiter's store is down (a Redis nobody listens on): requests are served without
+    a limit (and a warning is logged), not refused with 500s."""
+    import dataclasses
+
+    from tests.harness import free_port
+
+    with rate_limit(per_minute=3, burst=5):
+        p = Platform(tmp_path / "var", start_dispatcher=False)
+        try:
+            broken = ApiServer(dataclasses.replace(p.settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+        except BaseException:
+            p.close()
+            raise
+    try:
+        _, key = p.new_org("No Redis")
+        with broken.client(key) as c:
+            assert [c.get("/api/users/me").status_code for _ in range(7)] == [200] * 7
+    finally:
+        broken.close()
+        p.close()
