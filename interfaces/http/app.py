@@ -23,7 +23,7 @@ from interfaces.http.reports import REPORT_HANDLERS
 from interfaces.http.events import EVENT_HANDLERS
 from interfaces.http.exports import EXPORT_HANDLERS
 from interfaces.http.dashboard import DASHBOARD_HANDLERS
-from interfaces.http.metrics import METRICS_HANDLERS
+from interfaces.http.metrics import METRICS_HANDLERS, observe_request
 from interfaces.http.flows import FLOW_HANDLERS
 from interfaces.http.outage import OutageGate, StoreWatch, outage_handlers
 from interfaces.http.problem import document_errors
@@ -89,5 +89,5 @@ def create_app(container: Any) -> Litestar:
         # While PostgreSQL is down, 503 + Retry-After at once (not after the store's retries).
         app.state.store_watch = StoreWatch(settings.database_url).start()
         app.asgi_handler = OutageGate(app.asgi_handler, app.state.store_watch)  # type: ignore[method-assign]
-    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)  # type: ignore[method-assign]
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler, observe_request)  # type: ignore[method-assign]
     return app

@@ -90,8 +90,9 @@ class RequestIdMiddleware:
 
     Wraps the whole ASGI handler (not a route), so 404s and errors are covered too."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, observe: Callable[[str, int, float], None] | None = None) -> None:
         self.app = app
+        self.observe = observe  # (path, status, seconds) of every request answered
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -115,6 +116,8 @@ class RequestIdMiddleware:
             try:
                 await self.app(scope, receive, send_with_ids)
             finally:
+                if self.observe is not None:
+                    self.observe(scope.get("path") or "", status[0], time.perf_counter() - started)
                 access_log.info(
                     "%s %s %s", scope.get("method"), scope.get("path"), status[0],
                     extra={"method": scope.get("method"), "path": scope.get("path"), "status": status[0],

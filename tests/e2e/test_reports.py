@@ -151,6 +151,9 @@ def test_report_of_an_execution_in_a_pause_window(tmp_path: Path) -> None:
             assert report["effectiveStatus"] == "paused_window" and report["isInPauseWindow"] is True
             assert report["contactMetrics"]["pending"] + report["contactMetrics"]["queued"] == 1, report
             assert report["callMetrics"]["totalCalls"] == 0
+            # Due but held by the pause window: /metrics counts it as waiting to be dialled.
+            wait_for(lambda: 'gomobile_calls_waiting{state="due"} 1.0' in httpx.get(platform.base_url + "/metrics").text,
+                     what="the due call in /metrics")  # fmt: skip
             # Pause once the dispatcher has queued the calls: it writes the Execution stream
             # until then, and a PATCH racing that write answers 500 (a version conflict).
             wait_for(lambda: (platform.container.progress.execution(eid) or {}).get("calls_queued") == 1, what="calls queued")
@@ -226,6 +229,12 @@ def test_prometheus_metrics(campaign: Any) -> None:
     assert samples['gomobile_call_outcomes_total{outcome="busy"}'] == 1
     assert samples['gomobile_call_outcomes_total{outcome="completed"}'] == 7
     assert samples['gomobile_projection_lag_events{application="calls",projection="reports"}'] >= 0
+    # Nothing left to dial once the campaign is over.
+    assert samples['gomobile_calls_waiting{state="due"}'] == 0 and samples['gomobile_calls_waiting{state="queued"}'] == 0
+    # Every webhook this process answered is timed, by kind (the sandbox called them).
+    assert samples['gomobile_webhook_seconds_count{kind="voice"}'] >= 8  # one per answered call at least
+    assert samples['gomobile_webhook_seconds_count{kind="status"}'] >= 13
+    assert samples['gomobile_webhook_seconds_bucket{kind="status",le="+Inf"}'] == samples['gomobile_webhook_seconds_count{kind="status"}']
 
 
 def test_reports_view_rebuilt_from_the_events_equals_the_live_one(campaign: Any) -> None:
