@@ -124,8 +124,12 @@ def check_url(value: Any, allow_insecure: bool) -> str:
             "url", "is required: an https:// URL of at most 2048 characters"
         )
     url = value.strip()
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 (a port that is not a number raises here, not at delivery)
+    except ValueError:
+        raise ValidationError.single("url", "is not a valid URL") from None
     if not host or parts.username or parts.password:
         raise ValidationError.single(
             "url", "must be an absolute https:// URL with a host and no credentials"
