@@ -31,12 +31,13 @@ ENV = {
 
 class Receiver:
     """Records every request; ``fail[path] = n`` answers the next n requests to path 500,
-    ``down`` paths always 503."""
+    ``down`` paths always 503, ``redirect[path]`` answers 307 to that location."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail: dict[str, int] = {}
         self.down: set[str] = set()
+        self.redirect: dict[str, str] = {}
         self.lock = threading.Lock()
         receiver = self
 
@@ -46,6 +47,7 @@ class Receiver:
                 with receiver.lock:
                     left = receiver.fail.get(self.path, 0)
                     code = 503 if self.path in receiver.down else 500 if left > 0 else 200
+                    code = 307 if self.path in receiver.redirect else code
                     if left > 0:
                         receiver.fail[self.path] = left - 1
                     receiver.requests.append(
@@ -57,6 +59,8 @@ class Receiver:
                         }
                     )
                 self.send_response(code)
+                if code == 307:
+                    self.send_header("Location", receiver.redirect[self.path])
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -482,3 +486,24 @@ def test_on_postgresql_and_redis_deliveries_are_retried_by_the_redis_broker(
         assert sum(d["attempts"] for d in log["data"]) == 5
     finally:
         p.close()
+
+
+def test_redirects_are_followed_on_the_same_host_only(receiver: Receiver) -> None:
+    """The HTTP client of the deliveries, against the real receiver."""
+    from infrastructure.jobs import post_webhook
+
+    other_host = receiver.url.replace("127.0.0.1", "localhost")  # the same server, another host
+    receiver.redirect["/moved-here"] = "/landed"
+    receiver.redirect["/moved-away"] = f"{other_host}/landed-away"
+    code, error = post_webhook(
+        f"{receiver.url}/moved-here", b"{}", {"Content-Type": "application/json"}, 2.0
+    )
+    assert (code, error) == (200, None)
+    assert [r["body"] for r in receiver.to("/landed")] == [b"{}"]  # still a POST, with its body
+    code, error = post_webhook(
+        f"{receiver.url}/moved-away", b"{}", {"Content-Type": "application/json"}, 2.0
+    )
+    assert code == 307 and error and "another host" in error
+    assert receiver.to("/landed-away") == []
+    code, error = post_webhook("http://127.0.0.1:9/nothing-listens", b"{}", {}, 1.0)
+    assert code is None and error and "Connect" in error
