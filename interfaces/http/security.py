@@ -619,6 +619,27 @@ def install(app: Any, container: Any) -> None:
     """Give the app its security state (the middleware itself is in its ``middleware``)."""
     app.state.security = SecurityState(container)
     app.on_shutdown.append(app.state.security.close)
+    _document(app)
+
+
+def _document(app: Any) -> None:
+    """The OpenAPI schema names the two ways to send a key (DOMAIN.md §1.1: ApiKeyAuth)."""
+    from litestar.openapi.spec import Components, SecurityScheme
+
+    cfg = app.openapi_config
+    if cfg is None:
+        return
+    schemes = {
+        "ApiKeyAuth": SecurityScheme(
+            type="apiKey", name="x-api-key", security_scheme_in="header",
+            description="An API key of the organization; its role decides what it may do (README: Roles and permissions)",
+        ),
+        "BearerAuth": SecurityScheme(type="http", scheme="bearer", description="The same key as a bearer token"),
+    }  # fmt: skip
+    existing = cfg.components if isinstance(cfg.components, list) else [cfg.components]
+    cfg.components = [*existing, Components(security_schemes=schemes)]
+    if cfg.security is None:
+        cfg.security = [{"ApiKeyAuth": []}, {"BearerAuth": []}]
 
 
 class SecurityMiddleware:

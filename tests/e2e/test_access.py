@@ -315,3 +315,11 @@ def test_readme_documents_the_matrix_the_code_enforces() -> None:
     for permission, what in PERMISSIONS.items():
         row = f"| `{permission}` | {what} | " + " | ".join("✓" if permission in ROLE_PERMISSIONS[r] else "" for r in ROLES) + " |"
         assert row in readme, f"README's matrix disagrees with interfaces/http/security.py on {permission}: {row}"
+
+
+def test_openapi_names_the_key_schemes(platform: Platform) -> None:
+    spec = httpx.get(f"{platform.base_url}/docs/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["ApiKeyAuth"] == {**schemes["ApiKeyAuth"], "type": "apiKey", "name": "x-api-key", "in": "header"}
+    assert schemes["BearerAuth"]["scheme"] == "bearer"
+    assert {"ApiKeyAuth": []} in spec["security"]
