@@ -295,7 +295,14 @@ class ClientWebhooks:
             self.view.cancel(did, format_instant(now()), "the endpoint was deleted")
             return "cancelled"
         body = claimed["payload"].encode()
-        secret = self.box.open(e.sealed_secret, e.id)
+        try:
+            secret = self.box.open(e.sealed_secret, e.id)
+        except Exception:  # noqa: BLE001 (InvalidTag: sealed under another key)
+            why = "the endpoint's secret cannot be opened (was GOMOBILE_AUDIT_KEY changed?): rotate it"
+            self.view.record_attempt(
+                did, int(claimed["attempts"]) + 1, format_instant(now()), "failed", None, why, 0
+            )
+            return "failed"
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "Gomobile-Webhooks/1.0",
