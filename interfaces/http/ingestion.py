@@ -61,18 +61,19 @@ def _save_meta(path: Path, meta: dict[str, Any]) -> None:
 
 @post("/api/contact/ingestion/upload", status_code=201)
 @in_thread
-def upload(request: Request[Any, Any, Any], data: UploadFile | None = Body(media_type=RequestEncodingType.MULTI_PART)) -> dict[str, Any]:
+def upload(request: Request[Any, Any, Any], data: dict[str, Any] = Body(media_type=RequestEncodingType.MULTI_PART)) -> dict[str, Any]:
     """Multipart field ``data``: the CSV file. Answers its columns, a sample and a suggested mapping."""
     c = _c(request)
     who = authenticate(request, c.campaigns)
-    if not isinstance(data, UploadFile):  # a text field, or no multipart at all
+    upload = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(upload, UploadFile):  # a text field, or no file at all
         raise ValidationError.single("data", "must be a file, sent as the multipart/form-data field 'data'")
     ingestion_id = str(uuid.uuid4())
     path = Path(c.settings.data_dir) / "ingestions" / str(who.organization_id) / ingestion_id
     path.mkdir(parents=True)
     size = 0
     with open(path / "upload.csv", "wb") as out:
-        while chunk := data.file.read(1 << 20):
+        while chunk := upload.file.read(1 << 20):
             size += len(chunk)
             if size > MAX_UPLOAD_BYTES:
                 shutil.rmtree(path)
@@ -90,7 +91,7 @@ def upload(request: Request[Any, Any, Any], data: UploadFile | None = Body(media
     meta = {
         "id": ingestion_id,
         "organizationId": str(who.organization_id),
-        "filename": data.filename,
+        "filename": upload.filename,
         "size": size,
         "columns": columns,
         "sampleRows": sample,

@@ -82,15 +82,16 @@ def remove_suppression(request: Request[Any, Any, Any], phone: str, reason: str 
 @post("/api/suppressions/import", status_code=201)
 @in_thread
 def import_suppressions(
-    request: Request[Any, Any, Any], data: UploadFile | None = Body(media_type=RequestEncodingType.MULTI_PART)
+    request: Request[Any, Any, Any], data: dict[str, Any] = Body(media_type=RequestEncodingType.MULTI_PART)
 ) -> dict[str, Any]:
     """A CSV file (multipart field ``data``) with a ``phone`` column and an optional
     ``reason`` column; without a recognised header the first column is the number."""
     c = _c(request)
     who = authenticate(request, c.campaigns)
-    if not isinstance(data, UploadFile):  # a text field, or no multipart at all
+    upload = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(upload, UploadFile):  # a text field, or no file at all
         raise ValidationError.single("data", "must be a file, sent as the multipart/form-data field 'data'")
-    rows = read_rows(data.file)
+    rows = read_rows(upload.file)
     first = next(rows, None)
     if first is None or first.cells is None:
         raise ValidationError.single("data", "the file is empty" if first is None else f"line 1: {first.error}")
