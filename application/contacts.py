@@ -192,6 +192,16 @@ class Contacts:
         pending = [c for c in touched.values() if _has_pending(c)]
         if pending:
             self.app.save(*pending)
+            # A live audience whose rules were saved after this batch read the schema
+            # may have computed its first members before these contacts were stored:
+            # decide again against the rules as they are now (nothing recorded if same).
+            current = self.schema(org.id)
+            if current.segments != schema.segments:
+                for contact in touched.values():
+                    self.reconcile(contact, current)
+                again = [c for c in touched.values() if _has_pending(c)]
+                if again:
+                    self.app.save(*again)
         return result
 
     def reconcile(self, contact: Contact, schema: ContactSchema) -> None:

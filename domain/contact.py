@@ -54,6 +54,8 @@ def clean_fields(data: dict[str, Any]) -> dict[str, Any]:
                 errors[name] = ["must be a string"]
             elif isinstance(value, str) and len(value) > 256:
                 errors[name] = ["must be at most 256 characters"]
+            elif isinstance(value, str) and "\x00" in value:
+                errors[name] = ["must not contain the NUL character (U+0000)"]
             elif name == "gender" and value not in (None, "male", "female"):
                 errors[name] = ["must be 'male' or 'female'"]
             else:

@@ -80,6 +80,8 @@ def coerce(type_: str, value: Any, *, from_text: bool = False, region: str | Non
         return value
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
     text = value.strip()
     if type_ == "text":
         if len(value) > MAX_TEXT:

@@ -138,3 +138,20 @@ def test_evaluation_in_memory():
     assert rules.matches(absent, {"city": "Fes", "lastName": "B"}, TYPES)
     assert rules.matches(absent, {"city": "Rabat", "lastName": ""}, TYPES)
     assert not rules.matches(absent, {"city": "Rabat", "lastName": "B"}, TYPES)
+
+
+def test_the_nul_character_is_refused_in_contact_text_and_text_attributes() -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000: refused at the door, naming the field."""
+    import pytest as _pytest
+
+    from domain import custom_attributes as _ca
+    from domain.contact import clean_fields as _clean
+    from domain.errors import ValidationError as _VE
+
+    with _pytest.raises(_VE) as exc:
+        _clean({"firstName": "Am\x00ina"})
+    assert "firstName" in exc.value.field_errors and "U+0000" in exc.value.field_errors["firstName"][0]
+    for type_ in ("text", "email", "url"):
+        with _pytest.raises(ValueError, match="U\\+0000"):
+            _ca.coerce(type_, "a\x00b")
+    assert _clean({"firstName": "Amina"}) == {"firstName": "Amina"}
