@@ -78,6 +78,8 @@ def _rows_import(r: dict[str, Any]) -> list[Row]:
     return [
         (f"contact import end to end ({r['rows']:,} rows)", f"{_fmt(r['end_to_end_rows_per_s'])} rows/s",
          f"COPY {_fmt(r['copy_rows_per_s'])} rows/s", f"{r['ratio_to_copy']:.4f}"),
+        ("contact import end to end, two importers at once", f"{_fmt(r['two_importers_end_to_end_rows_per_s'])} rows/s",
+         f"COPY {_fmt(r['copy_rows_per_s'])} rows/s", f"{r['two_importers_end_to_end_rows_per_s'] / r['copy_rows_per_s']:.4f}"),
         ("contact import: peak RSS of the importer", f"{r['peak_rss_mb']:.0f} MB", "-", "-"),
     ]
 
