@@ -117,7 +117,7 @@ def wait_caught_up(container: Any, timeout: float) -> float:
         time.sleep(2)
 
 
-def run(contacts: int, workers: int, threads: int, calls_per_second: float | None) -> dict[str, Any]:
+def run(contacts: int, workers: int, threads: int, calls_per_second: float | None, timeout: float = 1800) -> dict[str, Any]:
     with fresh_database() as db, tempfile.TemporaryDirectory() as tmp:
         api_port, sandbox_port = free_port(), free_port()
         env = {
@@ -171,15 +171,21 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
             launch_s = time.perf_counter() - t0
             assert r.status_code in (200, 201), r.text
             eid = r.json()["executionId"]
+            print(f"launch answered in {launch_s:.3f} s", flush=True)
             first_call = all_queued = all_indexed = None
             polls = violations = 0
             last: dict[str, Any] = {}
+            progress: list[dict[str, Any]] = []  # every 30 s: calls stored and dialable so far
+            timed_out = False
+            next_report = 30.0
             while all_indexed is None or first_call is None:
                 now = time.perf_counter()
-                if now - t0 > 1800:
-                    raise TimeoutError(f"not queued after 30 minutes: {last}")
+                if now - t0 > timeout:
+                    timed_out = True
+                    break
                 if first_call is None and httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/health").json()["calls"] > 0:
                     first_call = now - t0
+                    print(f"first call placed at {first_call:.2f} s", flush=True)
                 e = api.get(f"/api/program-executions/{eid}").json()
                 polls += 1
                 s = e["contactsCompleted"] + e["contactsFailed"] + e["contactsPending"] + e["contactsInProgress"] + e["contactsSkipped"]
@@ -191,10 +197,16 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
                     cpu_queued = {k: round(cpu1[k] - cpu0.get(k, 0), 1) for k in cpu1}
                     cpu_queued["postgres (every database)"] = round(postgres_cpu_seconds() - pg0, 1)
                     print(f"all calls queued at {all_queued:.1f} s", flush=True)
-                if all_queued is not None and all_indexed is None:
+                if now - t0 >= next_report or (all_queued is not None and all_indexed is None):
                     n = container.progress.rows("SELECT count(*) AS n FROM progress_calls WHERE execution_id = ?", (eid,))[0]["n"]
-                    if n >= contacts:
+                    if all_queued is not None and n >= contacts:
                         all_indexed = time.perf_counter() - t0
+                    if now - t0 >= next_report:
+                        next_report += 30.0
+                        stored = container.campaigns.execution(None, eid).queued_upto
+                        progress.append({"seconds": round(now - t0), "callsStored": stored, "callsDialable": n,
+                                         "loadAverage": round(os.getloadavg()[0], 1)})
+                        print(f"{progress[-1]}", flush=True)
                 time.sleep(0.05 if first_call is None else 1.0)
             rss = {name: tree_peak_rss_mb(p.pid) for name, p in zip(procs.names, procs.procs)}
             placed = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/health").json()["calls"]
@@ -211,6 +223,8 @@ def run(contacts: int, workers: int, threads: int, calls_per_second: float | Non
                 "allCallsQueuedSeconds": round(all_queued, 1) if all_queued is not None else None,
                 "allCallsDialableSeconds": round(all_indexed, 1) if all_indexed is not None else None,
                 "callsPlacedMeanwhile": placed,
+                "timedOut": timed_out,
+                "progressEvery30s": progress,
                 "countersPolls": polls,
                 "countersInvariantViolations": violations,
                 "lastCounters": {k: last.get(k) for k in ("totalContacts", "contactsPending", "contactsInProgress", "contactsCompleted", "contactsFailed", "contactsSkipped")},
@@ -233,8 +247,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--calls-per-second", type=float, default=None,
                     help="the organization's pace (unset: as fast as the sandbox answers, ~18 calls/s on 2 cores)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every call to be queued")
     args = ap.parse_args()
-    result = run(args.contacts, args.workers, args.threads, args.calls_per_second)
+    result = run(args.contacts, args.workers, args.threads, args.calls_per_second, args.timeout)
     emit("launch_1m", {"machine": machine(), **result})
 
 
