@@ -77,10 +77,7 @@ class ClientWebhooksView(ViewMixin):
         the first batch of the next process sends every unfinished delivery again."""
         if self.send is None:
             raise RuntimeError("client webhooks: no job sender wired to this view")
-        if not self.__dict__.get("_swept"):
-            for did in self.unsent():
-                self.send(did)
-            self._swept = True
+        self._sweep_once()
         self._to_send: list[str] = []
         self._orgs: set[str] | None = None  # read again in each batch's transaction
         try:
@@ -91,6 +88,19 @@ class ClientWebhooksView(ViewMixin):
         for did in dict.fromkeys(self._to_send):
             self.send(did)
         self._to_send = []
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        # The runner asks for its position before each round: the first time, even when
+        # no event arrives, this process sends what a previous one left unfinished.
+        self._sweep_once()
+        return super().max_tracking_id(application_name)  # type: ignore[misc, no-any-return]
+
+    def _sweep_once(self) -> None:
+        if self.send is None or self.__dict__.get("_swept"):
+            return
+        self._swept = True
+        for did in self.unsent():
+            self.send(did)
 
     def handle(self, c: Any, event: Any) -> None:
         handler = getattr(self, "on_" + type(event).__qualname__.replace(".", "_"), None)

@@ -523,3 +523,39 @@ def test_redirects_are_followed_on_the_same_host_only(receiver: Receiver) -> Non
     assert receiver.to("/landed-away") == []
     code, error = post_webhook("http://127.0.0.1:9/nothing-listens", b"{}", {}, 1.0)
     assert code is None and error and "Connect" in error
+
+
+def test_a_delivery_left_unfinished_by_a_stopped_process_is_sent_by_the_next(
+    env: None, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded broker keeps its queue in memory: a restart loses the jobs waiting for
+    a retry. The next process's follower sends every unfinished delivery again, before
+    any new event arrives."""
+    monkeypatch.setenv("GOMOBILE_WEBHOOK_MAX_RETRIES", "1000")
+    receiver.fail["/restart"] = 1_000_000
+    first = Platform(tmp_path / "var")
+    try:
+        _, key = first.new_org("Restarted")
+        with first.client(key) as a:
+            hook = register(a, f"{receiver.url}/restart", ["execution.completed"])
+            run_small_campaign(a)
+            wait_for(lambda: deliveries(a, hook["id"])["data"], 30, what="the delivery")
+            wait_for(
+                lambda: deliveries(a, hook["id"])["data"][0]["attempts"] >= 2, 30, what="a retry"
+            )
+    finally:
+        first.close()
+    receiver.fail["/restart"] = 0
+    refused = len(receiver.to("/restart"))
+    second = Platform(tmp_path / "var")
+    try:
+        with second.client(key) as a:
+            log = wait_for(
+                lambda: all_delivered(a, hook["id"], 1), 30, what="the delivery after the restart"
+            )
+    finally:
+        second.close()
+    (d,) = log["data"]
+    assert d["event"] == "execution.completed" and d["lastResponseCode"] == 200
+    assert d["attempts"] == refused + 1
+    assert [r["answered"] for r in receiver.to("/restart")] == [500] * refused + [200]
