@@ -38,7 +38,10 @@ def test_org_create_key_works_and_projection_commands(tmp_path: Path) -> None:
     status = gomobile(data, "projections", "status")
     assert status.returncode == 0, status.stderr
     names = {s["projection"]: s for s in json.loads(status.stdout)}
-    assert set(names) == {"progress", "call_history", "directory", "reports", "assets"}
+    from infrastructure.bootstrap import PROJECTIONS
+
+    assert set(names) == set(PROJECTIONS)  # every registered read model has its status
+    assert {"progress", "call_history", "directory", "reports", "assets", "client_webhooks"} <= set(names)
     assert names["directory"]["lag"]["campaigns"] == 2  # organization created + admin key issued, not yet projected
 
     rebuilt = gomobile(data, "projections", "rebuild", "directory")
