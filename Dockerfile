@@ -9,7 +9,10 @@ COPY projections ./projections
 COPY interfaces ./interfaces
 COPY infrastructure ./infrastructure
 RUN pip install --no-cache-dir .
-RUN useradd --system --uid 10001 gomobile
+# /data: the data directory (a shared volume in docker-compose.yml); a new named volume
+# takes this directory's owner, so the unprivileged user can write its secrets there.
+RUN useradd --system --uid 10001 gomobile && mkdir -p /data && chown gomobile /data
+ENV GOMOBILE_DATA_DIR=/data
 USER gomobile
 EXPOSE 8000 8089
 CMD ["gomobile", "api"]
