@@ -68,12 +68,19 @@ def acting(principal: Principal, request: Request[Any, Any, Any]) -> Any:
     """Audit context for commands issued by this request: its events carry the request
     and correlation ids the response header and the request's log lines show."""
     ids = request.scope.get("state", {}).get(REQUEST_IDS) or {}
+    where: dict[str, str] = {}
+    if request.client is not None and request.client.host:
+        where["sourceAddress"] = request.client.host  # the peer: a proxy's, behind one
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded:
+        where["forwardedFor"] = forwarded[:200]  # as the proxy said it, not trusted as the source
     return audit_context(
         actor=principal.actor,
         organizationId=str(principal.organization_id),
         requestId=ids.get("requestId") or safe_id(request.headers.get("x-request-id")) or new_id(),
         correlationId=ids.get("correlationId") or safe_id(request.headers.get("x-correlation-id")),
         role=principal.role,
+        **where,
     )
 
 

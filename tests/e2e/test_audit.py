@@ -125,6 +125,7 @@ def test_signed_exports_verify_with_the_published_key_and_fail_when_a_byte_chang
             and meta["organizationId"] == campaign["org"]
         )
         assert meta["requestId"] and meta["correlationId"]
+        assert meta["sourceAddress"] == "127.0.0.1"  # where the command came from
         assert (
             auditor.get(
                 "/api/audit/export", params={"contactId": contact, "executionId": eid}
