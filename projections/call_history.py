@@ -280,6 +280,15 @@ class CallHistoryView(ViewMixin):
         cid = self._attempt(c, e, status="in_progress", answered_at=at, answered_by=e.answered_by)
         self._event(c, cid, "answer", at, {"answeredBy": e.answered_by})
 
+    def on_Call_MachineDetected(self, c: Any, e: Any) -> None:
+        """Asynchronous AMD: the verdict comes after the answer; while the call is live it
+        says who answered (as the Call itself does), a late one changes nothing."""
+        self.ex(
+            c,
+            "UPDATE history_attempts SET answered_by = ? WHERE call_id = ? AND status = 'in_progress'",
+            (e.answered_by, str(attempt_id(e.originator_id, e.attempt))),
+        )
+
     def on_Call_FlowAdvanced(self, c: Any, e: Any) -> None:
         cid = str(attempt_id(e.originator_id, e.attempt))
         at = format_instant(e.timestamp)

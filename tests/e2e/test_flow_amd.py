@@ -93,6 +93,10 @@ def test_a_machine_is_turned_to_voicemail_a_person_goes_on(world: tuple[Platform
     assert path == ["dial>onAnswer", "greet>onComplete", "menu>-", "dial>onVoicemail", "vm>onComplete", "bye-vm>-"]
     assert any(e["type"] == "machine_detected" and e.get("nodeId") == "dial" for e in report["events"])
 
+    # The call report says a machine answered (the verdict came after the answer).
+    assert wait_for(lambda: {r["to"]: r for r in c.get(f"/api/program-execution/{eid}/report/calls").json()["data"]}
+                    [machine]["answeredBy"] == "machine", 10)
+
     human = platform.container.calls.call(call_id(eid, contacts[person]))
     assert human.machine_detected == "human" and human.answered_by == "human"
     assert [t["trigger"]["type"] for t in human.turns] == ["answer", "input"]
