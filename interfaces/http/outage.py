@@ -33,6 +33,9 @@ log = logging.getLogger("gomobile.api")
 
 def outage_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning("store unavailable on %s: %s", request.url.path, exc)
+    watch = getattr(request.app.state, "store_watch", None)
+    if watch is not None and isinstance(exc, (OperationalError, InterfaceError, psycopg.Error)):
+        watch.suspect()  # probe now rather than at the next tick
     response = _problem(
         request, 503, "SERVICE_UNAVAILABLE",
         f"A data store is unavailable ({type(exc).__name__}); retry in {RETRY_AFTER_SECONDS} seconds",
@@ -46,18 +49,19 @@ def outage_handlers() -> dict[type[Exception], Any]:
 
 
 class StoreWatch:
-    """Probes PostgreSQL once a second on a connection of its own (``SELECT 1``).
+    """Probes PostgreSQL four times a second on a connection of its own (``SELECT 1``).
 
     A request that reaches the event store while PostgreSQL is down waits in
     eventsourcing's retries (ten attempts, each up to the pool's connect timeout) before
-    failing; the watch lets the gate answer 503 at once instead, from the first second
-    of an outage to the first second after it."""
+    failing; the watch lets the gate answer 503 at once instead, from a quarter second
+    into an outage to a quarter second after it."""
 
-    def __init__(self, database_url: str, interval: float = 1.0) -> None:
+    def __init__(self, database_url: str, interval: float = 0.25) -> None:
         self.database_url = database_url
         self.interval = interval
         self.down: str | None = None  # why the store is unreachable, while it is
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._conn: Any = None
         self._thread = threading.Thread(target=self._run, name="store-watch", daemon=True)
 
@@ -67,6 +71,11 @@ class StoreWatch:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def suspect(self) -> None:
+        """A request just failed on the store: probe at once (from the probing thread)."""
+        self._wake.set()
 
     def probe(self) -> None:
         try:
@@ -88,7 +97,8 @@ class StoreWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.probe()
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
 
 
 class OutageGate:
