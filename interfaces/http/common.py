@@ -177,8 +177,9 @@ def envelope(data: list[Any], page: int, limit: int, total: int) -> dict[str, An
     }
 
 
-def _problem(request: Request[Any, Any, Any], status: int, code: str, message: str, **extra: Any) -> Response[Any]:
-    body = {
+def problem_body(path: str | None, status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The error body of DOMAIN.md §10.11, for every error this API answers."""
+    return {
         "statusCode": status,
         "error": code,
         "message": message,
@@ -188,8 +189,12 @@ def _problem(request: Request[Any, Any, Any], status: int, code: str, message: s
         "status": status,
         "detail": message,
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-        "path": request.url.path,
+        "path": path,
     }
+
+
+def _problem(request: Request[Any, Any, Any], status: int, code: str, message: str, **extra: Any) -> Response[Any]:
+    body = problem_body(request.url.path, status, code, message, **extra)
     return Response(body, status_code=status, media_type="application/json")
 
 

@@ -112,19 +112,9 @@ class OutageGate:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         down = self.watch.down
         if down and scope["type"] == "http" and scope.get("path", "").startswith(("/api", "/webhooks", "/dashboard")):
-            import json
-            from datetime import UTC, datetime
+            from interfaces.http.security import send_problem
 
-            body = json.dumps({
-                "statusCode": 503, "error": "SERVICE_UNAVAILABLE",
-                "message": f"{down}; retry in {RETRY_AFTER_SECONDS} seconds",
-                "type": "https://docs.gomobile.ma/errors/SERVICE_UNAVAILABLE", "title": "SERVICE_UNAVAILABLE",
-                "status": 503, "detail": down, "path": scope.get("path"),
-                "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            }).encode()
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/json"), (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
-                (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send_problem(scope, send, 503, "SERVICE_UNAVAILABLE", f"{down}; retry in {RETRY_AFTER_SECONDS} seconds",
+                               headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             return
         await self.app(scope, receive, send)

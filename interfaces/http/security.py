@@ -515,22 +515,10 @@ async def send_problem(
     headers: list[tuple[bytes, bytes]] | None = None,
     **extra: Any,
 ) -> None:
-    """The error body of DOMAIN.md §10.11 (the same as interfaces/http/common.py's)."""
-    from datetime import UTC, datetime
+    """The error body of DOMAIN.md §10.11, sent from ASGI middleware."""
+    from interfaces.http.common import problem_body
 
-    body = {
-        "statusCode": status,
-        "error": code,
-        "message": message,
-        **extra,
-        "type": f"https://docs.gomobile.ma/errors/{code}",
-        "title": code,
-        "status": status,
-        "detail": message,
-        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-        "path": scope.get("path"),
-    }
-    raw = json.dumps(body).encode()
+    raw = json.dumps(problem_body(scope.get("path"), status, code, message, **extra)).encode()
     await send(
         {
             "type": "http.response.start",
