@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.call import AlreadyClaimed, Call
 from eventsourcing.persistence import IntegrityError
 
 from application.calls import CallsApp
@@ -18,6 +17,7 @@ from application.campaigns import CampaignsApp
 from application.executions import ExecutionCache
 from application.ports import Clock, Pacer, Suppressions, Telephony, TelephonyError
 from domain.base import audit_context
+from domain.call import AlreadyClaimed, Call
 from domain.timeparse import parse_instant, sortable
 from domain.windows import CallingHours, next_allowed
 

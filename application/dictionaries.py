@@ -11,7 +11,14 @@ from eventsourcing.persistence import IntegrityError
 
 from application.assets import Assets
 from application.campaigns import CampaignsApp
-from domain.dictionary import LANGUAGES, Dictionary, check_dictionary, check_key, spoken_keys, system_dictionary_id
+from domain.dictionary import (
+    LANGUAGES,
+    Dictionary,
+    check_dictionary,
+    check_key,
+    spoken_keys,
+    system_dictionary_id,
+)
 from domain.errors import DomainError, NotFound
 from domain.organization import Organization
 

@@ -36,7 +36,7 @@ class ContactSchema(AuditedAggregate):
 
     @event("AttributeDefined")
     def define_attribute(
-        self, name: str, display_name: str, description: str | None, type: str, at: str  # noqa: A002
+        self, name: str, display_name: str, description: str | None, type: str, at: str
     ) -> None:
         """A new custom attribute ``name`` of ``type`` (``at``: ISO instant, for the API)."""
         self.attributes[name] = {

@@ -15,17 +15,17 @@ from typing import Any
 
 from twilio.rest import Client
 
+from application.assets import Assets, MediaSigner
 from application.calls import CallsApp
 from application.campaigns import CampaignsApp
 from application.conversation import Conversation
 from application.dialing import Dialer
-from application.dispatcher import Dispatcher
-from application.assets import Assets, MediaSigner
 from application.dictionaries import Dictionaries
+from application.dispatcher import Dispatcher
 from application.executions import ExecutionCache
-from application.recordings import Recordings
 from application.flow_effects import FlowEffects
 from application.ports import Clock
+from application.recordings import Recordings
 from domain import base
 from infrastructure.clock import FileOffsetClock, SystemClock
 from infrastructure.files import LocalFileStore

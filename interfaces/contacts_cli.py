@@ -40,7 +40,13 @@ def _mapping(pairs: list[str]) -> dict[str, str] | None:
 
 def cmd_contacts_import(args: argparse.Namespace) -> int:
     from application.contacts import Contacts
-    from application.imports import REJECTED_HEADER, ContactImporter, ImportSummary, RowResult, rejected_record
+    from application.imports import (
+        REJECTED_HEADER,
+        ContactImporter,
+        ImportSummary,
+        RowResult,
+        rejected_record,
+    )
     from domain.base import audit_context
     from infrastructure.bootstrap import Container
 

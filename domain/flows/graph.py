@@ -23,7 +23,7 @@ from domain.flows.issues import FlowIssue
 from domain.flows.nodes import NODE_TYPES
 from domain.flows.nodes.dtmf import DTMF_KEYS
 
-__all__ = ["FlowGraph", "FlowIssue", "OUTPUTS", "parse_graph", "require_graph", "targets"]
+__all__ = ["OUTPUTS", "FlowGraph", "FlowIssue", "parse_graph", "require_graph", "targets"]
 
 # Output names each node type may use (``default`` is a catch-all on every non-terminal node).
 OUTPUTS: dict[str, tuple[str, ...]] = {name: t.outputs for name, t in NODE_TYPES.items()}

@@ -11,23 +11,28 @@ from litestar.openapi import OpenAPIConfig
 from domain.errors import DomainError
 from interfaces.http.assets import ASSET_HANDLERS
 from interfaces.http.audiences import AUDIENCE_HANDLERS
-from interfaces.http.contacts import CONTACT_HANDLERS
-from interfaces.http.ingestion import INGESTION_HANDLERS
-from interfaces.http.recordings import RECORDING_HANDLERS
-from interfaces.http.suppression import SUPPRESSION_HANDLERS
 from interfaces.http.call_requests import CALL_REQUEST_HANDLERS
-from interfaces.http.organization import ORGANIZATION_HANDLERS
-from interfaces.http.common import RequestIdMiddleware, domain_error_handler, http_error_handler, internal_error_handler
-from interfaces.http.executions import EXECUTION_HANDLERS
-from interfaces.http.reports import REPORT_HANDLERS
-from interfaces.http.events import EVENT_HANDLERS
-from interfaces.http.exports import EXPORT_HANDLERS
+from interfaces.http.common import (
+    RequestIdMiddleware,
+    domain_error_handler,
+    http_error_handler,
+    internal_error_handler,
+)
+from interfaces.http.contacts import CONTACT_HANDLERS
 from interfaces.http.dashboard import DASHBOARD_HANDLERS
-from interfaces.http.metrics import METRICS_HANDLERS, observe_request
+from interfaces.http.events import EVENT_HANDLERS
+from interfaces.http.executions import EXECUTION_HANDLERS
+from interfaces.http.exports import EXPORT_HANDLERS
 from interfaces.http.flows import FLOW_HANDLERS
+from interfaces.http.ingestion import INGESTION_HANDLERS
+from interfaces.http.metrics import METRICS_HANDLERS, observe_request
+from interfaces.http.organization import ORGANIZATION_HANDLERS
 from interfaces.http.outage import OutageGate, StoreWatch, outage_handlers
 from interfaces.http.problem import document_errors
+from interfaces.http.recordings import RECORDING_HANDLERS
+from interfaces.http.reports import REPORT_HANDLERS
 from interfaces.http.resources import RESOURCE_HANDLERS
+from interfaces.http.suppression import SUPPRESSION_HANDLERS
 from interfaces.webhooks.twilio import WEBHOOK_HANDLERS
 
 

@@ -14,7 +14,15 @@ from application.assets import check_expires_in
 from domain.audio import MAX_UPLOAD_BYTES, SORT_FIELDS, USAGE_TYPES, AudioFile
 from domain.dictionary import Dictionary, entry_id
 from domain.errors import ValidationError
-from interfaces.http.common import acting, authenticate, body_object, envelope, in_thread, iso, paging
+from interfaces.http.common import (
+    acting,
+    authenticate,
+    body_object,
+    envelope,
+    in_thread,
+    iso,
+    paging,
+)
 
 UPLOAD_BODY_LIMIT = MAX_UPLOAD_BYTES + 1_000_000  # the file plus the other form fields
 
@@ -105,8 +113,8 @@ def _list(c: Any, who: Any, page: Any, limit: Any, search: Any, sort_by: Any, so
 @in_thread
 def list_audios(
     request: Request[Any, Any, Any], page: int | None = None, limit: int | None = None, search: str | None = None,
-    sortBy: str | None = None, sortOrder: str | None = None,  # noqa: N803
-    usageType: str | None = None, tags: str | None = None, organizationId: str | None = None,  # noqa: N803
+    sortBy: str | None = None, sortOrder: str | None = None,
+    usageType: str | None = None, tags: str | None = None, organizationId: str | None = None,
 ) -> dict[str, Any]:
     """``{data, meta}``; lists only the caller's organization (``organizationId`` is ignored)."""
     c = _c(request)
@@ -206,7 +214,7 @@ def audio_details(request: Request[Any, Any, Any], audio_id: str) -> dict[str, A
 
 @get("/api/audio-management/audio/{audio_id:str}/playback-url")
 @in_thread
-def playback_url(request: Request[Any, Any, Any], audio_id: str, expiresIn: str | None = None) -> dict[str, Any]:  # noqa: N803
+def playback_url(request: Request[Any, Any, Any], audio_id: str, expiresIn: str | None = None) -> dict[str, Any]:
     """``{id, playbackUrl, expiresIn, expiresAt}``: a URL that needs no API key until it expires."""
     c = _c(request)
     who = authenticate(request, c.campaigns)

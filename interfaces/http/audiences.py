@@ -11,7 +11,15 @@ from litestar.params import Parameter
 from application.audiences import Audiences
 from domain.audience import Audience
 from domain.errors import NotFound
-from interfaces.http.common import acting, authenticate, body_object, envelope, in_thread, iso, paging
+from interfaces.http.common import (
+    acting,
+    authenticate,
+    body_object,
+    envelope,
+    in_thread,
+    iso,
+    paging,
+)
 from interfaces.http.contacts import contact_dto, contact_row_dto, list_args
 from projections.directory import AUDIENCE_SORT
 

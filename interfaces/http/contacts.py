@@ -12,7 +12,15 @@ from application.contacts import Contacts
 from domain.contact import Contact
 from domain.contact_schema import ContactSchema
 from domain.errors import ValidationError
-from interfaces.http.common import acting, authenticate, body_object, envelope, in_thread, iso, paging
+from interfaces.http.common import (
+    acting,
+    authenticate,
+    body_object,
+    envelope,
+    in_thread,
+    iso,
+    paging,
+)
 from projections.directory import CONTACT_COLUMNS
 
 CONTACT_FIELDS = (

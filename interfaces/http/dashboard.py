@@ -12,17 +12,21 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from eventsourcing.persistence import IntegrityError
 from litestar import Request, Response, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.response import Redirect, ServerSentEvent
-
-from eventsourcing.persistence import IntegrityError
 
 from application.campaigns import Principal
 from domain.errors import DomainError, NotFound
 from interfaces.http.common import READ_ONLY_ROLES, in_thread
 from interfaces.http.executions import attempt_report, call_row_dto
-from interfaces.http.reports import breakdown_report, node_stats_report, outcomes_over_time, summary_report
+from interfaces.http.reports import (
+    breakdown_report,
+    node_stats_report,
+    outcomes_over_time,
+    summary_report,
+)
 
 COOKIE = "gm_dashboard_key"
 FINAL = ("completed", "stopped", "cancelled")

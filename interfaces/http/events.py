@@ -31,7 +31,7 @@ def events_feed(
     cursor: str | None = None,
     since: str | None = None,
     until: str | None = None,
-    type: str | None = None,  # noqa: A002 - the documented query parameter
+    type: str | None = None,
     limit: int | None = None,
 ) -> Response[Any]:
     c = request.app.state.container

@@ -9,11 +9,11 @@ from eventsourcing.persistence import IntegrityError
 from litestar import Request, delete, get, patch
 from litestar.exceptions import HTTPException
 
+from application.campaigns import check_auto_pause_rules
 from domain.call import attempt_id
 from domain.errors import NotFound
-from application.campaigns import check_auto_pause_rules
 from domain.execution import Execution
-from interfaces.http.common import in_thread, acting, authenticate, envelope, iso, paging
+from interfaces.http.common import acting, authenticate, envelope, in_thread, iso, paging
 from projections.store import loads
 
 

@@ -24,7 +24,13 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from application.csv_source import read_rows
-from application.imports import REJECTED_HEADER, ContactImporter, RowResult, rejected_record, suggest_mapping
+from application.imports import (
+    REJECTED_HEADER,
+    ContactImporter,
+    RowResult,
+    rejected_record,
+    suggest_mapping,
+)
 from domain.base import now
 from domain.errors import Conflict, NotFound, ValidationError
 from domain.timeparse import format_instant

@@ -12,10 +12,18 @@ from domain.errors import NotFound
 from domain.flow import Flow
 from domain.flows.graph import parse_graph
 from domain.program import Program
-from projections.directory import FLOW_SORT
-from interfaces.http.common import in_thread, acting, authenticate, body_object, envelope, iso, paging
+from interfaces.http.common import (
+    acting,
+    authenticate,
+    body_object,
+    envelope,
+    in_thread,
+    iso,
+    paging,
+)
 from interfaces.http.contacts import list_args as _list_args
 from interfaces.http.flows import attribute_issues, require_known_attributes
+from projections.directory import FLOW_SORT
 
 
 def _c(request: Request[Any, Any, Any]) -> Any:

@@ -13,7 +13,15 @@ from application.csv_source import read_rows
 from application.suppression import Suppressions
 from domain.errors import ValidationError
 from domain.suppression import Suppression
-from interfaces.http.common import acting, authenticate, body_object, envelope, in_thread, iso, paging
+from interfaces.http.common import (
+    acting,
+    authenticate,
+    body_object,
+    envelope,
+    in_thread,
+    iso,
+    paging,
+)
 
 
 def _c(request: Request[Any, Any, Any]) -> Any:

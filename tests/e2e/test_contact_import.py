@@ -20,13 +20,13 @@ from tests.harness import Platform, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 BROKEN = (
-    "Phone,First Name,Balance,VIP\n"
-    "0612000001,Amina,1500,yes\n"
-    "0612000002,Omar,abc,no\n"          # wrong type
-    "12,Bad,1,no\n"                      # bad number
-    "0612000001,Again,1,no\n"            # duplicate inside the file
-    "0612000003,Short\n"                 # missing columns
-).encode() + b"0612000004,\xe9t\xe9,1,no\n" + b"0612000005," + b"x" * 70_000 + b",1,no\n" + b"+33612345678,Jean,,\n"
+    b"Phone,First Name,Balance,VIP\n"
+    b"0612000001,Amina,1500,yes\n"
+    b"0612000002,Omar,abc,no\n"          # wrong type
+    b"12,Bad,1,no\n"                      # bad number
+    b"0612000001,Again,1,no\n"            # duplicate inside the file
+    b"0612000003,Short\n"                 # missing columns
+) + b"0612000004,\xe9t\xe9,1,no\n" + b"0612000005," + b"x" * 70_000 + b",1,no\n" + b"+33612345678,Jean,,\n"
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ class Crm:
         crm = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 key = self.path.split("/")[1]
                 crm.received.append({"path": self.path, "body": json.loads(body or b"null"), "headers": dict(self.headers)})

@@ -186,7 +186,7 @@ def test_event_feed_pages_with_a_cursor_and_filters(campaign: Any) -> None:
             break
         paged.extend(page)
         cursor = page[-1]["cursor"]
-    key = lambda e: (e["application"], e["position"])  # noqa: E731
+    key = lambda e: (e["application"], e["position"])
     assert [key(e) for e in paged] == [key(e) for e in everything]
     assert len(set(map(key, paged))) == len(paged)
     ended = _feed(client, type="AttemptEnded")
@@ -352,7 +352,7 @@ def test_report_as_of_an_instant_is_replayed_from_the_events(tmp_path: Path) -> 
             }).json()  # fmt: skip
             eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
             before_launch = "2000-01-01T00:00:00Z"
-            report = lambda **p: c.get(f"/api/program-execution/{eid}/report", params=p)  # noqa: E731
+            report = lambda **p: c.get(f"/api/program-execution/{eid}/report", params=p)
             wait_for(lambda: report().json()["contactMetrics"]["completed"] >= 3, what="a few calls done")
             wait_for(lambda: (platform.container.progress.execution(eid) or {}).get("calls_queued") == 1, what="calls queued")
             assert c.patch(f"/api/program-executions/{eid}/pause").status_code == 200

@@ -137,7 +137,7 @@ class Receiver:
             return Response(content="not found", status_code=404)
         return Response(content=str(r), media_type="application/xml", status_code=200)
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         self.server = uvicorn.Server(
             uvicorn.Config(self.build_app(), host="127.0.0.1", port=0, log_level="warning")
         )

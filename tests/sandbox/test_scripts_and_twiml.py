@@ -202,7 +202,11 @@ def test_redirect_live_call_via_update(client, sandbox, receiver, number):
 def test_webhook_timeout_and_config_scripts(receiver, number):
     from twilio.rest import Client
 
-    from infrastructure.telephony.sandbox import SandboxConfig, SandboxHttpClient, run_sandbox_in_thread
+    from infrastructure.telephony.sandbox import (
+        SandboxConfig,
+        SandboxHttpClient,
+        run_sandbox_in_thread,
+    )
 
     from .conftest import ACCOUNT_SID, AUTH_TOKEN
 

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.application import Application
 
-import domain.base as base
+from domain import base
 from domain.base import audit_context, set_clock
 from domain.call import AlreadyClaimed, Call, attempt_id, call_id
 from domain.retry import RetryStrategy

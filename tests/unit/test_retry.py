@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,7 +31,7 @@ def test_fixed_delay_max_retries_3_gives_exactly_4_attempts_spaced_by_the_delay(
     strategy = RetryStrategy.parse({"type": "fixed_delay", "delayMinutes": 30, "maxRetries": 3})
     starts = schedule(strategy, "busy", call_minutes=1)
     assert len(starts) == 4
-    assert [b - a for a, b in zip(starts, starts[1:])] == [timedelta(minutes=31)] * 3
+    assert [b - a for a, b in itertools.pairwise(starts)] == [timedelta(minutes=31)] * 3
 
 
 def test_fixed_delay_counts_from_the_end_of_the_attempt():

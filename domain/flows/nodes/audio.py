@@ -12,7 +12,19 @@ from typing import Any
 
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Jump, Next, NodeType, Outcome, Wait, Walk, boolean, failed, one_of, register, text
+from domain.flows.nodes.base import (
+    Jump,
+    Next,
+    NodeType,
+    Outcome,
+    Wait,
+    Walk,
+    boolean,
+    failed,
+    one_of,
+    register,
+    text,
+)
 
 LANGUAGES = ("ar-MA", "ar", "fr", "en", "fr-FR", "en-US", "en-GB")
 GENDERS = ("male", "female")

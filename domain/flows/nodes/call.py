@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Next, NodeType, Outcome, Stop, Walk, boolean, number, register, text
+from domain.flows.nodes.base import (
+    Next,
+    NodeType,
+    Outcome,
+    Stop,
+    Walk,
+    boolean,
+    number,
+    register,
+    text,
+)
 
 # What an unanswered dial leaves through, per attempt outcome.
 DIAL_OUTPUT_FOR_OUTCOME = {

@@ -10,7 +10,18 @@ from typing import Any
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
 from domain.flows.nodes.audio import LANGUAGES
-from domain.flows.nodes.base import Next, NodeType, Outcome, Stop, Walk, failed, one_of, register, text, unresolved
+from domain.flows.nodes.base import (
+    Next,
+    NodeType,
+    Outcome,
+    Stop,
+    Walk,
+    failed,
+    one_of,
+    register,
+    text,
+    unresolved,
+)
 
 WRITABLE_FIELDS = templates.CONTACT_FIELDS - {"id", "phone", "primaryPhone", "customAttributes"}
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Next, NodeType, Outcome, Wait, Walk, number, register, seconds, variable_name
+from domain.flows.nodes.base import (
+    Next,
+    NodeType,
+    Outcome,
+    Wait,
+    Walk,
+    number,
+    register,
+    seconds,
+    variable_name,
+)
 
 DTMF_KEYS = set("0123456789*#")
 MODES = ("single_digit", "multi_digit")

@@ -7,7 +7,16 @@ from typing import Any
 
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Next, NodeType, Outcome, Walk, failed, register, unresolved, variable_name
+from domain.flows.nodes.base import (
+    Next,
+    NodeType,
+    Outcome,
+    Walk,
+    failed,
+    register,
+    unresolved,
+    variable_name,
+)
 
 OPERATORS = ("eq", "neq", "gt", "lt", "gte", "lte", "contains", "startsWith", "endsWith")
 VARIABLE_TYPES = ("flow_variable", "custom_attribute", "contact_field", "system_variable")

@@ -13,7 +13,18 @@ from uuid import NAMESPACE_URL, uuid5
 
 from domain.flows.issues import FlowIssue
 from domain.flows.nodes.audio import check_audio_item, play_items
-from domain.flows.nodes.base import Next, NodeType, Outcome, Wait, Walk, boolean, number, register, seconds, variable_name
+from domain.flows.nodes.base import (
+    Next,
+    NodeType,
+    Outcome,
+    Wait,
+    Walk,
+    boolean,
+    number,
+    register,
+    seconds,
+    variable_name,
+)
 
 SPEECH_LANGUAGES = ("auto", "ar-MA", "fr-FR", "en-US")
 

@@ -7,7 +7,17 @@ from typing import Any
 
 from domain.flows import templates
 from domain.flows.issues import FlowIssue
-from domain.flows.nodes.base import Next, NodeType, Outcome, Wait, Walk, number, register, seconds, text
+from domain.flows.nodes.base import (
+    Next,
+    NodeType,
+    Outcome,
+    Wait,
+    Walk,
+    number,
+    register,
+    seconds,
+    text,
+)
 
 # Twilio's DialCallStatus → the output taken.
 OUTPUT_FOR_STATUS = {
@@ -66,5 +76,5 @@ class Transfer(NodeType):
 
 
 def _looks_like_phone(value: str) -> bool:
-    digits = value[1:] if value.startswith("+") else value
+    digits = value.removeprefix("+")
     return value.startswith("+") and digits.isdigit() and 6 <= len(digits) <= 15

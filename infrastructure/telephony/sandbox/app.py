@@ -42,7 +42,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -50,8 +50,15 @@ import httpx
 from litestar import Litestar, Request, Response, delete, get, post, put
 from twilio.request_validator import RequestValidator
 
-from .callee import CalleePlan, CalleeScript, ScriptError, SIP_CODES, UNANSWERED_STATUS
-from .callee import parse_script, plan_for
+from .callee import (
+    SIP_CODES,
+    UNANSWERED_STATUS,
+    CalleePlan,
+    CalleeScript,
+    ScriptError,
+    parse_script,
+    plan_for,
+)
 from .twiml import TwimlInterpreter, WebhookFailed
 
 API_VERSION = "2010-04-01"
@@ -86,7 +93,7 @@ class SandboxConfig:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _rfc2822(dt: datetime | None) -> str | None:
@@ -219,7 +226,7 @@ class Call:
 class _LiveCall:
     """The :class:`~.twiml.TwimlSession` of one answered call."""
 
-    def __init__(self, sandbox: "Sandbox", call: Call):
+    def __init__(self, sandbox: Sandbox, call: Call):
         self.sandbox = sandbox
         self.call = call
         self.plan = call.plan
@@ -729,7 +736,7 @@ def create_sandbox_app(config: SandboxConfig, sandbox: Sandbox | None = None) ->
         denied = _check_auth(sandbox, request, account_sid)
         if denied:
             return denied
-        sid = call_file[:-5] if call_file.endswith(".json") else call_file
+        sid = call_file.removesuffix(".json")
         call = sandbox.calls.get(sid)
         if call is None:
             return _twilio_error(

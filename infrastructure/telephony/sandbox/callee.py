@@ -89,8 +89,9 @@ also be set at the top level of the script as defaults for every attempt.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 BEHAVIOURS = ("human", "machine", "busy", "no_answer", "failed", "rejected")
 

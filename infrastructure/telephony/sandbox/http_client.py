@@ -11,7 +11,6 @@ path, query, body and Basic auth are unchanged.
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional, Tuple
 
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -35,11 +34,11 @@ class SandboxHttpClient(TwilioHttpClient):
         self,
         method: str,
         url: str,
-        params: Optional[Dict[str, object]] = None,
-        data: Optional[Dict[str, object]] = None,
-        headers: Optional[Dict[str, str]] = None,
-        auth: Optional[Tuple[str, str]] = None,
-        timeout: Optional[float] = None,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
         # One connection per request: a pooled keep-alive connection that the sandbox's

@@ -31,7 +31,7 @@ class SandboxServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, ready_timeout: float = 10.0) -> "SandboxServer":
+    def start(self, ready_timeout: float = 10.0) -> SandboxServer:
         self._thread.start()
         self.wait_until_ready(ready_timeout)
         return self
@@ -74,7 +74,7 @@ class SandboxServer:
                 raise TimeoutError(f"call {sid} not finished after {timeout}s: {report}")
             time.sleep(0.02)
 
-    def __enter__(self) -> "SandboxServer":
+    def __enter__(self) -> SandboxServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -51,7 +51,7 @@ class Verb:
     name: str
     attrs: dict[str, str]
     text: str
-    children: list["Verb"] = field(default_factory=list)
+    children: list[Verb] = field(default_factory=list)
 
 
 class TwimlError(ValueError):

@@ -147,7 +147,7 @@ def render_twiml(
     response = VoiceResponse()
     base = base_url.rstrip("/")
     if audio_url is None:
-        audio_url = lambda audio_id: f"{base}/api/audio-management/audio/{audio_id}"  # noqa: E731
+        audio_url = lambda audio_id: f"{base}/api/audio-management/audio/{audio_id}"
     action = f"{base}/twilio/voice/{call_id}/{attempt}/input/{seq + 1}"
     held: list[dict[str, Any]] = []  # barge-in prompts: played inside the next Gather
     for ins in instructions:
