@@ -14,7 +14,6 @@ import argparse
 import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,12 @@ import httpx
 from bench.common import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    REDIS_URL,
     Processes,
     emit,
     free_port,
     fresh_database,
     machine,
+    platform_env,
     postgres_cpu_seconds,
     raw_commit_rate,
     wait_http,
@@ -117,22 +116,7 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
     with fresh_database() as db, tempfile.TemporaryDirectory() as tmp:
         raw = raw_commit_rate(db)
         api_port, sandbox_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "GOMOBILE_DATABASE_URL": db,
-            "GOMOBILE_REDIS_URL": REDIS_URL,
-            "GOMOBILE_REDIS_NAMESPACE": f"gomobile-bench-{uuid.uuid4().hex[:8]}",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "GOMOBILE_PORT": str(api_port),
-            "GOMOBILE_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
-            "GOMOBILE_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
-            "GOMOBILE_SANDBOX_PORT": str(sandbox_port),
-            "GOMOBILE_SANDBOX_TIME_SCALE": "0",
-            "GOMOBILE_WORKER_THREADS": str(threads),
-            "GOMOBILE_LOG_LEVEL": "ERROR",
-            "GOMOBILE_RATE_LIMIT_PER_MINUTE": "0",  # the benchmark measures the platform, not the per-key limit
-        }
+        env = platform_env(db, api_port, sandbox_port, threads)
         os.environ.update({k: env[k] for k in ("GOMOBILE_DATABASE_URL",)})
         from infrastructure.bootstrap import Container
         from infrastructure.settings import Settings

@@ -153,3 +153,26 @@ def wait_http(*urls: str, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
             time.sleep(0.2)
+
+
+def platform_env(db: str, api_port: int, sandbox_port: int, threads: int) -> dict[str, str]:
+    """The environment of the platform's processes in a benchmark: PostgreSQL + a Redis
+    namespace of its own, the sandbox answering at once, per-key rate limits off."""
+    import uuid
+
+    return {
+        **os.environ,
+        "GOMOBILE_DATABASE_URL": db,
+        "GOMOBILE_REDIS_URL": REDIS_URL,
+        "GOMOBILE_REDIS_NAMESPACE": f"gomobile-bench-{uuid.uuid4().hex[:8]}",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "GOMOBILE_PORT": str(api_port),
+        "GOMOBILE_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
+        "GOMOBILE_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
+        "GOMOBILE_SANDBOX_PORT": str(sandbox_port),
+        "GOMOBILE_SANDBOX_TIME_SCALE": "0",
+        "GOMOBILE_WORKER_THREADS": str(threads),
+        "GOMOBILE_LOG_LEVEL": "ERROR",
+        "GOMOBILE_RATE_LIMIT_PER_MINUTE": "0",  # the benchmarks measure the platform, not the per-key limit
+    }

@@ -26,7 +26,6 @@ import argparse
 import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,12 @@ from bench.calls_e2e import FLOW
 from bench.common import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    REDIS_URL,
     Processes,
     emit,
     free_port,
     fresh_database,
     machine,
+    platform_env,
     postgres_cpu_seconds,
 )
 
@@ -120,21 +119,7 @@ def wait_caught_up(container: Any, timeout: float) -> float:
 def run(contacts: int, workers: int, threads: int, calls_per_second: float | None, timeout: float = 1800) -> dict[str, Any]:
     with fresh_database() as db, tempfile.TemporaryDirectory() as tmp:
         api_port, sandbox_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "GOMOBILE_DATABASE_URL": db,
-            "GOMOBILE_REDIS_URL": REDIS_URL,
-            "GOMOBILE_REDIS_NAMESPACE": f"gomobile-bench-{uuid.uuid4().hex[:8]}",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "GOMOBILE_PORT": str(api_port),
-            "GOMOBILE_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
-            "GOMOBILE_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
-            "GOMOBILE_SANDBOX_PORT": str(sandbox_port),
-            "GOMOBILE_SANDBOX_TIME_SCALE": "0",
-            "GOMOBILE_WORKER_THREADS": str(threads),
-            "GOMOBILE_LOG_LEVEL": "ERROR",
-        }
+        env = platform_env(db, api_port, sandbox_port, threads)
         from infrastructure.bootstrap import Container
         from infrastructure.settings import Settings
 
