@@ -77,6 +77,13 @@ class Dialer:
             self.calls.save(call)
         except (AlreadyClaimed, IntegrityError):
             return DialResult("claimed_elsewhere")
+        # Checked again once the claim is stored: a pause recorded between the first check
+        # and the claim is seen here, so every dial follows a claim stored before the pause
+        # (and a paused execution whose calls in progress are done dials nobody).
+        if self.campaigns.execution(None, call.execution_id).status != "running":
+            self.calls.update(call.id, lambda c: c.release_claim(attempt, "not_running"))
+            self.declined(call_id, attempt)
+            return DialResult("not_running")
         info = self.executions.get(call.execution_id)
         pool = info.did_pool
         from_number = pool[(call.version + attempt) % len(pool)] if pool else ""

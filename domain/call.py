@@ -86,6 +86,16 @@ class Call(AuditedAggregate):
         self.turns = []
         self.flow_state = None
 
+    def release_claim(self, attempt: int, reason: str) -> None:
+        """The claim was made but nothing was dialled (the execution was paused or ended
+        between the job's check and its claim): the attempt is pending again."""
+        if self.status == "dialing" and self.attempt == attempt and self.provider_call_id is None:
+            self._release(attempt, reason)
+
+    @event("ClaimReleased")
+    def _release(self, attempt: int, reason: str) -> None:
+        self.status = "pending"
+
     def record_placed(self, attempt: int, provider_call_id: str, from_number: str) -> None:
         if attempt == self.attempt and self.provider_call_id is None:
             self._placed(attempt, provider_call_id, from_number)

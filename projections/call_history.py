@@ -262,6 +262,13 @@ class CallHistoryView(ViewMixin):
         self._attempt(c, e, status="dialing", dialed_at=at)
         self.ex(c, "UPDATE history_jobs SET status = 'active', updated_at = ? WHERE job_id = ?", (at, str(e.originator_id)))
 
+    def on_Call_ClaimReleased(self, c: Any, e: Any) -> None:
+        """Claimed, then given back undialled: the attempt is queued again."""
+        self._attempt(c, e, status="queued", dialed_at=None)
+        if e.attempt == 1:
+            self.ex(c, "UPDATE history_jobs SET status = 'queued', updated_at = ? WHERE job_id = ?",
+                    (format_instant(e.timestamp), str(e.originator_id)))  # fmt: skip
+
     def on_Call_Placed(self, c: Any, e: Any) -> None:
         cid = self._attempt(c, e, from_number=e.from_number, provider_call_id=e.provider_call_id)
         row = self.fetch(c, "SELECT to_number FROM history_attempts WHERE call_id = ?", (cid,))

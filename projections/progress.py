@@ -446,6 +446,10 @@ class ProgressView(ViewMixin):
             (e.attempt, _key(e.timestamp), str(e.originator_id)),
         )
 
+    def on_Call_ClaimReleased(self, c: Any, e: Any) -> None:
+        self._move(c, e, "pending")
+        self.ex(c, "DELETE FROM progress_dials WHERE call_id = ? AND attempt = ?", (str(e.originator_id), e.attempt))
+
     def on_Call_RetryScheduled(self, c: Any, e: Any) -> None:
         self._move(c, e, "pending", attempt=e.attempt, not_before=_key(e.not_before))
 

@@ -248,6 +248,11 @@ class ReportsView(ViewMixin):
         if found:
             p.bump(found[0], e.attempt, "attempted", 1)
 
+    def on_Call_ClaimReleased(self, p: _Pending, e: Any) -> None:
+        found = p.execution_of(str(e.originator_id))
+        if found:
+            p.bump(found[0], e.attempt, "attempted", -1)
+
     def on_Call_Answered(self, p: _Pending, e: Any) -> None:
         found = p.execution_of(str(e.originator_id))
         if found:

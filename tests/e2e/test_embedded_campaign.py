@@ -156,3 +156,55 @@ def test_dial_job_delivered_twice_places_one_call(tmp_path: Path) -> None:
         assert claims[0].meta["actor"].startswith("worker:")
     finally:
         platform.close()
+
+
+def test_a_pause_between_the_check_and_the_claim_gives_the_claim_back(tmp_path: Path) -> None:
+    """The worker checks the execution, the operator pauses it, then the worker claims:
+    the claim is checked again once stored, given back undialled, and the contact is
+    called after the resume, once."""
+    platform = Platform(tmp_path / "var", start_dispatcher=False)
+    phone = "+212612345674"
+    try:
+        org, key = platform.new_org()
+        with platform.client(key) as c:
+            contact = c.post("/api/contact", json={"primaryPhone": phone}).json()
+            audience = c.post("/api/audience", json={"name": "One"}).json()
+            c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
+            flow = c.post("/api/flows", json={"name": "f", "graph": {"startNodeId": "h", "nodes": [{"id": "h", "type": "hangup"}]}}).json()
+            program = c.post("/api/programs", json={"name": "p", "audienceId": audience["id"], "flowId": flow["id"],
+                                                    "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"],
+                                                    "retryStrategy": {"type": "none"}}).json()
+            eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+            container = platform.container
+            from application.dispatcher import Dispatcher
+            from domain.call import call_id
+
+            Dispatcher(container.campaigns, container.calls, container.progress, container.queue, platform.clock)._queue_calls(eid)
+            cid = str(call_id(container.campaigns.execution(None, eid).id, contact["id"]))
+            dialer = container.dialer
+            checks = dialer._may_dial
+
+            def pause_then_check(*args: Any) -> Any:
+                assert c.patch(f"/api/program-executions/{eid}/pause").json()["status"] == "paused"
+                return checks(*args)
+
+            dialer._may_dial = pause_then_check  # type: ignore[method-assign]
+            try:
+                assert dialer.dial(cid, 1).status == "not_running"
+            finally:
+                dialer._may_dial = checks  # type: ignore[method-assign]
+            assert [call for call in platform.sandbox.calls() if call["to"] == phone] == []
+            events = [type(e).__name__ for e in container.calls.repository.event_store.get(container.calls.call(cid).id)]
+            assert events == ["Created", "DialClaimed", "ClaimReleased"]
+            assert container.calls.call(cid).status == "pending"
+            wait_for(lambda: (lambda e: e["status"] == "paused" and e["contactsInProgress"] == 0 and e["contactsPending"] == 1)(
+                c.get(f"/api/program-executions/{eid}").json()), 20, what="the released claim counted pending again")
+            report = c.get(f"/api/program-execution/{eid}/report").json()
+            assert report["callMetrics"]["totalCalls"] == 0, report["callMetrics"]
+
+            assert c.patch(f"/api/program-executions/{eid}/resume").json()["status"] == "running"
+            assert dialer.dial(cid, 1).status == "placed"
+            wait_for(lambda: container.calls.call(cid).status == "finished", 20, what="the call to finish")
+            assert len([call for call in platform.sandbox.calls() if call["to"] == phone]) == 1
+    finally:
+        platform.close()
