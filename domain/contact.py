@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
 
 from domain.base import AuditedAggregate
+from domain.consent import ConsentEntry
 from domain.errors import ValidationError
 
 STANDARD_FIELDS = (
@@ -93,6 +95,8 @@ class Contact(AuditedAggregate):
         self._apply(fields)
         self.deleted_at: Any = None
         self.created_at = self.modified_on
+        self.consents: list[ConsentEntry] = []  # in recording order (domain/consent.py)
+        self.opted_out = False
 
     def _apply(self, fields: dict[str, Any]) -> None:
         for k, v in fields.items():
@@ -144,6 +148,25 @@ class Contact(AuditedAggregate):
     def restore(self, fields: dict[str, Any]) -> None:
         self.deleted_at = None
         self._apply(fields)
+
+    @event("ConsentRecorded")
+    def record_consent(
+        self, scope: str, source: str, obtained_at: datetime, evidence: str, expires_at: datetime | None
+    ) -> None:
+        """The contact agreed to be contacted for ``scope`` (``evidence`` proves it)."""
+        self.consents.append(ConsentEntry("recorded", scope, source, obtained_at, len(self.consents),
+                                          evidence=evidence, expires_at=expires_at))  # fmt: skip
+
+    @event("ConsentWithdrawn")
+    def withdraw_consent(self, scope: str, source: str, at: datetime, reason: str | None) -> None:
+        """The contact's consent for ``scope`` ends at ``at``."""
+        self.consents.append(ConsentEntry("withdrawn", scope, source, at, len(self.consents), reason=reason))
+
+    @event("OptedOut")
+    def opt_out(self, source: str, reason: str | None, phone: str) -> None:
+        """The contact asked not to be called again: ``phone`` went on the do-not-call list
+        and every consent was withdrawn, in the same save (application/consent.py)."""
+        self.opted_out = True
 
     def snapshot(self) -> dict[str, Any]:
         """What a call needs to know of the contact (frozen at launch)."""
