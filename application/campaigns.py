@@ -486,7 +486,11 @@ class CampaignsApp(Application[UUID]):
         Missing ids are absent from the result."""
         out: dict[UUID, Any] = {}
         to_domain_event = self.mapper.to_domain_event
-        for s in select_events_of(self, ids):
+        stored = select_events_of(self, ids)
+        prefetch = getattr(self.mapper, "prefetch", None)
+        if prefetch is not None:  # the contacts' keys (crypto-shredding) in one query
+            prefetch(stored)
+        for s in stored:
             # Events come in stream order; mutate() directly (eventsourcing's
             # project_aggregate checks a typing Protocol per event: a third of the time).
             key = s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))

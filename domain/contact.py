@@ -168,6 +168,32 @@ class Contact(AuditedAggregate):
         and every consent was withdrawn, in the same save (application/consent.py)."""
         self.opted_out = True
 
+    @event("Erased")
+    def erase(self) -> None:
+        """Crypto-shredding (issue 7): the contact's keys are destroyed; what it said of the
+        person is forgotten here too. Nothing personal is recorded in this event."""
+        self.phone = None
+        self.phone_input = None
+        self.fields = {}
+        self.custom_attributes = {}
+        self.deleted_at = self.deleted_at or self.modified_on
+        self.erased_at = self.modified_on
+
+    @event("Recreated")
+    def recreate(self, organization_id: UUID, phone: str, phone_input: str, fields: dict[str, Any]) -> None:
+        """The same number again after an erasure: a new life, under a new key."""
+        self.phone = phone
+        self.phone_input = phone_input
+        self.fields = {}
+        self.custom_attributes = {}
+        self._apply(fields)
+        self.deleted_at = None
+        self.erased_at = None
+
+    @property
+    def erased(self) -> bool:
+        return getattr(self, "erased_at", None) is not None
+
     def snapshot(self) -> dict[str, Any]:
         """What a call needs to know of the contact (frozen at launch)."""
         return {

@@ -136,6 +136,10 @@ class Container:
         with schema_lock(s):
             self.campaigns = CampaignsApp(env=env)
             self.calls = CallsApp(env=env)
+        from infrastructure.privacy import bind
+
+        bind(self.campaigns)  # crypto-shredding: a save's contact keys in one query
+        bind(self.calls)
         # Read models open on first use: a worker needs one, the API and projector all of
         # them; each costs a PostgreSQL pool per process.
         self.views = LazyViews(s, env)

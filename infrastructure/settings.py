@@ -44,6 +44,9 @@ class Settings:
     audit_key: str = field(default_factory=lambda: _env("GOMOBILE_AUDIT_KEY"))
     audit_signing_key: str = field(default_factory=lambda: _env("GOMOBILE_AUDIT_SIGNING_KEY"))
     audit_chain: bool = field(default_factory=lambda: _env("GOMOBILE_AUDIT_CHAIN", "on").lower() not in ("off", "0", "false"))
+    # Contacts' personal data encrypted at rest, a key per contact (infrastructure/privacy.py).
+    contact_encryption: bool = field(default_factory=lambda: _env("GOMOBILE_CONTACT_ENCRYPTION", "on").lower() not in ("off", "0", "false"))
+    key_cache_seconds: float = field(default_factory=lambda: float(_env("GOMOBILE_KEY_CACHE_SECONDS", "30")))
 
     def __post_init__(self) -> None:
         if not self.public_base_url:
@@ -81,6 +84,10 @@ class Settings:
             from infrastructure.audit import recorder_topic
 
             env["APPLICATION_RECORDER_TOPIC"] = recorder_topic(self.uses_postgres, self.audit_secret())
+        if self.contact_encryption:
+            from infrastructure.privacy import keystore_env, mapper_topic
+
+            env["MAPPER_TOPIC"] = mapper_topic(keystore_env(env, self.data_dir), self.key_cache_seconds)
         return env
 
     def _persistence_env(self) -> dict[str, str]:

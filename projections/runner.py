@@ -68,11 +68,14 @@ class ProjectionRunner:
         if not notes:
             return [], None
         wants = getattr(self.view, "wants", None)
-        items = [
-            (app.mapper.to_domain_event(n), Tracking(app.name, n.id))
-            for n in notes
-            if wants is None or wants(n.topic)
-        ]
+        if wants is not None:
+            notes_wanted = [n for n in notes if wants(n.topic)]
+        else:
+            notes_wanted = notes
+        prefetch = getattr(app.mapper, "prefetch", None)
+        if prefetch is not None:  # the contact keys of the page (crypto-shredding) in one query
+            prefetch(notes_wanted)
+        items = [(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in notes_wanted]
         return items, Tracking(app.name, notes[-1].id)
 
     def _apply(self, items: list[tuple[Any, Tracking]], last: Tracking) -> None:
