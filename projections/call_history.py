@@ -223,6 +223,30 @@ class CallHistoryView(ViewMixin):
         )
         self._new_attempt(c, job_id, 1, at)
 
+    def bulk_Call_Created(self, c: Any, events: list[Any]) -> None:
+        """A run of calls queued by a launch: two pipelined statements for the run (the
+        job, and its first attempt already counted) instead of three round trips a call."""
+        rows = [(str(e.originator_id), format_instant(e.timestamp), e) for e in events]
+        c.executemany(
+            self.q(
+                "INSERT INTO history_jobs (job_id, execution_id, organization_id, contact_id, to_number, status, "
+                "attempts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'queued', 1, ?, ?) "
+                "ON CONFLICT (job_id) DO NOTHING"
+            ),
+            [(j, str(e.execution_id), str(e.organization_id), str(e.contact_id), e.to, at, at) for j, at, e in rows],
+        )
+        c.executemany(
+            self.q(
+                "INSERT INTO history_attempts (call_id, job_id, attempt, execution_id, program_id, "
+                "organization_id, contact_id, to_number, status, created_at, flow_id, flow_name, flow_version) "
+                "SELECT ?, j.job_id, 1, j.execution_id, x.program_id, j.organization_id, j.contact_id, "
+                "j.to_number, 'queued', ?, x.flow_id, x.flow_name, x.flow_version "
+                "FROM history_jobs j JOIN history_executions x ON x.id = j.execution_id WHERE j.job_id = ? "
+                "ON CONFLICT (call_id) DO NOTHING"
+            ),
+            [(str(attempt_id(j, 1)), at, j) for j, at, _ in rows],
+        )
+
     def _attempt(self, c: Any, e: Any, **fields: Any) -> str:
         cid = str(attempt_id(e.originator_id, e.attempt))
         if fields:

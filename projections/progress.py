@@ -420,33 +420,17 @@ class ProgressView(ViewMixin):
     def on_Call_Created(self, c: Any, e: Any) -> None:
         self.ex(c, self.CREATED_SQL, self._created_row(e))
 
-    # A launch queues its calls in runs of thousands of ``Call.Created``: each run is one
-    # pipelined ``executemany`` instead of a round trip per call.
-    def apply_batch(self, items: Any, handle: Any, last: Any = None) -> None:
-        if not items and last is None:
-            return
-        created = 0
-        with self.transaction() as c:
-            run: list[tuple[Any, ...]] = []
-            for event, _ in items:
-                if type(event).__qualname__ == "Call.Created":
-                    run.append(self._created_row(event))
-                    continue
-                if run:
-                    c.executemany(self.q(self.CREATED_SQL), run)
-                    created, run = created + len(run), []
-                handle(c, event)
-            if run:
-                c.executemany(self.q(self.CREATED_SQL), run)
-                created += len(run)
-            self._insert_tracking(c, last or items[-1][1])  # type: ignore[attr-defined]
-        if created:
-            self._keep_statistics(created)
+    def bulk_Call_Created(self, c: Any, events: list[Any]) -> None:
+        c.executemany(self.q(self.CREATED_SQL), [self._created_row(e) for e in events])
+        self._inserted_since_analyze += len(events)
+
+    def after_batch(self) -> None:
+        self._keep_statistics()
 
     _inserted_since_analyze = 0
     _rows_at_analyze = 0.0
 
-    def _keep_statistics(self, inserted: int) -> None:
+    def _keep_statistics(self) -> None:
         """PostgreSQL plans the dispatcher's per-tick queries from table statistics. With
         autovacuum off (as on this project's CI server) or lagging behind a launch of a
         million calls, a table planned as nearly empty is scanned whole on every tick (a
@@ -455,7 +439,6 @@ class ProgressView(ViewMixin):
         10,000 rows), as autovacuum's analyze threshold would."""
         if not self.is_postgres:
             return
-        self._inserted_since_analyze += inserted
         if self._inserted_since_analyze < max(10_000, self._rows_at_analyze / 5):
             return
         with self.transaction() as c:
