@@ -363,6 +363,11 @@ class CampaignsApp(Application[UUID]):
             out["pauseWindows"] = data["pauseWindows"]
         if "autoPauseRules" in data:
             out["autoPauseRules"] = check_auto_pause_rules(data["autoPauseRules"])
+        if "requireConsent" in data:  # a consent scope every contact must hold at dial time
+            from domain.consent import check_scope
+
+            v = data["requireConsent"]
+            out["requireConsent"] = None if v is None else check_scope(v, "requireConsent")
         for key, lo, hi in (("maxConcurrentCalls", 1, 10000), ("callsPerSecond", 0.01, 1000)):
             if key in data and data[key] is not None:
                 v = data[key]

@@ -18,6 +18,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from application.campaigns import CampaignsApp
+from application.consent import event_fields as consent_event_fields
 from domain import custom_attributes as ca
 from domain import rules
 from domain.base import now
@@ -289,7 +290,7 @@ class Contacts:
             elif hasattr(e, "audience_id"):
                 changes = {"audienceId": e.audience_id}
             else:
-                changes = {}
+                changes = consent_event_fields(e)  # consent and opt-out events; {} for others
             meta = dict(getattr(e, "meta", {}) or {})
             out.append({
                 "version": e.originator_version,

@@ -6,6 +6,8 @@ answered gets the instructions it got the first time; a stale status appends not
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -96,8 +98,11 @@ class Conversation:
         clock: Clock,
         http: FlowHttp | None = None,
         voice: Voice | None = None,
+        opt_out_now: Callable[[Call, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.calls = calls
+        # A turn's opt-outs, carried out before the callback is answered (see _update).
+        self.opt_out_now = opt_out_now
         self.executions = executions
         self.clock = clock
         self.http = http
@@ -118,7 +123,16 @@ class Conversation:
             return change(call)
 
         with audit_context(actor="telephony", correlationId=call_id):
-            return self.calls.update(call_id, run)
+            result = self.calls.update(call_id, run)
+            # An opt-out binds before the next dial of the number in any execution, not
+            # when the outbox gets to it (which still runs it, durably, and finds it done).
+            opt_outs = [e for e in (recorded.turn[2] if recorded.turn else []) if e.get("type") == "opt_out_requested"]
+            if opt_outs and self.opt_out_now is not None and recorded.turn is not None:
+                try:
+                    self.opt_out_now(recorded.turn[0], opt_outs)
+                except Exception:  # the outbox's retries carry it out
+                    logging.getLogger("gomobile.flow").warning("opt-out of call %s left to the outbox", call_id, exc_info=True)
+            return result
 
     def answered(self, call_id: str, attempt: int, answered_by: str | None) -> Reply:
         """The voice callback: the callee picked up (``answered_by`` human or machine)."""

@@ -15,7 +15,7 @@ from eventsourcing.persistence import IntegrityError
 from application.calls import CallsApp
 from application.campaigns import CampaignsApp
 from application.executions import ExecutionCache
-from application.ports import Clock, Pacer, Suppressions, Telephony, TelephonyError
+from application.ports import Clock, ConsentCheck, Pacer, Suppressions, Telephony, TelephonyError
 from domain.base import audit_context
 from domain.call import AlreadyClaimed, Call
 from domain.timeparse import parse_instant, sortable
@@ -26,7 +26,7 @@ log = logging.getLogger("gomobile.dialing")
 
 @dataclass
 class DialResult:
-    status: str  # placed | stale | not_running | claimed_elsewhere | failed | outside_window | suppressed | frequency_cap | rate_limited
+    status: str  # placed | stale | not_running | claimed_elsewhere | failed | outside_window | suppressed | no_consent | frequency_cap | rate_limited
     provider_call_id: str | None = None
 
 
@@ -43,6 +43,7 @@ class Dialer:
         pacer: Pacer | None = None,
         declined: Callable[[str, int], None] | None = None,
         dials_since: Callable[[str, str], tuple[int, str | None]] | None = None,
+        consents: ConsentCheck | None = None,
     ) -> None:
         self.campaigns = campaigns
         self.calls = calls
@@ -54,6 +55,7 @@ class Dialer:
         self.pacer = pacer
         self.declined = declined or (lambda call_id, attempt: None)
         self.dials_since = dials_since
+        self.consents = consents
 
     def dial(self, call_id: str, attempt: int) -> DialResult:
         with audit_context(actor=f"worker:{self.worker_name}", correlationId=call_id):
@@ -84,6 +86,12 @@ class Dialer:
             self.calls.update(call.id, lambda c: c.release_claim(attempt, "not_running"))
             self.declined(call_id, attempt)
             return DialResult("not_running")
+        # And the contact's opt-out and consent again: one withdrawn between the first
+        # check and the claim is seen here (a dial follows no withdrawal stored before it).
+        ban = self._contact_ban(call, now)
+        if ban is not None:
+            self.calls.update(call.id, lambda c: _release_and_skip(c, attempt, ban, now))
+            return DialResult(ban)
         info = self.executions.get(call.execution_id)
         pool = info.did_pool
         from_number = pool[(call.version + attempt) % len(pool)] if pool else ""
@@ -114,9 +122,10 @@ class Dialer:
         if opens != now:
             self.declined(str(call.id), attempt)
             return DialResult("outside_window")
-        if self.suppressions is not None and self.suppressions.is_suppressed(org.id, call.to):
-            self.calls.update(call.id, lambda c: c.skip("suppressed", now))
-            return DialResult("suppressed")
+        ban = self._contact_ban(call, now)
+        if ban is not None:
+            self.calls.update(call.id, lambda c: c.skip(ban, now))
+            return DialResult(ban)
         cap = org.settings.get("maxCallsPerContactPerDay")
         if cap and self.dials_since is not None:
             count, oldest = self.dials_since(str(call.contact_id), sortable(now - timedelta(days=1)))
@@ -132,6 +141,17 @@ class Dialer:
                     return DialResult("rate_limited")
         return None
 
+    def _contact_ban(self, call: Call, now: datetime) -> str | None:
+        """``suppressed`` (the number is on the do-not-call list: an opt-out), ``no_consent``
+        (the program requires a consent scope the contact does not hold now), or None.
+        Both read the event store's current state; consent only when the program asks."""
+        if self.suppressions is not None and self.suppressions.is_suppressed(call.organization_id, call.to):
+            return "suppressed"
+        scope = self.executions.get(call.execution_id).require_consent
+        if scope and (self.consents is None or not self.consents.holds(call.organization_id, call.contact_id, scope, now)):
+            return "no_consent"  # no way to check counts as no consent
+        return None
+
     def _fail(self, call_id: object, attempt: int, reason: str, now: datetime, info: object) -> None:
         from application.conversation import unanswered_steps
 
@@ -140,3 +160,8 @@ class Dialer:
             c.end_attempt(attempt, "failed", reason, None, now, self.executions.get(c.execution_id).retry, steps)
 
         self.calls.update(str(call_id), change)
+
+
+def _release_and_skip(call: Call, attempt: int, reason: str, now: datetime) -> None:
+    call.release_claim(attempt, reason)
+    call.skip(reason, now)

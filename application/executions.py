@@ -28,6 +28,7 @@ class ExecutionInfo:
     machine_detection: bool
     windows: PauseWindows
     calls_per_second: float | None
+    require_consent: str | None = None  # the consent scope each contact must hold at dial time
 
 
 class ExecutionCache:
@@ -59,6 +60,7 @@ class ExecutionCache:
             machine_detection=bool(dial_cfg.get("enableAMD", True)) if start["type"] == "dial" else False,
             windows=PauseWindows.parse(e.program.get("pauseWindows")),
             calls_per_second=e.program.get("callsPerSecond"),
+            require_consent=e.program.get("requireConsent"),
         )
         with self._lock:
             if len(self._items) >= self.maxsize:

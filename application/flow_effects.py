@@ -26,6 +26,7 @@ from eventsourcing.persistence import IntegrityError
 
 from application.calls import CallsApp
 from application.campaigns import CampaignsApp
+from application.consent import Consents
 from application.suppression import Suppressions
 from domain.call import Call
 from domain.errors import DomainError
@@ -50,6 +51,7 @@ class FlowEffects:
         self.campaigns = campaigns
         self.calls = calls
         self.suppressions = Suppressions(campaigns)
+        self.consents = Consents(campaigns)
         self.sms = sms
 
     def done(self, call_id: UUID | str, version: int) -> TurnEffects | None:
@@ -114,8 +116,22 @@ class FlowEffects:
         return results
 
     def _opt_out(self, call: Call, ev: dict[str, Any]) -> None:
+        """The number on the do-not-call list, the contact's consents withdrawn and
+        ``OptedOut`` on the contact (application/consent.py); what is already done is not
+        recorded again."""
+        from domain.phone import to_e164
+        from domain.suppression import check_reason
+
         org = self.campaigns.organization(call.organization_id)
-        self.suppressions.add(org, ev.get("phone") or call.to, ev.get("reason"), source="opt_out")
+        phone = to_e164(ev.get("phone") or call.to, org.country, "phone")
+        self.consents.opt_out_number(org, phone, "ivr", check_reason(ev.get("reason")))
+
+    def opt_out_now(self, call: Call, events: list[dict[str, Any]]) -> None:
+        """The opt-outs a turn just saved asks for, at once (Conversation calls this before
+        answering the callback): the next dial of the number, in any execution, must not
+        wait for the outbox. The outbox's run still comes and finds them done."""
+        for ev in events:
+            self._opt_out(call, ev)
 
     def _update_contact(self, call: Call, ev: dict[str, Any]) -> None:
         org = self.campaigns.organization(call.organization_id)

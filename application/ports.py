@@ -55,3 +55,9 @@ class Pacer(Protocol):
 
 class Suppressions(Protocol):
     def is_suppressed(self, organization_id: Any, e164: str) -> bool: ...
+
+
+class ConsentCheck(Protocol):
+    def holds(self, organization_id: Any, contact: Any, scope: str, at: datetime) -> bool:
+        """Does the contact consent to ``scope`` at ``at``? Current state, no read-model lag."""
+        ...

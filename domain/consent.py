@@ -137,16 +137,17 @@ class ConsentEntry:
         return (self.effective_at, 1 if self.withdrawn else 0, self.seq)
 
 
-def deciding(entries: Iterable[ConsentEntry], scope: str, at: datetime) -> ConsentEntry | None:
-    """The record that decides ``scope`` at ``at`` (see the module's docstring)."""
-    candidates = [e for e in entries if e.scope == scope and e.effective_at <= at]
+def deciding(entries: Iterable[ConsentEntry], scope: str, at: datetime, stored: bool = False) -> ConsentEntry | None:
+    """The record that decides ``scope`` at ``at`` (see the module's docstring).
+    ``stored``: every withdrawal given counts, even one stamped after ``at``."""
+    candidates = [e for e in entries if e.scope == scope and (e.effective_at <= at or (stored and e.withdrawn))]
     return max(candidates, key=ConsentEntry._rank) if candidates else None
 
 
-def status(entries: Iterable[ConsentEntry], scope: str, at: datetime) -> str:
+def status(entries: Iterable[ConsentEntry], scope: str, at: datetime, stored: bool = False) -> str:
     """``valid``, ``expired``, ``withdrawn`` or ``none`` (nothing recorded, or only records
     dated after ``at``)."""
-    decider = deciding(entries, scope, at)
+    decider = deciding(entries, scope, at, stored)
     if decider is None:
         return NONE
     if decider.withdrawn:
@@ -157,8 +158,11 @@ def status(entries: Iterable[ConsentEntry], scope: str, at: datetime) -> str:
 
 
 def holds(entries: Iterable[ConsentEntry], scope: str, at: datetime) -> bool:
-    """Does the contact consent to ``scope`` at ``at``? What the dialer asks."""
-    return status(entries, scope, at) == VALID
+    """May the contact be called for ``scope`` at ``at``, given what is stored? What the
+    dialer asks. A withdrawal already stored counts even if stamped a moment after ``at``
+    (recorded between the dialer's reading of its clock and its check, or by a process
+    whose clock runs ahead): once stored, it has happened."""
+    return status(entries, scope, at, stored=True) == VALID
 
 
 def scope_state(entries: list[ConsentEntry], scope: str, at: datetime) -> dict[str, Any]:

@@ -167,6 +167,7 @@ class Container:
         from infrastructure.flow_effects_jobs import FlowEffectsQueue
 
         self.flow_effects = FlowEffects(self.campaigns, self.calls, LoggingSmsSender())
+        self.conversation.opt_out_now = self.flow_effects.opt_out_now  # before the next dial
         self.effects_queue = FlowEffectsQueue(self.broker)
         from application.client_webhooks import WebhookConfig
         from infrastructure.jobs import ClientWebhookQueue
@@ -198,6 +199,7 @@ class Container:
     @property
     def dialer(self) -> Dialer:
         if self._dialer is None:
+            from application.consent import Consents
             from application.suppression import Suppressions
             from infrastructure.pacing import DramatiqPacer
 
@@ -212,6 +214,7 @@ class Container:
                 pacer=DramatiqPacer(self.settings.redis_url, self.settings.redis_namespace),
                 declined=self.progress.forget_dispatch,
                 dials_since=self.progress.dials_since,
+                consents=Consents(self.campaigns),
             )
         return self._dialer
 

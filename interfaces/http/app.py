@@ -60,6 +60,9 @@ def create_app(container: Any) -> Litestar:
     from interfaces.http.client_webhooks import CLIENT_WEBHOOK_HANDLERS
 
     handlers += CLIENT_WEBHOOK_HANDLERS  # webhooks to client systems (issue 7)
+    from interfaces.http.consents import CONSENT_HANDLERS
+
+    handlers += CONSENT_HANDLERS  # consent records and opt-outs (issue 7)
     for handler in handlers:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:

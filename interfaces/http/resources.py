@@ -57,6 +57,7 @@ def program_dto(p: Program) -> dict[str, Any]:
         "didPool": s.get("didPool"),
         "retryStrategy": s.get("retryStrategy"),
         "pauseWindows": s.get("pauseWindows"),
+        "requireConsent": s.get("requireConsent"),
         "createdAt": iso(p.created_on),
         "updatedAt": iso(p.modified_on),
     }

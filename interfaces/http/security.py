@@ -74,6 +74,9 @@ PERMISSIONS = {
     "suppressions:write": "add numbers to the do-not-call list (one or imported)",
     "suppressions:delete": "remove a number from the do-not-call list",
     "webhooks:manage": "register, list, rotate and delete webhook endpoints; read their delivery logs",
+    "consents:read": "read a contact's consent records and opt-out",
+    "consents:write": "record a contact's consent",
+    "consents:withdraw": "withdraw a contact's consent; opt a contact out (do-not-call, every consent withdrawn)",
 }
 
 _READ = frozenset(p for p in PERMISSIONS if p.endswith(":read"))
@@ -103,6 +106,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "recordings:read",
             "suppressions:read",
             "suppressions:write",
+            # withdrawing and opting out, not recording a consent (which lets calls go out)
+            "consents:read",
+            "consents:withdraw",
         }
     ),
     # read-only: every read, reports, audit trail and exports included
@@ -165,6 +171,10 @@ ROUTES: dict[str, Rule] = {
     "GET /api/contact/{contact_id}/history": R("audit:read"),
     "GET /api/contact/{contact_id}/calls": R("reports:read"),
     "GET /api/contact/{contact_id}/calls/export": R("exports:read"),
+    "GET /api/contact/{contact_id}/consents": R("consents:read", "contact_id"),
+    "POST /api/contact/{contact_id}/consents": R("consents:write"),
+    "DELETE /api/contact/{contact_id}/consents/{consent_scope}": R("consents:withdraw", "contact_id"),
+    "POST /api/contact/{contact_id}/opt-out": R("consents:withdraw"),
     "GET /api/custom-attributes": R("contacts:read"),
     "POST /api/custom-attributes": R("contacts:schema"),
     "GET /api/custom-attributes/{attribute_id}": R("contacts:read", "@schema"),
@@ -296,6 +306,7 @@ _PROGRAM = frozenset(
         # Pacing per program (issue 5, README "Pace"): calls per second and concurrency.
         "callsPerSecond",
         "maxConcurrentCalls",
+        "requireConsent",  # a consent scope each contact must hold at dial time
     }
 )
 
@@ -316,6 +327,8 @@ BODY_FIELDS: dict[str, frozenset[str] | tuple[frozenset[str], str, frozenset[str
     "POST /api/contact/ingestion/validate": frozenset({"ingestionId", "mappings", "audienceId"}),
     "POST /api/contact/ingestion/execute": frozenset({"ingestionId", "mappings", "audienceId"}),
     "POST /api/suppressions": frozenset({"phone", "reason", "source"}),
+    "POST /api/contact/{contact_id}/consents": frozenset({"scope", "source", "obtainedAt", "evidence", "expiresAt"}),
+    "POST /api/contact/{contact_id}/opt-out": frozenset({"source", "reason"}),
     "POST /api/flows": _FLOW,
     "PUT /api/flows/{flow_id}": _FLOW,
     "POST /api/flows/validate": _FLOW,

@@ -303,6 +303,9 @@ def _body_for(method: str, path: str) -> Any:
         "/api/flows/{flow_id}": FLOW,
         "/api/programs/{program_id}": {"name": "Changed"},
         "/api/audio-management/audio/{audio_id}": {"title": "Changed"},
+        "/api/contact/{contact_id}/consents": {"scope": "calls", "source": "api", "obtainedAt": "2025-01-01T00:00:00Z",
+                                               "evidence": "probe"},
+        "/api/contact/{contact_id}/opt-out": {"reason": "probe"},
     }
     return bodies.get(path, {})
 

@@ -37,7 +37,8 @@ def test_withdraw_then_re_grant() -> None:
     c = contact()
     c.record_consent("calls", "ivr", T0, "pressed 1 at the consent prompt, call 5b1e", None)
     c.withdraw_consent("calls", "api", T0 + 2 * H, "asked by email")
-    assert holds(c.consents, "calls", T0 + H)  # a withdrawal does not rewrite the past
+    assert status(c.consents, "calls", T0 + H) == VALID  # a withdrawal does not rewrite the past
+    assert not holds(c.consents, "calls", T0 + H)  # but once stored, no dial is made whatever the clock says
     assert status(c.consents, "calls", T0 + 2 * H) == WITHDRAWN
     assert status(c.consents, "calls", T0 + 100 * H) == WITHDRAWN  # until a new consent
     c.record_consent("calls", "paper", T0 + 3 * H, "signed form #1142", None)
