@@ -176,6 +176,14 @@ class Contacts:
                         fields["timezone"] = tz
                 contact = Contact(org.id, p.phone, p.raw_phone, fields)
                 status = "created"
+            elif getattr(contact, "erased", False):  # the number again after an erasure: a new life, a new key
+                fields = dict(p.fields)
+                if "timezone" not in fields:
+                    tz = timezone_for(p.phone, org.country, org.timezone, p.number)
+                    if tz:
+                        fields["timezone"] = tz
+                contact.recreate(org.id, p.phone, p.raw_phone, fields)
+                status = "created"
             elif contact.deleted_at is not None:
                 contact.restore(p.fields)
                 status = "restored"
@@ -283,7 +291,7 @@ class Contacts:
         out = []
         for e in events:
             kind = type(e).__qualname__.rsplit(".", 1)[-1]
-            if kind == "Created":
+            if kind in ("Created", "Recreated"):
                 changes: dict[str, Any] = {"primaryPhone": e.phone, **e.fields}
             elif hasattr(e, "fields"):
                 changes = dict(e.fields)

@@ -115,6 +115,9 @@ class Dialer:
         """The checks made again at dial time, whatever was true when the job was sent:
         pause windows and calling hours, the do-not-call list, the per-contact daily cap,
         and the pace (calls per second) of the organization and the program."""
+        if not call.to:  # its contact was erased: the number no longer reads (crypto-shredding)
+            self.calls.update(call.id, lambda c: c.skip("erased", now))
+            return DialResult("erased")
         info = self.executions.get(call.execution_id)
         org = self.campaigns.organization(call.organization_id)
         hours = CallingHours.parse(org.settings.get("callingHours"))

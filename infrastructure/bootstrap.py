@@ -218,6 +218,20 @@ class Container:
             )
         return self._dialer
 
+    @property
+    def erasure(self) -> Any:
+        """Erasing a contact (issue 7): its keys, its pending calls, its recordings' audio."""
+        from application.erasure import Erasure
+
+        def recordings_of(org: Any, jobs: Any) -> list[str]:
+            attempts = [a["call_id"] for job in jobs for a in self.history.job_attempts(job)]
+            return [self.recordings.file_key(r) for a in attempts for r in self.history.recordings(str(org), 1000, 0, a)]
+
+        return Erasure(
+            self.campaigns, self.calls, getattr(self.campaigns.mapper, "keystore", None), self.clock,
+            lambda org: [x["id"] for x in self.progress.executions(str(org))], recordings_of, self.files,
+        )  # fmt: skip
+
     def runner(self, name: str) -> ProjectionRunner:
         apps = {"campaigns": self.campaigns, "calls": self.calls}
         upstreams = [apps[a] for a in UPSTREAMS[name]]

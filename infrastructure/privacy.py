@@ -89,6 +89,7 @@ KEEP: dict[str, dict[str, frozenset[str]]] = {
 # after an erasure), read from the key table, never from a cache.
 REKEY = frozenset({"domain.contact:Contact.Recreated"})
 _CALL_CREATED = "domain.call:Call.Created"
+_ERASED = "domain.contact:Contact.Erased"
 _ENVELOPE_RE = re.compile(rb'"_pii_":\{"v":1,"s":"([0-9a-f]{32})","g":(\d+)')
 
 
@@ -121,8 +122,8 @@ class KeyStore:
         self.ttl = ttl
         self._factory: Any = None
         self._lock = threading.Lock()
-        # (subject, generation) -> (key or None, expires at); destroyed keys never expire
-        self._keys: dict[tuple[UUID, int], tuple[bytes | None, float]] = {}
+        # subject -> generation -> (key or None, expires at); destroyed keys never expire
+        self._keys: dict[UUID, dict[int, tuple[bytes | None, float]]] = {}
         # subject -> (generation, key or None, expires at): the key new events use
         self._current: dict[UUID, tuple[int, bytes | None, float]] = {}
         self.lookups = 0  # queries made (for tests and benchmarks)
@@ -189,7 +190,7 @@ class KeyStore:
             self._current = {}
         latest: dict[UUID, tuple[int, bytes | None]] = {}
         for subject, gen, key in rows:
-            self._keys[(subject, gen)] = (key, now + self.ttl if key is not None else float("inf"))
+            self._keys.setdefault(subject, {})[gen] = (key, now + self.ttl if key is not None else float("inf"))
             if subject not in latest or gen > latest[subject][0]:
                 latest[subject] = (gen, key)
         for subject, (gen, key) in latest.items():
@@ -197,8 +198,7 @@ class KeyStore:
 
     def forget(self, subject: UUID) -> None:
         self._current.pop(subject, None)
-        for k in [k for k in self._keys if k[0] == subject]:
-            self._keys.pop(k, None)
+        self._keys.pop(subject, None)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -210,7 +210,8 @@ class KeyStore:
         missing: list[UUID] = []
         wanted = []
         for pair in pairs:
-            found = self._keys.get(pair)
+            gens = self._keys.get(pair[0])
+            found = gens.get(pair[1]) if gens is not None else None
             if found is not None and found[1] > now:
                 out[pair] = found[0]
             else:
@@ -224,7 +225,7 @@ class KeyStore:
             for pair in wanted:
                 out[pair] = known.get(pair)
                 if pair not in known:  # never existed: remember as gone
-                    self._keys[pair] = (None, float("inf"))
+                    self._keys.setdefault(pair[0], {})[pair[1]] = (None, float("inf"))
         return out
 
     def key(self, subject: UUID, generation: int) -> bytes | None:
@@ -365,8 +366,13 @@ class PersonalDataMapper(Mapper[UUID]):
         if len(subjects) > 1:
             self.keystore.current(subjects)
 
-    def prefetch(self, stored_events: Iterable[Any]) -> None:
-        """Fetch the keys that these stored events' envelopes name, in one query."""
+    def prefetch(self, stored_events: Iterable[Any], seen: Iterable[Any] = ()) -> None:
+        """Fetch the keys that these stored events' envelopes name, in one query; forget
+        the cached keys of the contacts whose erasure is among ``seen`` (a projection's
+        page): what this process decodes after an erasure it has seen reads erased."""
+        for s in seen:
+            if s.topic == _ERASED:
+                self.keystore.forget(_uuid(s.originator_id))
         pairs = []
         for s in stored_events:
             if s.topic not in SEALED:
@@ -418,6 +424,8 @@ class PersonalDataMapper(Mapper[UUID]):
         return StoredEvent(originator_id=originator_id, originator_version=originator_version, topic=topic, state=stored_state)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        if stored_event.topic == _ERASED:
+            self.keystore.forget(_uuid(stored_event.originator_id))
         event = super().to_domain_event(stored_event)
         state = event.__dict__
         envelope = state.pop(ENVELOPE, None)

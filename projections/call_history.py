@@ -357,6 +357,30 @@ class CallHistoryView(ViewMixin):
              ev.get("recordingSid"), ev.get("recordingUrl"), ev.get("durationMs"), at, cid),
         )  # fmt: skip
 
+    # What an event row of an erased contact's call keeps: the facts, not what was said,
+    # pressed, recorded or sent (issue 7, crypto-shredding); other values read empty.
+    ERASED_KEEP = frozenset({"answeredBy", "hangupType", "hangupReason", "nodeId", "durationMs", "mode",
+                             "recordId", "recordingType", "completedBy", "ringDurationMs", "from"})  # fmt: skip
+
+    def on_Contact_Erased(self, c: Any, e: Any) -> None:
+        """The contact's calls lose its number, its variables, the contents of their events
+        and their recordings' links; dates, outcomes, durations and node paths stay."""
+        contact = str(e.originator_id)
+        rows = self.fetch(c, "SELECT call_id, job_id FROM history_attempts WHERE contact_id = ?", (contact,))
+        calls = [r["call_id"] for r in rows]
+        for job in {r["job_id"] for r in rows}:
+            self.ex(c, "UPDATE history_jobs SET to_number = '' WHERE job_id = ?", (job,))
+        self.ex(c, "UPDATE history_attempts SET to_number = '', variables = NULL WHERE contact_id = ?", (contact,))
+        for i in range(0, len(calls), 500):
+            chunk = calls[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            self.ex(c, f"UPDATE history_recordings SET url = NULL, provider_sid = NULL WHERE call_id IN ({marks})", chunk)
+            events = self.fetch(c, f"SELECT call_id, seq, data FROM history_events WHERE call_id IN ({marks})", chunk)
+            kept = [(dumps({k: v if k in self.ERASED_KEEP else _emptied(v) for k, v in (loads(r["data"]) or {}).items()}),
+                     r["call_id"], r["seq"]) for r in events]  # fmt: skip
+            if kept:
+                c.executemany(self.q("UPDATE history_events SET data = ? WHERE call_id = ? AND seq = ?"), kept)
+
     def recordings(self, organization_id: str, limit: int, offset: int, call_id: str | None = None) -> list[dict[str, Any]]:
         where, params = "organization_id = ?", [organization_id]
         if call_id is not None:
@@ -410,3 +434,8 @@ class CallHistoryView(ViewMixin):
             "WHERE job_id = ? AND status = 'queued'",
             (e.reason, job_id),
         )
+
+
+def _emptied(value: Any) -> Any:
+    """A value of an erased contact's event, as the events now read (infrastructure/privacy)."""
+    return "" if isinstance(value, str) else {} if isinstance(value, dict) else [] if isinstance(value, list) else None

@@ -261,6 +261,34 @@ class DirectoryView(ViewMixin):
         if handler is not None:
             handler(c, event)
 
+    def on_Contact_Erased(self, c: Any, e: Any) -> None:
+        """Crypto-shredding (issue 7): the row keeps the contact's id and dates, nothing of
+        the person (a rebuild reads its events erased, so never brings them back)."""
+        at = _instant(e.timestamp)
+        self.ex(
+            c,
+            "UPDATE dir_contacts SET primary_phone = '', first_name = NULL, last_name = NULL, full_name = NULL, "
+            "primary_email = NULL, data = '{}', updated_at = ?, deleted_at = COALESCE(deleted_at, ?) WHERE id = ?",
+            (at, at, str(e.originator_id)),
+        )
+
+    def on_Contact_Recreated(self, c: Any, e: Any) -> None:
+        """The same number after an erasure: the row lives again with what was sent."""
+        at = _instant(e.timestamp)
+        data = {k: v for k, v in e.fields.items() if k != "customAttributes"}
+        data["customAttributes"] = {k: v for k, v in (e.fields.get("customAttributes") or {}).items() if v is not None}
+        doc = _pg_json(data) if self.is_postgres else dumps(data)
+        self.ex(
+            c,
+            "INSERT INTO dir_contacts (id, organization_id, primary_phone, data, first_name, last_name, full_name, "
+            f"primary_email, created_at, updated_at, deleted_at) VALUES (?, ?, ?, {'CAST(? AS jsonb)' if self.is_postgres else '?'}, "
+            "?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (id) DO UPDATE SET primary_phone = excluded.primary_phone, "
+            "data = excluded.data, first_name = excluded.first_name, last_name = excluded.last_name, "
+            "full_name = excluded.full_name, primary_email = excluded.primary_email, updated_at = excluded.updated_at, "
+            "deleted_at = NULL",
+            (str(e.originator_id), str(e.organization_id), e.phone, doc, *_contact_columns(data), at, at),
+        )
+
     def on_Audience_Created(self, c: Any, e: Any) -> None:
         at = format_instant(e.timestamp)
         self.ex(

@@ -57,26 +57,26 @@ class ProjectionRunner:
         return self.view.max_tracking_id(app.name) or 0
 
     def _read(
-        self, app: Application[Any], after: int, limit: int, until: int | None = None
-    ) -> tuple[list[tuple[Any, Tracking]], Tracking | None]:
-        """The next events after ``after`` that the view wants, decoded, and the tracking
-        of the last notification read (events of other topics are skipped undecoded,
-        but the position still moves past them)."""
+        self, app: Application[Any], after: int, limit: int, until: int | None = None, decode: bool = True
+    ) -> tuple[list[Any], Tracking | None]:
+        """The next events after ``after`` that the view wants, decoded (or, ``decode``
+        False, their notifications), and the tracking of the last notification read
+        (events of other topics are skipped undecoded, but the position still moves past them)."""
         notes = app.recorder.select_notifications(start=after + 1, limit=limit)
         if until is not None:
             notes = [n for n in notes if n.id <= until]
         if not notes:
             return [], None
         wants = getattr(self.view, "wants", None)
-        if wants is not None:
-            notes_wanted = [n for n in notes if wants(n.topic)]
-        else:
-            notes_wanted = notes
+        wanted = notes if wants is None else [n for n in notes if wants(n.topic)]
         prefetch = getattr(app.mapper, "prefetch", None)
-        if prefetch is not None:  # the contact keys of the page (crypto-shredding) in one query
-            prefetch(notes_wanted)
-        items = [(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in notes_wanted]
-        return items, Tracking(app.name, notes[-1].id)
+        if prefetch is not None:  # contact keys (crypto-shredding): the page's in one query
+            prefetch(wanted, notes)
+        return (self._decode(app, wanted) if decode else wanted), Tracking(app.name, notes[-1].id)
+
+    @staticmethod
+    def _decode(app: Application[Any], notes: list[Any]) -> list[tuple[Any, Tracking]]:
+        return [(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in notes]
 
     def _apply(self, items: list[tuple[Any, Tracking]], last: Tracking) -> None:
         if items and items[-1][1].notification_id == last.notification_id:
@@ -101,11 +101,12 @@ class ProjectionRunner:
         done = 0
         last_app = self.upstreams[-1]
         pos = self.position(last_app)
-        pending, last = self._read(last_app, pos, batch_size or self.batch_size)
+        pending, last = self._read(last_app, pos, batch_size or self.batch_size, decode=False)
         for app in self.upstreams[:-1]:
             done += self._catch_up(app, batch_size=batch_size)
         if last is not None:
-            self._apply(pending, last)
+            # Decoded after the earlier logs: a contact erased meanwhile reads erased here.
+            self._apply(self._decode(last_app, pending), last)
             done += last.notification_id - pos
         return done
 

@@ -161,9 +161,18 @@ def update_contact(request: Request[Any, Any, Any], contact_id: str, data: Any) 
 
 @delete("/api/contact/{contact_id:str}", status_code=200)
 @in_thread
-def delete_contact(request: Request[Any, Any, Any], contact_id: str) -> dict[str, Any]:
+def delete_contact(request: Request[Any, Any, Any], contact_id: str, erase: bool = False) -> dict[str, Any]:
+    """Soft delete; ``?erase=true`` (admin): crypto-shredding, see application/erasure.py."""
     c = container(request)
     who = authenticate(request, c.campaigns)
+    if erase:
+        from application.erasure import erased_dto
+        from interfaces.http.security import require_permission
+
+        require_permission(who, "contacts:erase")
+        with acting(who, request):
+            contact = c.erasure.erase(who.organization_id, contact_id)
+        return erased_dto(contact, contact_dto(contact))
     with acting(who, request):
         return contact_dto(contacts_of(c).delete(who.organization_id, contact_id))
 

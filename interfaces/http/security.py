@@ -36,6 +36,7 @@ from litestar.concurrency import sync_to_thread
 
 from domain.base import expecting_versions
 from domain.contact import STANDARD_FIELDS
+from domain.errors import DomainError
 
 log = logging.getLogger("gomobile.security")
 
@@ -53,6 +54,7 @@ PERMISSIONS = {
     "contacts:read": "read contacts, imports, custom attributes",
     "contacts:write": "create, update, delete, upsert and import contacts",
     "contacts:schema": "define, change and delete custom attributes",
+    "contacts:erase": "erase a contact's personal data for good (DELETE /api/contact/{id}?erase=true)",
     "audiences:read": "read audiences and their members",
     "audiences:write": "create, change, delete audiences and their members",
     "flows:read": "read flows and their versions",
@@ -85,7 +87,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     # everything
     "admin": frozenset(PERMISSIONS),
     # runs campaigns end to end, but neither keys nor the organization's policy
-    "manager": frozenset(PERMISSIONS) - {"keys:manage", "org:settings", "audit:export"},
+    "manager": frozenset(PERMISSIONS) - {"keys:manage", "org:settings", "audit:export", "contacts:erase"},
     # works contacts, lists, flows and ad-hoc calls; no programs, executions control,
     # exports, audit trail, schema, deletions of recordings or do-not-call entries
     "agent": frozenset(
@@ -380,6 +382,21 @@ def allowed(role: str, permission: str) -> bool:
     if permission == UNDECLARED.permission:
         return role == "admin"
     return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+class Forbidden(DomainError):
+    code = "FORBIDDEN"
+    status = 403
+
+
+def require_permission(who: Any, permission: str) -> None:
+    """A permission some requests of a route need beyond the route's own (``?erase=true``
+    on DELETE /api/contact/{id} needs ``contacts:erase``): 403 as the middleware answers."""
+    if not allowed(who.role, permission):
+        raise Forbidden(
+            f"The '{who.role}' role may not do this (it needs the '{permission}' permission)",
+            role=who.role, permission=permission,
+        )  # fmt: skip
 
 
 def app_endpoints(app: Any) -> list[tuple[str, str]]:
