@@ -5,8 +5,8 @@ Where: at the persistence boundary, in the events' mapper (eventsourcing's
 ``MAPPER_TOPIC``), so that aggregates, commands and projections stay as they are. For
 the event topics listed in ``SEALED``, the personal fields are taken out of the event's
 state, encoded by the application's transcoder, encrypted with AES-256-GCM under the
-key of the contact the event is about (its *subject*: a Contact's own id, a Call's
-``contact_id``) and stored in their place as one envelope::
+key of the contact the event is about (its *subject*: a Contact's own id, a Call's or
+an SMS's ``contact_id``) and stored in their place as one envelope::
 
     "_pii_": {"v": 1, "s": <subject hex>, "g": <key generation>,
               "c": base64(nonce 12 bytes | ciphertext | tag), "f": {field path: kind}}
@@ -77,6 +77,8 @@ SEALED: dict[str, tuple[str, ...]] = {
     # a turn's prompts (rendered with the contact's values), inputs, variables, effects
     # (SMS, contact updates), recordings' links; the nodes it went through stay
     "domain.call:Call.FlowAdvanced": ("trigger.*", "turn.*"),
+    # a text a flow sent the contact
+    "domain.sms:SmsMessage.Created": ("to", "body"),
 }
 KEEP: dict[str, dict[str, frozenset[str]]] = {
     "domain.call:Call.Created": {"contact": frozenset({"id", "timezone"})},
@@ -335,7 +337,7 @@ class PersonalDataMapper(Mapper[UUID]):
     def _subject(self, topic: str, originator_id: UUID, state: dict[str, Any]) -> UUID | None:
         if topic.startswith("domain.contact:"):
             return originator_id
-        if topic == _CALL_CREATED:
+        if state.get("contact_id") is not None:  # a Call's, an SMS's first event
             subject = _uuid(state["contact_id"])
             self._learn(originator_id, subject)
             return subject

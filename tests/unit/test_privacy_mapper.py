@@ -216,3 +216,18 @@ def test_every_kind_of_value_round_trips(tmp_path, value):
     contact = Contact(uuid4(), PHONE, "x", {"customAttributes": {"v": value}} if value is not None else {})
     app.save(contact)
     assert app.repository.get(contact.id).fields == contact.fields
+
+
+def test_a_text_sent_to_the_contact_is_sealed_under_its_key(tmp_path):
+    from domain.sms import SmsMessage
+
+    app = _app(tmp_path)
+    contact = _contact()
+    call = _call(contact)
+    sms = SmsMessage(call_id=call.id, attempt=1, turn=0, index=0, node_id="text", organization_id=contact.organization_id,
+                     contact_id=contact.id, to=PHONE, body="Hello Amina, your code is 4321", sender_id=None)  # fmt: skip
+    app.save(contact, call, sms)
+    assert b"4321" not in _raw(app) and PHONE.encode() not in _raw(app)
+    assert app.repository.get(sms.id).body == "Hello Amina, your code is 4321"
+    app.mapper.keystore.destroy(contact.id)  # type: ignore[attr-defined]
+    assert (app.repository.get(sms.id).to, app.repository.get(sms.id).body) == ("", "")
