@@ -43,6 +43,7 @@ def execution_dto(row: dict[str, Any]) -> dict[str, Any]:
         "actualEndAt": row.get("actual_end_at"),
         "retryStrategy": program.get("retryStrategy"),
         "didPool": program.get("didPool"),
+        "requireConsent": program.get("requireConsent"),  # as launched: checked at each dial
         "autoPauseRules": loads(row["auto_pause_rules"]) if row.get("auto_pause_rules") else program.get("autoPauseRules") or [],
         "createdAt": row["created_at"],
         "updatedAt": row["updated_at"],

@@ -152,6 +152,7 @@ def test_a_program_requiring_consent_dials_only_contacts_holding_it_at_dial_time
         bad = c.patch(program, json={"requireConsent": "Calls!"})
         assert bad.status_code == 400 and list(bad.json()["fieldErrors"]) == ["requireConsent"]
         assert c.patch(program, json={"requireConsent": None}).json()["requireConsent"] is None
+        assert c.get(f"/api/program-executions/{eid}").json()["requireConsent"] == "calls"
 
         # Withdrawn after the calls were queued, before the dial.
         assert c.delete(f"/api/contact/{ids['withdrawn']}/consents/calls").status_code == 200
