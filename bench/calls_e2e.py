@@ -74,8 +74,18 @@ class DuringRun:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=30)
-        return {"projectionLagMs": percentiles(self.lag),
-                "readLatencyMs": {k: percentiles(h) for k, h in self.reads.items()}, "readErrors": self.errors}
+        during = {k: percentiles(h) for k, h in self.reads.items()}
+        # The same reads once the run is over, on the same (now complete) execution: what
+        # a read costs by itself, against what it costs beside the run.
+        self.reads = {}
+        self.stop.clear()
+        idle = __import__("threading").Thread(target=self._read, daemon=True)
+        idle.start()
+        time.sleep(5)
+        self.stop.set()
+        idle.join(timeout=30)
+        return {"projectionLagMs": percentiles(self.lag), "readLatencyMs": during,
+                "readLatencyIdleMs": {k: percentiles(h) for k, h in self.reads.items()}, "readErrors": self.errors}
 
     def _lag(self) -> None:
         calls = self.container.calls.recorder
@@ -112,7 +122,12 @@ class DuringRun:
                 self.stop.wait(1 / self.rate)
 
 
-def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) -> dict[str, Any]:
+def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, read_api: bool = False,
+             pace: float | None = None) -> dict[str, Any]:
+    """One execution over ``contacts`` callees. ``read_api``: the reads go to an API process
+    of their own while the webhooks go to the other (a deployment serving its clients and
+    Twilio from separate processes). ``pace``: the program's calls per second (a real
+    account's pace instead of flat out)."""
     with fresh_database() as db, tempfile.TemporaryDirectory() as tmp:
         raw = raw_commit_rate(db)
         api_port, sandbox_port = free_port(), free_port()
@@ -140,19 +155,24 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
             program = container.campaigns.create_program(org, {
                 "name": "Bench", "audienceId": str(audience.id), "flowId": str(flow.id), "startAt": "2025-01-01T00:00:00Z",
                 "didPool": ["+212500000001"], "retryStrategy": {"type": "none"},
+                **({"callsPerSecond": pace} if pace else {}),
             })
             procs.start("sandbox", name="sandbox")
             procs.start("api", "--workers", str(api_workers), name="api")
+            read_port = free_port() if read_api else api_port
+            if read_api:
+                procs.start("api", name="readapi", env={"GOMOBILE_PORT": str(read_port)})
             procs.start("dispatcher", name="dispatcher")
             procs.start("projector", name="projector")
             for w in range(workers):
                 procs.start("worker", name=f"worker{w}")
-            wait_http(f"http://127.0.0.1:{api_port}/health", f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
+            wait_http(f"http://127.0.0.1:{api_port}/health", f"http://127.0.0.1:{read_port}/health",
+                      f"http://127.0.0.1:{sandbox_port}/_sandbox/health")
             time.sleep(2)  # let workers connect to Redis
             cpu_before, pg_before = procs.cpu_seconds(), postgres_cpu_seconds()
             t_launch = time.perf_counter()
             execution = container.campaigns.launch_program(org, str(program.id), container.clock.now())
-            during = DuringRun(container, f"http://127.0.0.1:{api_port}", api_key, str(execution.id)).start()
+            during = DuringRun(container, f"http://127.0.0.1:{read_port}", api_key, str(execution.id)).start()
             first_dial = None
             while True:
                 row = container.progress.execution(str(execution.id))
@@ -175,6 +195,8 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1) ->
             return {
                 "workers": workers,
                 "apiProcesses": api_workers,
+                "readApiProcess": read_api,
+                "callsPerSecondPace": pace,
                 "threadsPerWorker": threads,
                 "contacts": contacts,
                 "secondsFirstDialToAllCounted": round(elapsed, 2),
@@ -199,8 +221,10 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--api", type=int, default=1, help="API server processes")
+    ap.add_argument("--read-api", action="store_true", help="serve the reads from an API process of their own")
+    ap.add_argument("--pace", type=float, default=None, help="the program's callsPerSecond (default: flat out)")
     args = ap.parse_args()
-    runs = [run_once(args.contacts, int(w), args.threads, args.api) for w in args.workers.split(",")]
+    runs = [run_once(args.contacts, int(w), args.threads, args.api, args.read_api, args.pace) for w in args.workers.split(",")]
     emit("calls_e2e", {"machine": machine(), "runs": runs})
 
 

@@ -81,11 +81,13 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
 
-    def start(self, *args: str, name: str) -> None:
+    def start(self, *args: str, name: str, env: dict[str, str] | None = None) -> None:
+        """Start ``gomobile ARGS`` (``env`` adds to or overrides the shared environment)."""
         self.names.append(name)
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - the child writes to it until it stops
         self.procs.append(
-            subprocess.Popen([sys.executable, "-m", "interfaces.cli", *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.Popen([sys.executable, "-m", "interfaces.cli", *args], env={**self.env, **(env or {})}, cwd=ROOT,
+                             stdout=log, stderr=subprocess.STDOUT)
         )
 
     def cpu_seconds(self) -> dict[str, float]:

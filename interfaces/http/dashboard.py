@@ -247,9 +247,12 @@ def _outcomes_svg(data: dict[str, Any]) -> str:
     return f'<div id=outcomes-chart data-buckets="{len(buckets)}"><div>{legend}</div>{"".join(parts)}</div>'
 
 
-def _live_state(c: Any, who: Principal, execution_id: str) -> dict[str, Any]:
-    summary = summary_report(c, who.organization, execution_id)
-    nodes = node_stats_report(c, who.organization, execution_id)
+def _live_state(c: Any, who: Principal, execution_id: str, execution: Any = None, nodes: Any = None) -> dict[str, Any]:
+    """The counters, call metrics and node counts the page shows and the live stream sends
+    (``execution`` and ``nodes``: already read by the caller, not read again)."""
+    execution = execution or c.campaigns.execution(who.organization_id, execution_id)
+    summary = summary_report(c, who.organization, execution_id, execution=execution)
+    nodes = nodes or node_stats_report(c, who.organization, execution_id, execution=execution)
     m = summary["contactMetrics"]
     return {
         "status": summary["status"],
@@ -303,8 +306,8 @@ def execution_page(request: Request[Any, Any, Any], execution_id: str) -> Respon
     c = _c(request)
     try:
         execution = c.campaigns.execution(who.organization_id, execution_id)
-        state = _live_state(c, who, execution_id)
-        stats = node_stats_report(c, who.organization, execution_id)
+        stats = node_stats_report(c, who.organization, execution_id, execution=execution)
+        state = _live_state(c, who, execution_id, execution, stats)
         breakdown = breakdown_report(c, who.organization, execution_id)
     except NotFound:
         return _page("Not found", "<h1>Execution not found</h1>", who, status=404)
@@ -344,7 +347,7 @@ def execution_page(request: Request[Any, Any, Any], execution_id: str) -> Respon
         + (f'<p class=error role=alert>{escape(error)}</p>' if error else "")
         + actions
         + f"<div class=cards id=counters>{cards}</div><div class=cards>{call_cards}</div>"
-        + "<h2>Outcomes over time</h2>" + _outcomes_svg(outcomes_over_time(c, who.organization, execution_id))
+        + "<h2>Outcomes over time</h2>" + _outcomes_svg(outcomes_over_time(c, who.organization, execution_id, execution=execution))
         + "<h2>Flow</h2>" + _flow_svg(execution.flow.get("graph") or {}, stats)
         + "<h2>Attempts</h2><table><tr><th>Attempt</th><th>Dialled</th><th>Answered</th><th>Completed</th>"
         + f"<th>Answer rate</th><th>Average duration</th></tr>{per_attempt}</table>"

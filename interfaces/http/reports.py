@@ -54,7 +54,7 @@ def _as_of(c: Any, org: Any, execution_id: str, as_of: str) -> Iterator[Executio
 
 
 def summary_report(
-    c: Any, org: Any, execution_id: str, now: datetime | None = None, as_of: str | None = None
+    c: Any, org: Any, execution_id: str, now: datetime | None = None, as_of: str | None = None, execution: Any = None
 ) -> dict[str, Any]:
     """The summary report of one execution of ``org`` (NotFound for anyone else's): as it
     is now, or as it stood at ``as_of``, replayed from the events."""
@@ -63,7 +63,7 @@ def summary_report(
             until = parse_instant(as_of, "asOf")
             return _summary(c, org, execution_id, until, past.execution, past.progress, past.reports)
     now = now or c.clock.now()
-    execution = c.campaigns.execution(org.id, execution_id)
+    execution = execution or c.campaigns.execution(org.id, execution_id)
     return _summary(c, org, execution_id, now, execution, c.progress, c.views["reports"])
 
 
@@ -169,11 +169,11 @@ def _breakdown(rows: list[dict[str, Any]], execution_id: str) -> dict[str, Any]:
     }
 
 
-def node_stats_report(c: Any, org: Any, execution_id: str, as_of: str | None = None) -> dict[str, Any]:
+def node_stats_report(c: Any, org: Any, execution_id: str, as_of: str | None = None, execution: Any = None) -> dict[str, Any]:
     if as_of is not None:
         with _as_of(c, org, execution_id, as_of) as past:
             return _node_stats(c, execution_id, past.execution, past.reports)
-    return _node_stats(c, execution_id, c.campaigns.execution(org.id, execution_id), c.views["reports"])
+    return _node_stats(c, execution_id, execution or c.campaigns.execution(org.id, execution_id), c.views["reports"])
 
 
 def _node_stats(c: Any, execution_id: str, execution: Any, reports: Any) -> dict[str, Any]:
@@ -218,10 +218,12 @@ def _node_stats(c: Any, execution_id: str, execution: Any, reports: Any) -> dict
 BUCKET_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 
 
-def outcomes_over_time(c: Any, org: Any, execution_id: str, buckets: int = 40) -> dict[str, Any]:
+def outcomes_over_time(c: Any, org: Any, execution_id: str, buckets: int = 40, execution: Any = None) -> dict[str, Any]:
     """How many attempts ended with each outcome in each interval of the run (at most
-    ``buckets`` intervals of a readable width), from the call history."""
-    c.campaigns.execution(org.id, execution_id)
+    ``buckets`` intervals of a readable width), from the call history. (``execution``:
+    already loaded, and so known to be the organization's.)"""
+    if execution is None:
+        c.campaigns.execution(org.id, execution_id)
     rows = c.history.outcomes_by_second(execution_id)
     found = [o for o in OUTCOMES if any(r["outcome"] == o for r in rows)]
     found += sorted({r["outcome"] for r in rows} - set(found))
