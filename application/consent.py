@@ -15,6 +15,7 @@ execution's dial-time check reads), a withdrawal of each of the contact's consen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from eventsourcing.persistence import IntegrityError
 from application.campaigns import CampaignsApp
 from application.suppression import Suppressions
 from domain import base
+from domain.base import version_expected
 from domain.consent import (
     CONSENT_EVENTS,
     WITHDRAWN,
@@ -41,7 +43,7 @@ from domain.consent import (
     status,
 )
 from domain.contact import Contact, contact_id
-from domain.errors import NotFound
+from domain.errors import Conflict, NotFound, PreconditionFailed
 from domain.organization import Organization
 from domain.suppression import Suppression
 from domain.timeparse import format_instant
@@ -85,28 +87,47 @@ class Consents:
     def _contact(self, org_id: UUID, id_: UUID | str) -> Contact:
         return self.app.contact(org_id, id_)
 
+    def _change(self, org_id: UUID, id_: str, change: Callable[[Contact], None]) -> Contact:
+        """Load, change, save; again if another command appended to the contact meanwhile
+        (an import, a flow's update), unless the request's If-Match named a version."""
+        for n in range(10):
+            contact = self._contact(org_id, id_)
+            guarded = version_expected(contact.id)
+            change(contact)
+            if not contact.pending_events:
+                return contact
+            try:
+                self.app.save(contact)
+                return contact
+            except IntegrityError:
+                if guarded:
+                    raise PreconditionFailed("The contact changed since it was read; read it again and retry") from None
+                time.sleep(0.005 * (n + 1))
+        raise Conflict("The contact is being changed by other commands; try again")
+
     def record(self, org: Organization, id_: str, data: Any) -> Contact:
         """Record a consent (body checked by ConsentGrant.parse)."""
-        contact = self._contact(org.id, id_)  # 404 first: another organization's id is not a 400
+        self._contact(org.id, id_)  # 404 first: another organization's id is not a 400
         grant = ConsentGrant.parse(data, self.now())
-        contact.record_consent(grant.scope, grant.source, grant.obtained_at, grant.evidence, grant.expires_at)
-        self.app.save(contact)
-        return contact
+        return self._change(org.id, id_, lambda contact: contact.record_consent(
+            grant.scope, grant.source, grant.obtained_at, grant.evidence, grant.expires_at))  # fmt: skip
 
     def withdraw(self, org: Organization, id_: str, scope: Any, source: Any = "api", reason: Any = None) -> Contact:
         """Withdraw the consent for ``scope`` now. Already withdrawn: nothing recorded.
         Never recorded for this contact: 404."""
-        contact = self._contact(org.id, id_)
+        self._contact(org.id, id_)  # 404 first
         scope_ = check_scope(scope)
         source_ = check_source("api" if source is None else source)
         reason_ = check_reason(reason)
-        if not any(e.scope == scope_ for e in contact.consents):
-            raise NotFound(f"No consent recorded for scope '{scope_}'", field="scope")
-        now = self.now()
-        if status(contact.consents, scope_, now) != WITHDRAWN:
-            contact.withdraw_consent(scope_, source_, now, reason_)
-            self.app.save(contact)
-        return contact
+
+        def withdraw(contact: Contact) -> None:
+            if not any(e.scope == scope_ for e in contact.consents):
+                raise NotFound(f"No consent recorded for scope '{scope_}'", field="scope")
+            now = self.now()
+            if status(contact.consents, scope_, now) != WITHDRAWN:
+                contact.withdraw_consent(scope_, source_, now, reason_)
+
+        return self._change(org.id, id_, withdraw)
 
     def opt_out(self, org: Organization, id_: str, source: Any = "api", reason: Any = None) -> OptOutResult:
         """The API's opt-out of a contact (see the module's docstring)."""

@@ -58,6 +58,12 @@ def expecting_versions(versions: dict[Any, int]) -> Iterator[None]:
         _expected_versions.reset(token)
 
 
+def version_expected(aggregate_id: Any) -> bool:
+    """Did the command's If-Match name a version of this aggregate? (Then a concurrent
+    append is a 412 for the client to resolve, not a conflict to retry.)"""
+    return aggregate_id in (_expected_versions.get() or {})
+
+
 class AuditedAggregate(Aggregate):
     class Event(Aggregate.Event):
         meta: dict[str, str]
