@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from application.audit_export import verify_export
 from tests.e2e.scenario import FLOW
 from tests.harness import Platform, wait_for
 
@@ -117,7 +118,11 @@ def run(
                 texts.append(client.get(f"/api/contact/{cid}/calls/export").text)
                 for job in {r["jobId"] for r in rows}:
                     texts.append(client.get(f"/api/call-report/{job}").text)
-                texts.append(client.get("/api/audit/export", params={"contactId": cid}).text)
+                signed = client.get("/api/audit/export", params={"contactId": cid})
+                assert signed.status_code == 200, signed.text
+                payload = verify_export(signed.json(), client.get("/api/audit/public-key").json()["publicKey"].encode())
+                assert any(e["event"].get("type") == "Contact.Erased" for e in payload["events"]), when
+                texts.append(signed.text)
                 for text in texts:
                     for s in secrets:
                         assert s not in text, (when, s, text[:2000])
