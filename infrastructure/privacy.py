@@ -51,6 +51,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import InfrastructureFactory, Mapper, StoredEvent
 from eventsourcing.utils import Environment, get_topic, register_topic, resolve_topic
 
@@ -329,6 +331,8 @@ class PersonalDataMapper(Mapper[UUID]):
     # -- subjects -------------------------------------------------------------------------
 
     def _learn(self, originator_id: UUID, subject: UUID) -> None:
+        if self._subjects.get(originator_id) == subject:
+            return
         with self._subjects_lock:
             self._subjects[originator_id] = subject
             if len(self._subjects) > SUBJECTS_SIZE:
@@ -411,8 +415,6 @@ class PersonalDataMapper(Mapper[UUID]):
                 gen, key = self.keystore.current([subject])[subject]
             envelope: dict[str, Any] = {"v": 1, "s": subject.hex, "g": gen}
             if key is not None:  # else: an erased contact; what it says is not kept
-                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
                 nonce = os.urandom(12)
                 sealed = AESGCM(key).encrypt(nonce, self.transcoder.encode(secret), _aad(originator_id, originator_version, topic))
                 envelope["c"] = base64.b64encode(nonce + sealed).decode()
@@ -444,9 +446,6 @@ class PersonalDataMapper(Mapper[UUID]):
         if sealed:
             key = self.keystore.key(subject, int(envelope["g"]))
             if key is not None:
-                from cryptography.exceptions import InvalidTag
-                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
                 raw = base64.b64decode(sealed)
                 try:
                     plain = AESGCM(key).decrypt(
