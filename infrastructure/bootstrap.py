@@ -289,5 +289,8 @@ class Container:
         self.broker.close()
         self.campaigns.close()
         self.calls.close()
+        keys = getattr(self.campaigns.mapper, "keystore", None)
+        if keys is not None:
+            keys.close()  # its pool; opened again if this process uses the table again
         for v in [*self.views.built.values(), *self._outbox_views]:
             v.datastore.close()

@@ -303,8 +303,10 @@ class KeyStore:
         return key is None
 
     def close(self) -> None:
-        if self._factory is not None:
-            self._factory.datastore.close()
+        with self._lock:
+            factory, self._factory = self._factory, None
+        if factory is not None:
+            factory.datastore.close()
 
 
 def _stamp() -> str:
