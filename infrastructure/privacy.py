@@ -299,8 +299,7 @@ class KeyStore:
         return live
 
     def is_destroyed(self, subject: UUID) -> bool:
-        gen, key = self.current([subject], fresh=True)[subject]
-        return key is None
+        return self.current([subject], fresh=True)[subject][1] is None
 
     def close(self) -> None:
         with self._lock:
@@ -319,7 +318,7 @@ def _stamp() -> str:
 class PersonalDataMapper(Mapper[UUID]):
     """eventsourcing's Mapper, sealing the personal fields of the events in ``SEALED``."""
 
-    keystore_env: dict[str, str] = {}
+    keystore_env: dict[str, str] = {}  # noqa: RUF012 - set per bound subclass (mapper_topic), never mutated
     keystore_ttl: float = KEY_CACHE_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -11,8 +11,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from application.audit_export import verify_export
 from tests.e2e.scenario import FLOW
 from tests.harness import Platform, wait_for
@@ -64,8 +62,11 @@ def run(
         def execution() -> dict[str, Any]:
             return client.get(f"/api/program-executions/{eid}").json()  # type: ignore[no-any-return]
 
-        wait_for(lambda: (lambda e: e["contactsCompleted"] == 2 and e["contactsPending"] == 1 and e["contactsInProgress"] == 0)(execution()),
-                 timeout=60, what="two calls done, one waiting for its retry")  # fmt: skip
+        def two_done_one_waiting() -> bool:
+            e = execution()
+            return bool(e["contactsCompleted"] == 2 and e["contactsPending"] == 1 and e["contactsInProgress"] == 0)
+
+        wait_for(two_done_one_waiting, timeout=60, what="two calls done, one waiting for its retry")
         wait_for(lambda: len(client.get(f"/api/contact/{ids[DONE]}/calls").json()["data"]) == 1, what="history")
         before = client.get(f"/api/contact/{ids[DONE]}/calls").json()["data"][0]
         assert before["outcome"] == "completed" and before["call"]["to"] == DONE
@@ -93,7 +94,11 @@ def run(
 
         # the retry of the erased contact is skipped, never dialled
         p.clock.advance(5 * 60 + 1)
-        final = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution()), timeout=60, what="completion")
+        def completed() -> dict[str, Any] | None:
+            e = execution()
+            return e if e["status"] == "completed" else None
+
+        final = wait_for(completed, timeout=60, what="completion")
         assert (final["contactsCompleted"], final["contactsFailed"], final["contactsSkipped"]) == (2, 0, 1), final
         assert [c.to for c in p.sandbox.sandbox.calls.values()].count(RETRYING) == 1  # dialled once, before
 

@@ -14,7 +14,14 @@ from eventsourcing.persistence import StoredEvent
 
 from domain.call import Call
 from domain.contact import Contact
-from infrastructure.privacy import ENVELOPE, KeyStore, PersonalDataMapper, bind, keystore_for, mapper_topic
+from infrastructure.privacy import (
+    ENVELOPE,
+    KeyStore,
+    PersonalDataMapper,
+    bind,
+    keystore_for,
+    mapper_topic,
+)
 
 PHONE = "+212612345678"
 
