@@ -80,6 +80,8 @@ class Settings:
     def persistence_env(self) -> dict[str, str]:
         """Environment for eventsourcing's infrastructure factories (apps and views)."""
         env = self._persistence_env()
+        # The library's JSON format, parsed with msgspec (infrastructure/transcoder.py).
+        env["TRANSCODER_TOPIC"] = "infrastructure.transcoder:FastJSONTranscoder"
         if self.audit_chain:
             from infrastructure.audit import recorder_topic
 
