@@ -57,9 +57,7 @@ def _turn_keypress(digit: str) -> dict[str, Any]:
 def seed(env: dict[str, str], events: int) -> dict[str, Any]:
     from application.calls import CallsApp
     from application.campaigns import CampaignsApp
-    from domain.call import Call
     from domain.execution import Execution
-    from domain.retry import RetryStrategy
 
     campaigns, calls = CampaignsApp(env=env), CallsApp(env=env)
     try:
@@ -72,26 +70,11 @@ def seed(env: dict[str, str], events: int) -> dict[str, Any]:
         )  # fmt: skip
         execution.start(now)
         campaigns.save(execution)
-        strategy = RetryStrategy.parse({"type": "none"})
         written, n, t0 = 0, 0, time.perf_counter()
         while written < events:
-            batch = []
-            for _ in range(BATCH_CALLS):
-                n += 1
-                at = now + timedelta(milliseconds=n)
-                call = Call(execution.id, uuid.uuid4(), org_id, execution.program_id, f"+2126{n:08d}", {}, now)
-                call.claim(1, at, "bench")
-                call.record_placed(1, f"CA{n:032x}", "+212500000001")
-                call.record_ringing(1)
-                if n % 10 < 7:
-                    call.record_answered(1, "human")
-                    call.record_turn(1, {"kind": "answer"}, TURN_GREET)
-                    call.record_turn(1, {"kind": "gather", "digits": "1"}, _turn_keypress("1" if n % 3 else "2"))
-                    call.end_attempt(1, "completed", None, 20_000 + n % 5000, at, strategy)
-                else:
-                    call.end_attempt(1, "no_answer", "no answer", None, at, strategy)
-                batch.append(call)
-                written += len(call.pending_events)
+            batch = _calls(n, BATCH_CALLS, execution, org_id, now)
+            n += BATCH_CALLS
+            written += sum(len(call.pending_events) for call in batch)
             calls.save(*batch)
         seconds = time.perf_counter() - t0
         return {"calls": n, "events": written + len(execution.pending_events) + 3, "seconds": round(seconds, 1),
@@ -99,6 +82,101 @@ def seed(env: dict[str, str], events: int) -> dict[str, Any]:
     finally:
         campaigns.close()
         calls.close()
+
+
+def _calls(n0: int, count: int, execution: Any, org_id: Any, now: datetime) -> list[Any]:
+    """Calls ``n0 + 1 .. n0 + count`` through the lifecycle ``seed`` gives them."""
+    from domain.call import Call
+    from domain.retry import RetryStrategy
+
+    strategy = RetryStrategy.parse({"type": "none"})
+    out = []
+    for n in range(n0 + 1, n0 + count + 1):
+        at = now + timedelta(milliseconds=n)
+        call = Call(execution.id, uuid.uuid4(), org_id, execution.program_id, f"+2126{n:08d}", {}, now)
+        call.claim(1, at, "bench")
+        call.record_placed(1, f"CA{n:032x}", "+212500000001")
+        call.record_ringing(1)
+        if n % 10 < 7:
+            call.record_answered(1, "human")
+            call.record_turn(1, {"kind": "answer"}, TURN_GREET)
+            call.record_turn(1, {"kind": "gather", "digits": "1"}, _turn_keypress("1" if n % 3 else "2"))
+            call.end_attempt(1, "completed", None, 20_000 + n % 5000, at, strategy)
+        else:
+            call.end_attempt(1, "no_answer", "no answer", None, at, strategy)
+        out.append(call)
+    return out
+
+
+def _bulk_part(args: tuple[None, str, int, int, Any, Any, Any, datetime]) -> int:
+    """One process of ``seed_bulk``: calls encoded by the calls application's own mapper
+    (sealing, keys and all) and loaded with COPY."""
+    _, url, first, calls_n, execution_id, program_id, org_id, now = args
+    from types import SimpleNamespace
+
+    from application.calls import CallsApp
+    from infrastructure.settings import Settings
+
+    # The environment is made again here: its mapper's topic names a class made at run time.
+    app = CallsApp(env=Settings(database_url=url).persistence_env())
+    execution = SimpleNamespace(id=execution_id, program_id=program_id)
+    written = 0
+    try:
+        with psycopg.connect(url) as conn:
+            for start in range(first, first + calls_n, 2000):
+                batch = _calls(start, min(2000, first + calls_n - start), execution, org_id, now)
+                events = [e for call in batch for e in call.collect_events()]
+                app.mapper.prepare(events)  # type: ignore[attr-defined]
+                stored = [app.mapper.to_stored_event(e) for e in events]
+                with conn.cursor() as cur, cur.copy(
+                    "COPY calls_events (originator_id, originator_version, topic, state) FROM STDIN"
+                ) as copy:
+                    for s in stored:
+                        copy.write_row((s.originator_id, s.originator_version, s.topic, s.state))
+                conn.commit()
+                written += len(stored)
+    finally:
+        app.close()
+    return written
+
+
+def seed_bulk(env: dict[str, str], url: str, events: int, processes: int = 2) -> dict[str, Any]:
+    """As ``seed``, for 10^7 events in minutes instead of an hour: the same calls, encoded
+    by the platform's own mapper (their personal fields sealed under their contacts' keys)
+    in ``processes`` processes, and written with COPY instead of the recorder's inserts.
+    The events table holds exactly what the recorder would have written; only the audit
+    chain's rows are missing (a rebuild does not read them)."""
+    import multiprocessing
+
+    from application.calls import CallsApp
+    from application.campaigns import CampaignsApp
+    from domain.execution import Execution
+
+    campaigns, calls = CampaignsApp(env=env), CallsApp(env=env)  # creates the tables
+    try:
+        org_id, _ = campaigns.create_organization("Rebuild bench")
+        now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        execution = Execution(
+            org_id, uuid.uuid4(), {"name": "Rebuild", "retryStrategy": {"type": "none"}},
+            {"flowId": str(uuid.uuid4()), "flowName": "Survey", "flowVersion": 1, "graph": {"nodes": []}},
+            [], now, None,
+        )  # fmt: skip
+        execution.start(now)
+        campaigns.save(execution)
+    finally:
+        campaigns.close()
+        calls.close()
+    per_call = 8.1  # events a call, on average, in this lifecycle
+    total_calls = int(events / per_call) + 1
+    share = -(-total_calls // processes)
+    parts = [(None, url, i * share, min(share, total_calls - i * share), execution.id, execution.program_id, org_id, now)
+             for i in range(processes) if total_calls > i * share]  # fmt: skip
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(len(parts)) as pool:
+        written = sum(pool.map(_bulk_part, parts))
+    seconds = time.perf_counter() - t0
+    return {"calls": total_calls, "events": written + 4, "seconds": round(seconds, 1),
+            "eventsPerSecond": round(written / seconds), "method": f"mapper + COPY, {processes} processes"}  # fmt: skip
 
 
 def raw_read(url: str) -> dict[str, Any]:
@@ -157,6 +235,8 @@ def main() -> None:
     p.add_argument("--views", default="reports")
     p.add_argument("--batch-size", default="500", help="events per transaction, or several: 500,2000 (500: live runner, 5000: catch-up)")
     p.add_argument("--database-url", default="", help="an already seeded database (skips seeding)")
+    p.add_argument("--bulk-seed", action="store_true",
+                   help="seed with the platform's mapper and COPY in two processes (10^7 events in minutes)")
     args = p.parse_args()
     from infrastructure.settings import Settings
 
@@ -187,7 +267,8 @@ def main() -> None:
         run(args.database_url, None)
         return
     with fresh_database() as url:
-        seeded = seed(Settings(database_url=url).persistence_env(), args.events)
+        env = Settings(database_url=url).persistence_env()
+        seeded = seed_bulk(env, url, args.events) if args.bulk_seed else seed(env, args.events)
         print({"seeded": seeded}, flush=True)
         run(url, seeded)
 
