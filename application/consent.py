@@ -182,7 +182,10 @@ class Consents:
         scopes = sorted({e.scope for e in contact.consents})
         return {
             "contactId": str(contact.id),
-            "optedOut": contact.opted_out,
+            "optedOut": contact.opted_out,  # an opt-out was ever recorded (the history says when)
+            # Whether the number is on the do-not-call list now: what the dialer checks (an
+            # opt-out is lifted only by removing the number from the list).
+            "doNotCall": Suppressions(self.app).is_suppressed(org_id, contact.phone) if contact.phone else False,
             "asOf": format_instant(now),
             "consents": [scope_state(contact.consents, s, now) for s in scopes],
             "history": self.history(org_id, contact.id),

@@ -215,11 +215,15 @@ def test_an_api_opt_out_prevents_the_next_dial_in_another_execution(platform: Pl
         assert Suppressions(platform.container.campaigns).is_suppressed(UUID(org_id), phone)
         assert c.get(f"/api/suppressions/{phone}").json()["source"] == "opt_out"
         view = c.get(f"/api/contact/{cid}/consents").json()
-        assert view["optedOut"] and {s["status"] for s in view["consents"]} == {"withdrawn"}
+        assert view["optedOut"] and view["doNotCall"] and {s["status"] for s in view["consents"]} == {"withdrawn"}
         history = c.get(f"/api/contact/{cid}/history").json()["data"]
         assert [h["type"] for h in history][-3:] == ["ConsentWithdrawn", "ConsentWithdrawn", "OptedOut"]
         assert history[-1]["changes"] == {"source": "api", "reason": "asked on the phone to an agent", "phone": phone}
         assert len({h["meta"]["requestId"] for h in history[-3:]}) == 1  # one command, one save
+        # Lifting the opt-out is removing the number from the do-not-call list (a manager's).
+        assert c.delete(f"/api/suppressions/{phone}").status_code == 200
+        assert c.get(f"/api/contact/{cid}/consents").json()["doNotCall"] is False
+        assert c.post(f"/api/contact/{cid}/opt-out", json={}).json()["recorded"] is True  # on the list again
 
 
 def test_an_in_call_opt_out_prevents_the_next_dial_in_another_execution(platform: Platform) -> None:
