@@ -23,8 +23,9 @@ when it is gone (erased), each sealed field comes back empty of its kind (``""``
 exception. Events stored before this existed have no envelope and decode as they are.
 
 Keys: table ``contact_keys`` (subject, generation, key, created_at, destroyed_at), in
-the events' PostgreSQL database, or ``contact_keys.sqlite`` beside the embedded
-default's event files. One generation per life of a contact: a contact re-created
+the events' PostgreSQL database (read through the campaigns application's pool: no
+connection of its own), or ``contact_keys.sqlite`` beside the embedded default's event
+files. One generation per life of a contact: a contact re-created
 after its erasure (same number, so the same uuid5 id) gets a new generation, and its
 old events stay unreadable. Erasure sets the key of every generation to NULL (the row
 stays as a tombstone, so that later writes about an erased contact are stored
@@ -125,6 +126,7 @@ class KeyStore:
         self.env = env
         self.ttl = ttl
         self._factory: Any = None
+        self._borrowed: Any = None  # an application's PostgreSQL datastore (its pool), see borrow()
         self._lock = threading.Lock()
         # subject -> generation -> (key or None, expires at); destroyed keys never expire
         self._keys: dict[UUID, dict[int, tuple[bytes | None, float]]] = {}
@@ -136,13 +138,26 @@ class KeyStore:
 
     @property
     def datastore(self) -> Any:
+        borrowed = self._borrowed
+        if borrowed is not None:
+            return borrowed
         if self._factory is None:
             with self._lock:
-                if self._factory is None:
+                if self._factory is None and self._borrowed is None:
                     factory = InfrastructureFactory.construct(env=Environment("contact_keys", {**os.environ, **self.env}))
                     self._create_table(factory.datastore)
                     self._factory = factory
-        return self._factory.datastore
+        return self._borrowed or self._factory.datastore
+
+    def borrow(self, datastore: Any) -> None:
+        """On PostgreSQL, use an application's pool (the same database) rather than a pool
+        of our own: no more connections per process (max_connections is shared by all)."""
+        if not self.is_postgres or not hasattr(datastore, "schema"):
+            return
+        with self._lock:
+            if self._borrowed is None and self._factory is None:
+                self._create_table(datastore)
+                self._borrowed = datastore
 
     @property
     def is_postgres(self) -> bool:
@@ -154,6 +169,8 @@ class KeyStore:
     def _create_table(self, datastore: Any) -> None:
         blob = "bytea" if self.is_postgres else "BLOB"
         with datastore.transaction(commit=True) as c:
+            if self.is_postgres:  # processes starting together must not race to create it
+                c.execute("SELECT pg_advisory_xact_lock(7420002)")
             c.execute(
                 f"CREATE TABLE IF NOT EXISTS contact_keys (subject TEXT NOT NULL, generation INTEGER NOT NULL, "
                 f"key {blob}, created_at TEXT NOT NULL, destroyed_at TEXT, PRIMARY KEY (subject, generation))"
@@ -304,6 +321,7 @@ class KeyStore:
     def close(self) -> None:
         with self._lock:
             factory, self._factory = self._factory, None
+            self._borrowed = None  # not ours to close
         if factory is not None:
             factory.datastore.close()
 
@@ -542,6 +560,7 @@ def bind(app: Any) -> None:
     mapper = getattr(app, "mapper", None)
     if not isinstance(mapper, PersonalDataMapper):
         return
+    mapper.keystore.borrow(getattr(app.recorder, "datastore", None))
     events = app.events
     put = events.put
 
