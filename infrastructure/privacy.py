@@ -176,12 +176,21 @@ class KeyStore:
                 f"key {blob}, created_at TEXT NOT NULL, destroyed_at TEXT, PRIMARY KEY (subject, generation))"
             )
 
+    def _read(self, subjects: Sequence[UUID]) -> list[tuple[UUID, int, bytes | None]]:
+        """The rows of ``subjects``, outside any transaction where the backend allows (on
+        PostgreSQL one round trip on an autocommit connection, not BEGIN/SELECT/ROLLBACK)."""
+        if self.is_postgres:
+            with self.datastore.get_connection() as conn, conn.cursor() as c:
+                return self._rows(c, subjects)
+        with self.datastore.transaction(commit=False) as c:
+            return self._rows(c, subjects)
+
     def _rows(self, c: Any, subjects: Sequence[UUID]) -> list[tuple[UUID, int, bytes | None]]:
         out: list[tuple[UUID, int, bytes | None]] = []
         for i in range(0, len(subjects), 500):
             part = [s.hex for s in subjects[i : i + 500]]
             if self.is_postgres:
-                c.execute("SELECT subject, generation, key FROM contact_keys WHERE subject = ANY(%s)", (part,))
+                c.execute("SELECT subject, generation, key FROM contact_keys WHERE subject = ANY(%s)", (part,), prepare=True)
             else:
                 c.execute(
                     f"SELECT subject, generation, key FROM contact_keys WHERE subject IN ({','.join('?' * len(part))})",
@@ -239,8 +248,7 @@ class KeyStore:
                 wanted.append(pair)
                 missing.append(pair[0])
         if wanted:
-            with self.datastore.transaction(commit=False) as c:
-                rows = self._rows(c, list(dict.fromkeys(missing)))
+            rows = self._read(list(dict.fromkeys(missing)))
             self._remember(rows, now)
             known = {(s, g): k for s, g, k in rows}
             for pair in wanted:
@@ -266,14 +274,14 @@ class KeyStore:
                 missing.append(s)
         if not missing:
             return out
-        with self.datastore.transaction(commit=True) as c:
-            rows = self._rows(c, missing)
-            have = {s for s, _, _ in rows}
-            new = [s for s in missing if s not in have]
-            if new:
-                stamp = _stamp()
+        rows = self._read(missing)
+        have = {s for s, _, _ in rows}
+        new = [s for s in missing if s not in have]
+        if new:
+            stamp = _stamp()
+            with self.datastore.transaction(commit=True) as c:
                 self._insert(c, [(s.hex, 1, os.urandom(32), stamp, None) for s in new])
-                rows = self._rows(c, missing)  # another process may have made some first
+            rows = self._read(missing)  # another process may have made some first
         self._remember(rows, now)
         for s in missing:
             gen, key, _ = self._current[s]
