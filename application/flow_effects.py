@@ -120,11 +120,12 @@ class FlowEffects:
         ``OptedOut`` on the contact (application/consent.py); what is already done is not
         recorded again."""
         from domain.phone import to_e164
-        from domain.suppression import check_reason
 
         org = self.campaigns.organization(call.organization_id)
         phone = to_e164(ev.get("phone") or call.to, org.country, "phone")
-        self.consents.opt_out_number(org, phone, "ivr", check_reason(ev.get("reason")))
+        # The callee's request stands whatever the flow's reason text: never refused for it.
+        reason = str(ev.get("reason") or "").replace("\x00", "")[:256] or None
+        self.consents.opt_out_number(org, phone, "ivr", reason)
 
     def opt_out_now(self, call: Call, events: list[dict[str, Any]]) -> None:
         """The opt-outs a turn just saved asks for, at once (Conversation calls this before
