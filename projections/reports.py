@@ -39,7 +39,7 @@ class ReportsView(ViewMixin):
             completed INTEGER NOT NULL DEFAULT 0, voicemail INTEGER NOT NULL DEFAULT 0,
             no_answer INTEGER NOT NULL DEFAULT 0, busy INTEGER NOT NULL DEFAULT 0,
             rejected INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
-            cancelled INTEGER NOT NULL DEFAULT 0, duration_total INTEGER NOT NULL DEFAULT 0,
+            cancelled INTEGER NOT NULL DEFAULT 0, duration_total BIGINT NOT NULL DEFAULT 0,
             duration_count INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (execution_id, attempt))""",
         """CREATE TABLE IF NOT EXISTS report_nodes (
             execution_id TEXT NOT NULL, node_id TEXT NOT NULL, node_type TEXT NOT NULL,
@@ -54,7 +54,7 @@ class ReportsView(ViewMixin):
         # Billable seconds: each answered attempt rounded up to a whole minute.
         """CREATE TABLE IF NOT EXISTS report_usage (
             organization_id TEXT NOT NULL, month TEXT NOT NULL, calls INTEGER NOT NULL,
-            answered INTEGER NOT NULL, billable_seconds INTEGER NOT NULL,
+            answered INTEGER NOT NULL, billable_seconds BIGINT NOT NULL,
             PRIMARY KEY (organization_id, month))""",
         # Commands issued by people (API keys), not by the platform's own processes.
         """CREATE TABLE IF NOT EXISTS report_activity (
@@ -384,7 +384,7 @@ class _Pending:
 
     def flush(self) -> None:
         v, c = self.view, self.c
-        t, i = "text", "integer"
+        t, i = "text", "bigint"  # sums of durations pass 2^31 ms
         writes: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
             (v.CALLS_SQL, (t, t, t), self.new_jobs),
             (v.ATTEMPTS_SQL, (t, i, *(i for _ in v.ATTEMPT_COLUMNS)),
