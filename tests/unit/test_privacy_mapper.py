@@ -238,3 +238,65 @@ def test_a_text_sent_to_the_contact_is_sealed_under_its_key(tmp_path):
     assert app.repository.get(sms.id).body == "Hello Amina, your code is 4321"
     app.mapper.keystore.destroy(contact.id)  # type: ignore[attr-defined]
     assert (app.repository.get(sms.id).to, app.repository.get(sms.id).body) == ("", "")
+
+
+def test_a_projection_reads_a_call_event_after_the_erasure_it_has_seen_as_erased(tmp_path):
+    """A projector that still holds the key (another process, within the cache bound)
+    reads a page of the calls log, then the contacts log with the erasure: the call events
+    of that page are decoded after it, so they read erased, never in clear after the read
+    models dropped the contact."""
+    from projections.runner import ProjectionRunner
+
+    def apps(store: KeyStore | None = None) -> tuple[Application[Any], Application[Any]]:
+        made = []
+        for name in ("contacts", "calls"):
+            env = {**_env(tmp_path), "SQLITE_DBNAME": str(tmp_path / f"{name}.sqlite")}
+            app: Application[Any] = Application(env=env)
+            app.name = name
+            bind(app)
+            if store is not None:
+                app.mapper.keystore = store  # type: ignore[attr-defined]
+            made.append(app)
+        return made[0], made[1]
+
+    contacts, calls = apps()
+    contact = _contact()
+    call = _call(contact)
+    contacts.save(contact)
+    calls.save(call)
+
+    class View:
+        def __init__(self) -> None:
+            self.seen: list[Any] = []
+            self.positions: dict[str, int] = {}
+
+        def handle(self, c: Any, e: Any) -> None:
+            self.seen.append(e)
+
+        def apply_batch(self, items: Any, handle: Any, last: Any = None) -> None:
+            for e, _ in items:
+                handle(None, e)
+            t = last or items[-1][1]
+            self.positions[t.application_name] = t.notification_id
+
+        def max_tracking_id(self, name: str) -> int | None:
+            return self.positions.get(name)
+
+    view = View()
+    p_contacts, p_calls = apps(KeyStore(dict(contacts.mapper.keystore.env)))  # type: ignore[attr-defined]
+    runner = ProjectionRunner("v", view, [p_contacts, p_calls])
+    runner.run_once()
+    assert [e.to for e in view.seen if type(e).__qualname__ == "Call.Created"] == [PHONE]  # read with the key
+    # the projector's process now holds the key; a turn is recorded, then the contact erased
+    later = calls.repository.get(call.id)
+    later.record_turn(1, {"type": "input", "digits": "5555"}, {"steps": [], "instructions": [], "state": {}, "events": []})
+    calls.save(later)
+    contacts.mapper.keystore.destroy(contact.id)  # type: ignore[attr-defined]
+    erased = contacts.repository.get(contact.id)
+    erased.erase()
+    contacts.save(erased)
+    view.seen.clear()
+    runner.run_once()
+    names = [type(e).__qualname__ for e in view.seen]
+    assert names == ["Contact.Erased", "Call.FlowAdvanced"], names
+    assert view.seen[-1].trigger == {"type": "input", "digits": ""}
