@@ -15,7 +15,6 @@ execution's dial-time check reads), a withdrawal of each of the contact's consen
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,9 +25,9 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from application.campaigns import CampaignsApp
+from application.concurrent_appends import load_change_save
 from application.suppression import Suppressions
 from domain import base
-from domain.base import version_expected
 from domain.consent import (
     CONSENT_EVENTS,
     WITHDRAWN,
@@ -43,7 +42,7 @@ from domain.consent import (
     status,
 )
 from domain.contact import Contact, contact_id
-from domain.errors import Conflict, NotFound, PreconditionFailed
+from domain.errors import NotFound
 from domain.organization import Organization
 from domain.suppression import Suppression
 from domain.timeparse import format_instant
@@ -90,20 +89,7 @@ class Consents:
     def _change(self, org_id: UUID, id_: str, change: Callable[[Contact], None]) -> Contact:
         """Load, change, save; again if another command appended to the contact meanwhile
         (an import, a flow's update), unless the request's If-Match named a version."""
-        for n in range(10):
-            contact = self._contact(org_id, id_)
-            guarded = version_expected(contact.id)
-            change(contact)
-            if not contact.pending_events:
-                return contact
-            try:
-                self.app.save(contact)
-                return contact
-            except IntegrityError:
-                if guarded:
-                    raise PreconditionFailed("The contact changed since it was read; read it again and retry") from None
-                time.sleep(0.005 * (n + 1))
-        raise Conflict("The contact is being changed by other commands; try again")
+        return load_change_save(self.app, lambda: self._contact(org_id, id_), change, "contact")
 
     def record(self, org: Organization, id_: str, data: Any) -> Contact:
         """Record a consent (body checked by ConsentGrant.parse)."""

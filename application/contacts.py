@@ -18,6 +18,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from application.campaigns import CampaignsApp
+from application.concurrent_appends import load_change_save
 from application.consent import event_fields as consent_event_fields
 from domain import custom_attributes as ca
 from domain import rules
@@ -238,25 +239,33 @@ class Contacts:
         return self.app.contact(org_id, id_)
 
     def update(self, org: Organization, id_: str, data: Any) -> Contact:
-        contact = self.get(org.id, id_)
+        """Change the given fields (``primaryPhone`` cannot change). A concurrent write to the
+        contact is retried on its new version, unless If-Match named a version (412)."""
+        self.get(org.id, id_)  # 404 first: another organization's id is not a 400
         schema = self.schema(org.id)
         p = self.prepare(org, schema, data, partial=True)
-        if p.phone and p.phone != contact.phone:
-            raise ValidationError.single("primaryPhone", "cannot be changed: a contact is identified by its number")
-        changes = contact.changes(p.fields)
-        if changes:
-            contact.update(changes)
-        self.reconcile(contact, schema)
-        if _has_pending(contact):
-            self.app.save(contact)
-        return contact
+
+        def update(contact: Contact) -> None:
+            if p.phone and p.phone != contact.phone:
+                raise ValidationError.single(
+                    "primaryPhone", "cannot be changed: a contact is identified by its number"
+                )
+            changes = contact.changes(p.fields)
+            if changes:
+                contact.update(changes)
+            self.reconcile(contact, schema)
+
+        return load_change_save(self.app, lambda: self.get(org.id, id_), update, "contact")
 
     def delete(self, org_id: UUID, id_: str) -> Contact:
-        contact = self.get(org_id, id_)
-        contact.delete()
-        self.reconcile(contact, self.schema(org_id))
-        self.app.save(contact)
-        return contact
+        """Soft delete (leaves its live audiences). Retried like ``update``; deleted meanwhile: 404."""
+        schema = self.schema(org_id)
+
+        def delete(contact: Contact) -> None:
+            contact.delete()
+            self.reconcile(contact, schema)
+
+        return load_change_save(self.app, lambda: self.get(org_id, id_), delete, "contact")
 
     def upsert(self, org: Organization, body: Any) -> BatchResult:
         """``{"data": [contact, ...]}``, at most 1,000, matched on the phone number; all

@@ -103,3 +103,70 @@ def test_history_lists_every_change_oldest_first_with_the_actor(platform: Platfo
     _, other_key = platform.new_org("Other")
     with platform.client(other_key) as other:
         assert other.get(f"/api/contact/{c['id']}/history").status_code == 404
+
+
+def test_concurrent_updates_of_one_contact_all_take_effect(client: Any, platform: Platform) -> None:
+    """Updates sent at the same moment to one contact (one stream) are each retried on the
+    contact's new version: every one answers 200, none is lost, the history has each once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    writers = range(16)
+    for i in writers:
+        assert client.post("/api/custom-attributes", json={"displayName": f"w{i}", "type": "number"}).status_code == 201
+    cid = client.post("/api/contact", json={"primaryPhone": "+212612000300", "firstName": "Nobody"}).json()["id"]
+    key = client.headers["x-api-key"]
+
+    def put(i: int) -> int:
+        with platform.client(key) as own:
+            body = {"firstName": f"Writer {i}", "customAttributes": {f"w{i}": i}}
+            return int(own.put(f"/api/contact/{cid}", json=body).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(put, writers))
+    assert statuses == [200] * 16, statuses
+
+    history = client.get(f"/api/contact/{cid}/history").json()["data"]
+    assert [h["type"] for h in history] == ["Created"] + ["Updated"] * 16
+    assert [h["version"] for h in history] == list(range(1, 18))
+    assert sorted((h["changes"]["firstName"], h["changes"]["customAttributes"]) for h in history[1:]) == sorted(
+        (f"Writer {i}", {f"w{i}": i}) for i in writers)
+    got = client.get(f"/api/contact/{cid}").json()
+    assert got["firstName"] == history[-1]["changes"]["firstName"]  # the last update recorded wins
+    assert {a["name"]: a["value"] for a in got["customAttributes"]} == {f"w{i}": i for i in writers}
+
+
+def test_concurrent_updates_with_one_if_match_one_wins_the_others_412(client: Any, platform: Platform) -> None:
+    """With If-Match the client asked for no retry: of the updates naming the same version,
+    one is recorded and every other answers 412 (never a 500), whichever check stops it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cid = client.post("/api/contact", json={"primaryPhone": "+212612000301"}).json()["id"]
+    etag = client.get(f"/api/contact/{cid}").headers["etag"]
+    key = client.headers["x-api-key"]
+
+    def put(i: int) -> int:
+        with platform.client(key) as own:
+            return int(own.put(f"/api/contact/{cid}", json={"firstName": f"Writer {i}"}, headers={"If-Match": etag}).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(put, range(16)))
+    assert sorted(statuses) == [200] + [412] * 15, statuses
+    assert [h["type"] for h in client.get(f"/api/contact/{cid}/history").json()["data"]] == ["Created", "Updated"]
+
+
+def test_concurrent_deletes_of_one_contact_one_deletes_the_others_404(client: Any, platform: Platform) -> None:
+    """A delete that meets a concurrent one is decided again: the contact is gone, so 404
+    (as a second delete sent later would be), not a 500; the history records one Deleted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cid = client.post("/api/contact", json={"primaryPhone": "+212612000302"}).json()["id"]
+    key = client.headers["x-api-key"]
+
+    def delete(_: int) -> int:
+        with platform.client(key) as own:
+            return int(own.delete(f"/api/contact/{cid}").status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(delete, range(16)))
+    assert sorted(statuses) == [200] + [404] * 15, statuses
+    assert [h["type"] for h in client.get(f"/api/contact/{cid}/history").json()["data"]] == ["Created", "Deleted"]
