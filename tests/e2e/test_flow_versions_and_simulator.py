@@ -145,10 +145,17 @@ def test_soft_and_permanent_delete(world: tuple[Platform, Any]) -> None:
     flow = platform.container.campaigns.repository.get(UUID(hard["id"]))
     assert flow.versions == [] and flow.deleted
     wait_for(lambda: c.get("/api/flows/latest/Hard").status_code == 404, 10, what="the name to be free")
-    listed = wait_for(lambda: (r := c.get("/api/flows", params={"limit": 100}).json()["data"]) and r, 10)
+    # A flow that stays: the list is waited for until it shows it and neither deleted flow.
+    mine = c.post("/api/flows", json={"name": "Mine", "graph": greeting("mine")}).json()
+
+    def listed_after_the_deletes() -> list[dict[str, Any]] | None:
+        r: list[dict[str, Any]] = c.get("/api/flows", params={"limit": 100}).json()["data"]
+        ids = {f["id"] for f in r}
+        return r if mine["id"] in ids and not {soft["id"], hard["id"]} & ids else None
+
+    listed = wait_for(listed_after_the_deletes, 10, what="the deleted flows gone from the list")
     assert not {soft["id"], hard["id"]} & {f["id"] for f in listed}
     _, other_key = platform.new_org("Other flows")
-    mine = c.post("/api/flows", json={"name": "Mine", "graph": greeting("mine")}).json()
     with platform.client(other_key) as other:
         assert other.delete(f"/api/flows/{mine['id']}/permanent").status_code == 404
     assert c.get(f"/api/flows/{mine['id']}").status_code == 200
