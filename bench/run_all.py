@@ -154,19 +154,22 @@ def summary(statuses: list[dict[str, Any]], quick: bool) -> str:
         f"Machine: {m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}, PostgreSQL {m.get('postgres', '?')}, "
         f"eventsourcing {m.get('eventsourcing', '?')}, dramatiq {m.get('dramatiq', '?')}, litestar {m.get('litestar', '?')}."
         + (" **Quick run (reduced sizes): not figures to publish.**" if quick else ""),
-        "Every figure's baseline was measured in the same run. Details in the sections below.",
+        "Every figure's baseline was measured in the same run as the figure (UTC time beside each benchmark). "
+        "Details in the sections below.",
         "",
         "| benchmark | figure | value | raw baseline | ratio |",
         "|---|---|---|---|---|",
     ]
     for s in statuses:
         name = s["name"]
-        result = _load(name) if s["status"] == "ok" else None
+        result = _load(name) if s["status"].startswith("ok") else None
         if result is None:
             lines.append(f"| {name} | - | {s['status']} | - | - |")
             continue
+        # When these figures were measured (a summary may gather runs of --only).
+        when = time.strftime("%m-%d %H:%M", time.gmtime((RESULTS / f"{name}.json").stat().st_mtime))
         for fig, val, baseline, ratio in SUMMARIES.get(name, _rows_generic)(result):
-            lines.append(f"| {name} | {fig} | {val} | {baseline} | {ratio} |")
+            lines.append(f"| {name} ({when}) | {fig} | {val} | {baseline} | {ratio} |")
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
@@ -188,8 +191,12 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated benchmark names")
     ap.add_argument("--summary-only", action="store_true",
                     help="rewrite the summary from the figures in bench/results, running nothing")
+    ap.add_argument("--reuse", default="",
+                    help="comma-separated benchmarks not run again: their figures in bench/results are kept "
+                         "(with the time they were measured), e.g. the half-hour launch_1m")
     args = ap.parse_args()
     names = args.only.split(",") if args.only else list(BENCHES)
+    reuse = {n for n in args.reuse.split(",") if n}
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)} (known: {', '.join(BENCHES)})")
@@ -198,7 +205,11 @@ def main() -> None:
     if args.summary_only:
         statuses = [{"name": n, "status": "ok" if (RESULTS / f"{n}.json").exists() else "not run"} for n in names]
     else:
-        statuses = [run(n, BENCHES[n][0], BENCHES[n][2 if args.quick else 1]) for n in names]
+        statuses = [
+            {"name": n, "status": "ok (reused)"} if n in reuse and (RESULTS / f"{n}.json").exists()
+            else run(n, BENCHES[n][0], BENCHES[n][2 if args.quick else 1])
+            for n in names
+        ]  # fmt: skip
     text = summary(statuses, args.quick)
     if args.quick:  # a smoke run does not overwrite the published figures
         (RESULTS / "summary-quick.md").write_text(text)
