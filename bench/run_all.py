@@ -154,8 +154,8 @@ def summary(statuses: list[dict[str, Any]], quick: bool) -> str:
         f"Machine: {m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}, PostgreSQL {m.get('postgres', '?')}, "
         f"eventsourcing {m.get('eventsourcing', '?')}, dramatiq {m.get('dramatiq', '?')}, litestar {m.get('litestar', '?')}."
         + (" **Quick run (reduced sizes): not figures to publish.**" if quick else ""),
-        "Every figure's baseline was measured in the same run as the figure (UTC time beside each benchmark). "
-        "Details in the sections below.",
+        ("Every figure's baseline was measured in the same run as the figure (UTC time beside each benchmark). "
+         "Details in the sections below."),
         "",
         "| benchmark | figure | value | raw baseline | ratio |",
         "|---|---|---|---|---|",
