@@ -54,22 +54,29 @@ def _turn_keypress(digit: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _bench_execution(campaigns: Any) -> tuple[Any, Any, datetime]:
+    """The seed's organization and its one running execution, saved."""
+    from domain.execution import Execution
+
+    org_id, _ = campaigns.create_organization("Rebuild bench")
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    execution = Execution(
+        org_id, uuid.uuid4(), {"name": "Rebuild", "retryStrategy": {"type": "none"}},
+        {"flowId": str(uuid.uuid4()), "flowName": "Survey", "flowVersion": 1, "graph": {"nodes": []}},
+        [], now, None,
+    )  # fmt: skip
+    execution.start(now)
+    campaigns.save(execution)
+    return org_id, execution, now
+
+
 def seed(env: dict[str, str], events: int) -> dict[str, Any]:
     from application.calls import CallsApp
     from application.campaigns import CampaignsApp
-    from domain.execution import Execution
 
     campaigns, calls = CampaignsApp(env=env), CallsApp(env=env)
     try:
-        org_id, _ = campaigns.create_organization("Rebuild bench")
-        now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-        execution = Execution(
-            org_id, uuid.uuid4(), {"name": "Rebuild", "retryStrategy": {"type": "none"}},
-            {"flowId": str(uuid.uuid4()), "flowName": "Survey", "flowVersion": 1, "graph": {"nodes": []}},
-            [], now, None,
-        )  # fmt: skip
-        execution.start(now)
-        campaigns.save(execution)
+        org_id, execution, now = _bench_execution(campaigns)
         written, n, t0 = 0, 0, time.perf_counter()
         while written < events:
             batch = _calls(n, BATCH_CALLS, execution, org_id, now)
@@ -150,19 +157,10 @@ def seed_bulk(env: dict[str, str], url: str, events: int, processes: int = 2) ->
 
     from application.calls import CallsApp
     from application.campaigns import CampaignsApp
-    from domain.execution import Execution
 
     campaigns, calls = CampaignsApp(env=env), CallsApp(env=env)  # creates the tables
     try:
-        org_id, _ = campaigns.create_organization("Rebuild bench")
-        now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-        execution = Execution(
-            org_id, uuid.uuid4(), {"name": "Rebuild", "retryStrategy": {"type": "none"}},
-            {"flowId": str(uuid.uuid4()), "flowName": "Survey", "flowVersion": 1, "graph": {"nodes": []}},
-            [], now, None,
-        )  # fmt: skip
-        execution.start(now)
-        campaigns.save(execution)
+        org_id, execution, now = _bench_execution(campaigns)
     finally:
         campaigns.close()
         calls.close()

@@ -117,19 +117,25 @@ def test_first_call_walkthrough(platform: Platform) -> None:
         assert c.get(f"/api/program-executions/{eid}", headers={"x-api-key": key[:-2] + "xx"}).status_code == 401
 
 
+def _one_contact_launch(c: Any, phone: str) -> tuple[dict[str, Any], str]:
+    """One contact in an audience, a hang-up flow, a program over them launched: the
+    contact and the execution id."""
+    contact = c.post("/api/contact", json={"primaryPhone": phone}).json()
+    audience = c.post("/api/audience", json={"name": "One"}).json()
+    c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
+    flow = c.post("/api/flows", json={"name": "f", "graph": {"startNodeId": "h", "nodes": [{"id": "h", "type": "hangup"}]}}).json()
+    program = c.post("/api/programs", json={"name": "p", "audienceId": audience["id"], "flowId": flow["id"],
+                                            "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"],
+                                            "retryStrategy": {"type": "none"}}).json()  # fmt: skip
+    return contact, c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+
+
 def test_dial_job_delivered_twice_places_one_call(tmp_path: Path) -> None:
     platform = Platform(tmp_path / "var", start_dispatcher=False)
     try:
         org, key = platform.new_org()
         with platform.client(key) as c:
-            contact = c.post("/api/contact", json={"primaryPhone": "+212612345679"}).json()
-            audience = c.post("/api/audience", json={"name": "One"}).json()
-            c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
-            flow = c.post("/api/flows", json={"name": "f", "graph": {"startNodeId": "h", "nodes": [{"id": "h", "type": "hangup"}]}}).json()
-            program = c.post("/api/programs", json={"name": "p", "audienceId": audience["id"], "flowId": flow["id"],
-                                                    "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"],
-                                                    "retryStrategy": {"type": "none"}}).json()
-            eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+            contact, eid = _one_contact_launch(c, "+212612345679")
         container = platform.container
         execution = container.campaigns.execution(None, eid)
         from application.dispatcher import Dispatcher
@@ -167,14 +173,7 @@ def test_a_pause_between_the_check_and_the_claim_gives_the_claim_back(tmp_path: 
     try:
         org, key = platform.new_org()
         with platform.client(key) as c:
-            contact = c.post("/api/contact", json={"primaryPhone": phone}).json()
-            audience = c.post("/api/audience", json={"name": "One"}).json()
-            c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [contact["id"]]})
-            flow = c.post("/api/flows", json={"name": "f", "graph": {"startNodeId": "h", "nodes": [{"id": "h", "type": "hangup"}]}}).json()
-            program = c.post("/api/programs", json={"name": "p", "audienceId": audience["id"], "flowId": flow["id"],
-                                                    "startAt": "2025-01-01T00:00:00Z", "didPool": ["+212500000001"],
-                                                    "retryStrategy": {"type": "none"}}).json()
-            eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+            contact, eid = _one_contact_launch(c, phone)
             container = platform.container
             from application.dispatcher import Dispatcher
             from domain.call import call_id
