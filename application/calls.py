@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from application.app_base import App
 from domain.call import Call
 from domain.contact import Contact
 from domain.execution import Execution
@@ -21,7 +22,7 @@ T = TypeVar("T")
 QUEUE_BATCH = 2000  # calls per insert
 
 
-class CallsApp(Application[UUID]):
+class CallsApp(App):
     name = "calls"
 
     def queue_calls(

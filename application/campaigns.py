@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import StoredEvent
 
+from application.app_base import App
 from domain.audience import Audience, check_description, check_name
 from domain.contact import Contact
 from domain.errors import (
@@ -116,7 +117,7 @@ def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEven
     return out
 
 
-class CampaignsApp(Application[UUID]):
+class CampaignsApp(App):
     name = "campaigns"
     # A live audience's members, by audience id, from the directory read model (wired in
     # infrastructure/bootstrap.py); static audiences launch from their own stream.

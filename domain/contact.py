@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -27,6 +28,7 @@ STANDARD_FIELDS = (
 )
 
 
+@lru_cache(maxsize=4096)  # a batch's ids are worked out when its rows are checked, then again by Contact.create_id
 def contact_id(organization_id: UUID, e164: str) -> UUID:
     """Deterministic id: importing the same phone twice touches one Contact."""
     return uuid5(NAMESPACE_URL, f"gomobile:contact:{organization_id}:{e164}")

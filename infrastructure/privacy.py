@@ -134,6 +134,7 @@ class KeyStore:
         # subject -> (generation, key or None, expires at): the key new events use
         self._current: dict[UUID, tuple[int, bytes | None, float]] = {}
         self.lookups = 0  # queries made (for tests and benchmarks)
+        self.forgets = 0  # keys forgotten (erasures seen)
 
     # -- storage ------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class KeyStore:
         for i in range(0, len(subjects), 500):
             part = [s.hex for s in subjects[i : i + 500]]
             if self.is_postgres:
-                c.execute("SELECT subject, generation, key FROM contact_keys WHERE subject = ANY(%s)", (part,), prepare=True)
+                c.execute("SELECT subject, generation, key FROM contact_keys WHERE subject = ANY(%b::text[])", (part,), prepare=True)
             else:
                 c.execute(
                     f"SELECT subject, generation, key FROM contact_keys WHERE subject IN ({','.join('?' * len(part))})",
@@ -201,6 +202,43 @@ class KeyStore:
                 key = r["key"] if hasattr(r, "keys") else r[2]
                 out.append((UUID(hex=r["subject"]), int(r["generation"]), None if key is None else bytes(key)))
         self.lookups += 1
+        return out
+
+    # The keys of a page of subjects, made (generation 1) for those that never had one, in
+    # one statement: the statement's snapshot does not see the rows it inserts, hence the
+    # union with what it made. A subject whose key another process made meanwhile is in
+    # neither (ON CONFLICT DO NOTHING): read again.
+    SQL_READ_OR_MAKE = (
+        "WITH want AS (SELECT * FROM unnest(%b::text[], %b::bytea[]) AS w(subject, key)), "
+        "made AS (INSERT INTO contact_keys (subject, generation, key, created_at) "
+        "SELECT w.subject, 1, w.key, %b FROM want w "
+        "WHERE NOT EXISTS (SELECT 1 FROM contact_keys k WHERE k.subject = w.subject) "
+        "ON CONFLICT (subject, generation) DO NOTHING RETURNING subject, generation, key) "
+        "SELECT subject, generation, key, false AS made FROM contact_keys WHERE subject = ANY(%b::text[]) "
+        "UNION ALL SELECT subject, generation, key, true FROM made"
+    )
+
+    def _read_or_make(self, subjects: Sequence[UUID]) -> list[tuple[UUID, int, bytes | None]]:
+        out: list[tuple[UUID, int, bytes | None]] = []
+        made = 0
+        stamp = _stamp()
+        with self.datastore.get_connection() as conn, conn.cursor() as c:
+            for i in range(0, len(subjects), 500):
+                part = [s.hex for s in subjects[i : i + 500]]
+                secrets = os.urandom(32 * len(part))
+                keys = [secrets[j * 32 : j * 32 + 32] for j in range(len(part))]
+                c.execute(self.SQL_READ_OR_MAKE, (part, keys, stamp, part), prepare=True)
+                for r in c.fetchall():
+                    key = r["key"]
+                    out.append((UUID(hex=r["subject"]), int(r["generation"]), None if key is None else bytes(key)))
+                    made += bool(r["made"])
+        self.lookups += 1
+        if made:
+            self._keep_statistics(made)
+        have = {s for s, _, _ in out}
+        raced = [s for s in subjects if s not in have]
+        if raced:
+            out += self._read(raced)
         return out
 
     def _insert(self, c: Any, rows: list[tuple[str, int, bytes | None, str, str | None]]) -> None:
@@ -228,6 +266,7 @@ class KeyStore:
             self._current[subject] = (gen, key, now + self.ttl)
 
     def forget(self, subject: UUID) -> None:
+        self.forgets += 1  # what this process decoded before may now read otherwise (runner's DecodeCache)
         self._current.pop(subject, None)
         self._keys.pop(subject, None)
 
@@ -275,15 +314,17 @@ class KeyStore:
                 missing.append(s)
         if not missing:
             return out
-        rows = self._read(missing)
-        have = {s for s, _, _ in rows}
-        new = [s for s in missing if s not in have]
-        if new:
-            stamp = _stamp()
-            with self.datastore.transaction(commit=True) as c:
-                self._insert(c, [(s.hex, 1, os.urandom(32), stamp, None) for s in new])
-            self._keep_statistics(len(new))
-            rows = self._read(missing)  # another process may have made some first
+        if self.is_postgres:
+            rows = self._read_or_make(missing)
+        else:
+            rows = self._read(missing)
+            have = {s for s, _, _ in rows}
+            new = [s for s in missing if s not in have]
+            if new:
+                stamp = _stamp()
+                with self.datastore.transaction(commit=True) as c:
+                    self._insert(c, [(s.hex, 1, os.urandom(32), stamp, None) for s in new])
+                rows = self._read(missing)  # another process may have made some first
         self._remember(rows, now)
         for s in missing:
             gen, key, _ = self._current[s]

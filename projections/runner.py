@@ -35,6 +35,66 @@ class View(Protocol):
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
 
+class DecodeCache:
+    """Events decoded by one runner, kept a few seconds for the others of the process.
+
+    Each runner reads the logs on its own, and several views want the same events (the
+    directory and the reports view both apply every contact event): without this, each
+    decodes (and on the contacts log decrypts) every one of them again. Entries are keyed
+    by notification id and live ``ttl`` seconds. They are all dropped when the process's
+    contact keys forget one (a runner read past an erasure): what is decoded after that is
+    decoded again, and reads erased. Views must not change the events they are given
+    (none does: an event is a fact)."""
+
+    def __init__(self, size: int = 20_000, ttl: float = 10.0) -> None:
+        self.size = size
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[int, tuple[float, Any]] = {}
+        self._epoch = 0
+        self.hits = 0
+
+    def decode(self, app: Application[Any], notes: list[Any]) -> list[Any]:
+        keystore = getattr(app.mapper, "keystore", None)
+        epoch = keystore.forgets if keystore is not None else 0
+        now = time.monotonic()
+        entries = self._entries
+        if epoch != self._epoch:
+            with self._lock:
+                self._entries = entries = {}
+                self._epoch = epoch
+        out: list[Any] = []
+        made: list[tuple[int, Any]] = []
+        to_domain_event = app.mapper.to_domain_event
+        for n in notes:
+            found = entries.get(n.id)
+            if found is not None and found[0] > now:
+                out.append(found[1])
+                self.hits += 1
+            else:
+                event = to_domain_event(n)
+                out.append(event)
+                made.append((n.id, event))
+        if made:
+            with self._lock:
+                if (keystore.forgets if keystore is not None else 0) == self._epoch == epoch:
+                    if len(self._entries) + len(made) > self.size:
+                        self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+                        if len(self._entries) + len(made) > self.size:
+                            self._entries = {}
+                    expires = now + self.ttl
+                    self._entries.update((i, (expires, e)) for i, e in made)
+        return out
+
+
+def decode_cache(app: Application[Any]) -> DecodeCache:
+    """The DecodeCache of ``app`` (one per application object, shared by its runners)."""
+    cache = app.__dict__.get("_decode_cache")
+    if cache is None:
+        cache = app.__dict__.setdefault("_decode_cache", DecodeCache())
+    return cache
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -76,7 +136,9 @@ class ProjectionRunner:
 
     @staticmethod
     def _decode(app: Application[Any], notes: list[Any]) -> list[tuple[Any, Tracking]]:
-        return [(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in notes]
+        events = decode_cache(app).decode(app, notes)
+        name = app.name
+        return [(e, Tracking(name, n.id)) for e, n in zip(events, notes, strict=True)]
 
     def _apply(self, items: list[tuple[Any, Tracking]], last: Tracking) -> None:
         if items and items[-1][1].notification_id == last.notification_id:

@@ -118,3 +118,44 @@ def test_the_contact_key_table_is_analyzed_as_it_grows(postgres_database: str, t
         assert count == 1 and 2_000 <= tuples <= 2_500, (count, tuples)
     finally:
         container.close()
+
+
+def test_key_stores_racing_to_make_a_page_of_keys_agree(postgres_database: str, tmp_path: Path) -> None:
+    """A page's keys are read, and made where missing, in one statement. Two processes
+    (two key stores) making keys for the same new contacts at once end with one key each,
+    the same for both."""
+    import threading
+
+    from infrastructure.privacy import KeyStore
+    from infrastructure.settings import Settings as S
+
+    container = Container(S(data_dir=tmp_path / "var", database_url=postgres_database))
+    try:
+        env = dict(container.campaigns.mapper.keystore.env)  # type: ignore[attr-defined]
+    finally:
+        container.close()
+    subjects = [uuid.uuid4() for _ in range(1_200)]
+    stores = [KeyStore(env), KeyStore(env)]
+    barrier = threading.Barrier(2)
+    got: list[dict[uuid.UUID, tuple[int, bytes | None]]] = [{}, {}]
+
+    def make(i: int) -> None:
+        barrier.wait()
+        for n in range(0, len(subjects), 100):  # overlapping pages, as two importers' saves
+            got[i].update(stores[i].current(subjects[n : n + 150]))
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert got[0] == got[1]
+        assert len(got[0]) == len(subjects) and all(g == 1 and k is not None and len(k) == 32 for g, k in got[0].values())
+        with psycopg.connect(postgres_database) as c:
+            row = c.execute("SELECT count(*), count(DISTINCT subject) FROM contact_keys WHERE subject = ANY(%s)",
+                            ([s.hex for s in subjects],)).fetchone()  # fmt: skip
+        assert row == (len(subjects), len(subjects))
+    finally:
+        for s in stores:
+            s.close()

@@ -240,6 +240,40 @@ def test_a_text_sent_to_the_contact_is_sealed_under_its_key(tmp_path):
     assert (app.repository.get(sms.id).to, app.repository.get(sms.id).body) == ("", "")
 
 
+def _two_apps(tmp_path: Path, store: KeyStore | None = None) -> tuple[Application[Any], Application[Any]]:
+    """A contacts and a calls application, as in one process (``store``: its own key cache)."""
+    made = []
+    for name in ("contacts", "calls"):
+        env = {**_env(tmp_path), "SQLITE_DBNAME": str(tmp_path / f"{name}.sqlite")}
+        app: Application[Any] = Application(env=env)
+        app.name = name
+        bind(app)
+        if store is not None:
+            app.mapper.keystore = store  # type: ignore[attr-defined]
+        made.append(app)
+    return made[0], made[1]
+
+
+class _View:
+    """A read model that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+        self.positions: dict[str, int] = {}
+
+    def handle(self, c: Any, e: Any) -> None:
+        self.seen.append(e)
+
+    def apply_batch(self, items: Any, handle: Any, last: Any = None) -> None:
+        for e, _ in items:
+            handle(None, e)
+        t = last or items[-1][1]
+        self.positions[t.application_name] = t.notification_id
+
+    def max_tracking_id(self, name: str) -> int | None:
+        return self.positions.get(name)
+
+
 def test_a_projection_reads_a_call_event_after_the_erasure_it_has_seen_as_erased(tmp_path):
     """A projector that still holds the key (another process, within the cache bound)
     reads a page of the calls log, then the contacts log with the erasure: the call events
@@ -248,16 +282,7 @@ def test_a_projection_reads_a_call_event_after_the_erasure_it_has_seen_as_erased
     from projections.runner import ProjectionRunner
 
     def apps(store: KeyStore | None = None) -> tuple[Application[Any], Application[Any]]:
-        made = []
-        for name in ("contacts", "calls"):
-            env = {**_env(tmp_path), "SQLITE_DBNAME": str(tmp_path / f"{name}.sqlite")}
-            app: Application[Any] = Application(env=env)
-            app.name = name
-            bind(app)
-            if store is not None:
-                app.mapper.keystore = store  # type: ignore[attr-defined]
-            made.append(app)
-        return made[0], made[1]
+        return _two_apps(tmp_path, store)
 
     contacts, calls = apps()
     contact = _contact()
@@ -265,24 +290,7 @@ def test_a_projection_reads_a_call_event_after_the_erasure_it_has_seen_as_erased
     contacts.save(contact)
     calls.save(call)
 
-    class View:
-        def __init__(self) -> None:
-            self.seen: list[Any] = []
-            self.positions: dict[str, int] = {}
-
-        def handle(self, c: Any, e: Any) -> None:
-            self.seen.append(e)
-
-        def apply_batch(self, items: Any, handle: Any, last: Any = None) -> None:
-            for e, _ in items:
-                handle(None, e)
-            t = last or items[-1][1]
-            self.positions[t.application_name] = t.notification_id
-
-        def max_tracking_id(self, name: str) -> int | None:
-            return self.positions.get(name)
-
-    view = View()
+    view = _View()
     p_contacts, p_calls = apps(KeyStore(dict(contacts.mapper.keystore.env)))  # type: ignore[attr-defined]
     runner = ProjectionRunner("v", view, [p_contacts, p_calls])
     runner.run_once()
@@ -300,3 +308,30 @@ def test_a_projection_reads_a_call_event_after_the_erasure_it_has_seen_as_erased
     names = [type(e).__qualname__ for e in view.seen]
     assert names == ["Contact.Erased", "Call.FlowAdvanced"], names
     assert view.seen[-1].trigger == {"type": "input", "digits": ""}
+
+
+def test_runners_of_a_process_share_their_decodes_but_never_across_an_erasure(tmp_path):
+    """Two read models of one process read the same page: the second is given the events
+    the first decoded. Once a runner has read past an erasure, nothing decoded before it
+    is given again: the calls the first runner decoded in clear read erased for the second."""
+    from projections.runner import ProjectionRunner, decode_cache
+
+    contacts, calls = _two_apps(tmp_path)
+    contact = _contact()
+    contacts.save(contact)
+    calls.save(_call(contact))
+    p_contacts, p_calls = _two_apps(tmp_path, KeyStore(dict(contacts.mapper.keystore.env)))  # type: ignore[attr-defined]
+    first, second, third = _View(), _View(), _View()
+    ProjectionRunner("first", first, [p_contacts, p_calls]).run_once()
+    ProjectionRunner("second", second, [p_contacts, p_calls]).run_once()
+    assert decode_cache(p_calls).hits == 4 and decode_cache(p_contacts).hits == 1
+    assert [e.to for e in second.seen if type(e).__qualname__ == "Call.Created"] == [PHONE]
+    # The contact is erased; a third read model, still before the calls, reads past it.
+    contacts.mapper.keystore.destroy(contact.id)  # type: ignore[attr-defined]
+    erased = contacts.repository.get(contact.id)
+    erased.erase()
+    contacts.save(erased)
+    ProjectionRunner("third", third, [p_contacts, p_calls]).run_once()
+    created = [e for e in third.seen if type(e).__qualname__ == "Call.Created"]
+    assert [e.to for e in created] == [""], "a decode made before the erasure was given after it"
+    assert PHONE not in repr(third.seen)

@@ -1,0 +1,40 @@
+"""What this platform's event-sourced applications share."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application, ProcessingEvent, Recording
+from eventsourcing.domain import BaseAggregate
+
+
+class _Collected(ProcessingEvent[UUID]):
+    """eventsourcing's ProcessingEvent, telling aggregates from events by their class.
+
+    The library tells them apart with ``isinstance`` against two runtime-checkable
+    Protocols, which Python 3.11 answers by walking each Protocol's attributes: about
+    15 us an aggregate, 4% of a contact import's time. Everything that is not one of
+    eventsourcing's aggregates still goes through the library's own checks."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        others = []
+        for obj in objs:
+            if isinstance(obj, BaseAggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            elif obj is not None:
+                others.append(obj)
+        super().collect_events(*others, **kwargs)
+
+
+class App(Application[UUID]):
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """As ``Application.save`` (same steps, same order), with the cheaper collection."""
+        processing_event = _Collected()
+        processing_event.collect_events(*objs, **kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # deprecated in eventsourcing, kept as it calls it
+        return recordings
