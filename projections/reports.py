@@ -414,8 +414,8 @@ def _insert_rows(
     takes multi-row VALUES of up to 500 rows."""
     head, _, rest = sql.partition(" VALUES (")
     row_marks, _, tail = rest.partition(")")
-    if view.is_postgres:
-        columns = ", ".join(f"%s::{t}[]" for t in types)
+    if view.is_postgres:  # sent in binary: a text array is escaped element by element in Python
+        columns = ", ".join(f"%b::{t}[]" for t in types)
         c.execute(f"{head} SELECT * FROM unnest({columns}){tail}", [list(col) for col in zip(*rows, strict=True)])
         return
     row_sql = "(" + row_marks + ")"
