@@ -16,7 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
 
 log = logging.getLogger("gomobile.projections")
 
@@ -106,6 +109,36 @@ def known_topics() -> list[str]:
     return sorted(out)
 
 
+def select_notifications(
+    recorder: Any, start: int, limit: int, stop: int | None = None, topics: Sequence[str] = ()
+) -> list[Notification]:
+    """The recorder's ``select_notifications``; on PostgreSQL the same query read as tuples
+    in binary: the library's rows are dicts made in Python (with every value loaded as
+    text), which was a quarter of a rebuild's time (150,000 rows/s against 267,000)."""
+    if not isinstance(recorder, PostgresApplicationRecorder):
+        return list(recorder.select_notifications(start=start, limit=limit, stop=stop, topics=topics))
+    sql = _SELECT_SQL.get((recorder.datastore.schema, recorder.events_table_name, stop is not None, bool(topics)))
+    if sql is None:
+        sql = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE notification_id >= %s" + (" AND notification_id <= %s" if stop is not None else "")
+            + (" AND topic = ANY(%s)" if topics else "") + " ORDER BY notification_id LIMIT %s"
+        ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        _SELECT_SQL[(recorder.datastore.schema, recorder.events_table_name, stop is not None, bool(topics))] = sql
+    params: list[Any] = [start]
+    if stop is not None:
+        params.append(stop)
+    if topics:
+        params.append(list(topics))
+    params.append(limit)
+    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row, binary=True) as c:
+        c.execute(sql, params, prepare=True)
+        return [Notification(r[1], r[2], r[3], r[4], r[0]) for r in c.fetchall()]
+
+
+_SELECT_SQL: dict[tuple[str, str, bool, bool], Composed] = {}
+
+
 def decode_cache(app: Application[Any]) -> DecodeCache:
     """The DecodeCache of ``app`` (one per application object, shared by its runners)."""
     cache = app.__dict__.get("_decode_cache")
@@ -144,7 +177,7 @@ class ProjectionRunner:
         (events of other topics are skipped undecoded, but the position still moves past them)."""
         topics = self.topics()
         if topics is None:
-            notes = app.recorder.select_notifications(start=after + 1, limit=limit)
+            notes = select_notifications(app.recorder, after + 1, limit)
             if until is not None:
                 notes = [n for n in notes if n.id <= until]
             if not notes:
@@ -158,7 +191,7 @@ class ProjectionRunner:
             stop = head if until is None else min(head, until)
             if stop <= after:
                 return [], None
-            notes = app.recorder.select_notifications(start=after + 1, limit=limit, stop=stop, topics=topics) if topics else []
+            notes = select_notifications(app.recorder, after + 1, limit, stop, topics) if topics else []
             last = notes[-1].id if len(notes) >= limit else stop
         wants = getattr(self.view, "wants", None)
         wanted = notes if wants is None else [n for n in notes if wants(n.topic)]
