@@ -192,7 +192,7 @@ class KeyStore:
         for i in range(0, len(subjects), 500):
             part = [s.hex for s in subjects[i : i + 500]]
             if self.is_postgres:
-                c.execute("SELECT subject, generation, key FROM contact_keys WHERE subject = ANY(%b::text[])", (part,), prepare=True)
+                c.execute(self.SQL_LOOKUP, (part,), prepare=True)
             else:
                 c.execute(
                     f"SELECT subject, generation, key FROM contact_keys WHERE subject IN ({','.join('?' * len(part))})",
@@ -208,13 +208,21 @@ class KeyStore:
     # one statement: the statement's snapshot does not see the rows it inserts, hence the
     # union with what it made. A subject whose key another process made meanwhile is in
     # neither (ON CONFLICT DO NOTHING): read again.
+    # Each subject's rows are looked up through the key (a LATERAL subquery with a LIMIT is
+    # never flattened): with ``subject = ANY(...)`` or a join the planner chose to scan
+    # the table whole (5.6 ms for 500 keys among 52,000, growing with the table; 1.6 ms).
+    SQL_LOOKUP = (
+        "SELECT k.subject, k.generation, k.key FROM unnest(%b::text[]) AS s(subject) CROSS JOIN LATERAL "
+        "(SELECT * FROM contact_keys k WHERE k.subject = s.subject ORDER BY k.generation LIMIT 1000) k"
+    )
     SQL_READ_OR_MAKE = (
         "WITH want AS (SELECT * FROM unnest(%b::text[], %b::bytea[]) AS w(subject, key)), "
+        "have AS (SELECT k.subject, k.generation, k.key FROM want w CROSS JOIN LATERAL "
+        "(SELECT * FROM contact_keys k WHERE k.subject = w.subject ORDER BY k.generation LIMIT 1000) k), "
         "made AS (INSERT INTO contact_keys (subject, generation, key, created_at) "
-        "SELECT w.subject, 1, w.key, %b FROM want w "
-        "WHERE NOT EXISTS (SELECT 1 FROM contact_keys k WHERE k.subject = w.subject) "
+        "SELECT w.subject, 1, w.key, %b FROM want w WHERE w.subject NOT IN (SELECT subject FROM have) "
         "ON CONFLICT (subject, generation) DO NOTHING RETURNING subject, generation, key) "
-        "SELECT subject, generation, key, false AS made FROM contact_keys WHERE subject = ANY(%b::text[]) "
+        "SELECT subject, generation, key, false AS made FROM have "
         "UNION ALL SELECT subject, generation, key, true FROM made"
     )
 
@@ -227,7 +235,7 @@ class KeyStore:
                 part = [s.hex for s in subjects[i : i + 500]]
                 secrets = os.urandom(32 * len(part))
                 keys = [secrets[j * 32 : j * 32 + 32] for j in range(len(part))]
-                c.execute(self.SQL_READ_OR_MAKE, (part, keys, stamp, part), prepare=True)
+                c.execute(self.SQL_READ_OR_MAKE, (part, keys, stamp), prepare=True)
                 for r in c.fetchall():
                     key = r["key"]
                     out.append((UUID(hex=r["subject"]), int(r["generation"]), None if key is None else bytes(key)))
