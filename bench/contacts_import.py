@@ -196,7 +196,7 @@ def write_section(path: Path, f: dict[str, Any]) -> None:
         "Reproduce: `.venv/bin/python -m bench.contacts_import --rows 100000 --write docs/PERFORMANCE.md`\n\n"
         "| step | time | rate |\n|---|---|---|\n"
         f"| raw `COPY` of the same CSV (denominator) | {f['copy_s']:.2f} s | {f['copy_rows_per_s']:,.0f} rows/s |\n"
-        f"| `gomobile contacts import` (parse, validate, events in batches of 500), process start to exit "
+        f"| `gomobile contacts import` (parse, validate, events in batches of 1,000), process start to exit "
         f"| {f['import_s']:.2f} s | {f['import_rows_per_s']:,.0f} rows/s |\n"
         f"| **end to end** (stored as events and listed by the read models) | {f['end_to_end_s']:.2f} s "
         f"| **{f['end_to_end_rows_per_s']:,.0f} rows/s** ({100 * f['ratio_to_copy']:.1f}% of COPY) |\n"
