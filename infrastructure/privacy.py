@@ -56,6 +56,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import InfrastructureFactory, Mapper, StoredEvent
 from eventsourcing.utils import Environment, get_topic, register_topic, resolve_topic
+from psycopg.rows import tuple_row
 
 log = logging.getLogger("gomobile.privacy")
 
@@ -182,7 +183,7 @@ class KeyStore:
         """The rows of ``subjects``, outside any transaction where the backend allows (on
         PostgreSQL one round trip on an autocommit connection, not BEGIN/SELECT/ROLLBACK)."""
         if self.is_postgres:
-            with self.datastore.get_connection() as conn, conn.cursor() as c:
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as c:
                 return self._rows(c, subjects)
         with self.datastore.transaction(commit=False) as c:
             return self._rows(c, subjects)
@@ -199,8 +200,8 @@ class KeyStore:
                     part,
                 )
             for r in c.fetchall():
-                key = r["key"] if hasattr(r, "keys") else r[2]
-                out.append((UUID(hex=r["subject"]), int(r["generation"]), None if key is None else bytes(key)))
+                subject, gen, key = (r["subject"], r["generation"], r["key"]) if isinstance(r, dict) else (r[0], r[1], r[2])
+                out.append((UUID(hex=subject), int(gen), None if key is None else bytes(key)))
         self.lookups += 1
         return out
 
