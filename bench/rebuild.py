@@ -205,7 +205,12 @@ def raw_read(url: str) -> dict[str, Any]:
 
 
 def rebuild(env: dict[str, str], name: str, batch_size: int) -> dict[str, Any]:
+    """What ``gomobile projections rebuild NAME`` does, in this process (its collector
+    tuned as the command's is: interfaces/cli.py tune_gc)."""
     from application.calls import CallsApp
+    from interfaces.cli import tune_gc
+
+    tune_gc()
     from application.campaigns import CampaignsApp
     from infrastructure.bootstrap import PROJECTIONS, UPSTREAMS
     from projections.runner import ProjectionRunner
