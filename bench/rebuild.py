@@ -125,7 +125,9 @@ def _bulk_part(args: tuple[None, str, int, int, Any, Any, Any, datetime]) -> int
     from infrastructure.settings import Settings
 
     # The environment is made again here: its mapper's topic names a class made at run time.
-    app = CallsApp(env=Settings(database_url=url).persistence_env())
+    # The tables exist (seed_bulk made them): two processes creating them at once race in
+    # PostgreSQL's catalog ("tuple concurrently updated"; it stopped a 10^7 run).
+    app = CallsApp(env={**Settings(database_url=url).persistence_env(), "CREATE_TABLE": "no"})
     execution = SimpleNamespace(id=execution_id, program_id=program_id)
     written = 0
     try:
