@@ -16,7 +16,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-_audit: ContextVar[dict[str, str]] = ContextVar("audit", default={"actor": "system"})
+_audit: ContextVar[dict[str, str]] = ContextVar("audit", default={"actor": "system"})  # noqa: B039 - read, never changed in place
 _clock: list[Callable[[], datetime]] = [lambda: datetime.now(UTC)]
 # Aggregate id -> the version a command's If-Match promised (interfaces/http/security.py).
 _expected_versions: ContextVar[dict[Any, int] | None] = ContextVar("expected_versions", default=None)

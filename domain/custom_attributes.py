@@ -79,7 +79,7 @@ def coerce(type_: str, value: Any, *, from_text: bool = False, region: str | Non
             raise ValueError("must be a boolean")
         return value
     if not isinstance(value, str):
-        raise ValueError("must be a string")
+        raise ValueError("must be a string")  # noqa: TRY004 - a value's validation message (400), not a programming error
     if "\x00" in value:
         raise ValueError("must not contain the NUL character (U+0000)")
     text = value.strip()

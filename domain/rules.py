@@ -132,7 +132,7 @@ def _value(type_: str, op: str, value: Any) -> Any:
             raise ValueError("must be true or false")
         return value
     if not isinstance(value, str):
-        raise ValueError("must be a string")
+        raise ValueError("must be a string")  # noqa: TRY004 - a value's validation message (400), not a programming error
     if "\x00" in value or "\ufffd" in value:
         # PostgreSQL cannot store U+0000: the directory keeps it as U+FFFD (projections/
         # directory.py), so neither may be compared against.

@@ -33,9 +33,8 @@ def cmd_events_export(args: argparse.Namespace) -> int:
             if args.format == "ndjson":
                 stream = out or sys.stdout
                 n = 0
-                for record in records:
+                for n, record in enumerate(records, 1):
                     stream.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
-                    n += 1
             else:
                 n = _parquet(records, out or sys.stdout.buffer)
         finally:

@@ -87,11 +87,15 @@ class Platform:
         self.sandbox.stop()
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Any, timeout: float = 30.0, interval: float = 0.05, what: str = "condition", until: Any = None
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that; with ``until``,
+    poll until ``until(value)`` holds and return the value."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
-        if value:
+        if (value if until is None else until(value)):
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")

@@ -176,8 +176,8 @@ def _flow_svg(graph: dict[str, Any], stats: dict[str, Any]) -> str:
     height = 40 + (max(layers, default=0) + 1) * (h + gy)
     by_id = {n["nodeId"]: n for n in stats.get("nodes", [])}
     parts = [f'<svg id=flow width="{width}" height="{height}" role="img" aria-label="Flow graph">',
-             '<defs><marker id=arrow markerWidth=8 markerHeight=8 refX=8 refY=4 orient=auto>'
-             '<path d="M0,0 L8,4 L0,8 z" fill="#8893a2"/></marker></defs>']  # fmt: skip
+             ('<defs><marker id=arrow markerWidth=8 markerHeight=8 refX=8 refY=4 orient=auto>'
+             '<path d="M0,0 L8,4 L0,8 z" fill="#8893a2"/></marker></defs>')]  # fmt: skip
     for node_id, node in nodes.items():
         x, y = pos[node_id]
         for name, t in targets(node):

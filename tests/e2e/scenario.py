@@ -99,16 +99,14 @@ def run_campaign(
     # First attempts: everyone but the 30 contacts due for a retry reaches a result.
     retrying = sum(1 for p in phones if p[-1] in "013")
     wait_for(
-        lambda: (lambda e: e["contactsPending"] == retrying and e["contactsInProgress"] == 0
-                 and e["contactsCompleted"] + e["contactsFailed"] == n - retrying)(poll()),
-        timeout=timeout, what="first attempts to end",
-    )
+        lambda: poll(),
+        timeout=timeout, what="first attempts to end", until=lambda e: e["contactsPending"] == retrying and e["contactsInProgress"] == 0 and e["contactsCompleted"] + e["contactsFailed"] == n - retrying)
     # Nothing is redialled before the retry delay...
     before = poll()
     assert before["status"] == "running"
     # ...and once the (injected) clock passes it, the retries run.
     advance_clock(RETRY_DELAY_MINUTES * 60 + 1)
-    final = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(poll()), timeout=timeout, what="completion")
+    final = wait_for(lambda: poll(), timeout=timeout, what="completion", until=lambda e: e["status"] == "completed")
     assert final["contactsPending"] == 0 and final["contactsInProgress"] == 0
     assert len(polls) > 3
     return {"executionId": eid, "final": final, "contacts": contact_ids, "phones": phones}
@@ -134,9 +132,8 @@ def check_call_records(client: httpx.Client, result: dict[str, Any]) -> None:
     eid = result["executionId"]
     # The call history is its own read model: it may trail the counters by a moment.
     rows = wait_for(
-        lambda: (lambda rs: rs if rs and not any(r["status"] in ACTIVE for r in rs) else None)(call_rows(client, eid)),
-        timeout=20, what="the call history to catch up",
-    )
+        lambda: call_rows(client, eid),
+        timeout=20, what="the call history to catch up", until=lambda rs: rs and not any(r["status"] in ACTIVE for r in rs))
     by_contact: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_contact.setdefault(row["contactId"], []).append(row)

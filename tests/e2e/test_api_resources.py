@@ -177,7 +177,7 @@ def test_lists_search_sort_and_pages(platform: Platform) -> None:
         names = ["Zineb", "Amal", "Youssef", "Karim", "Salma"]
         for i, name in enumerate(names):
             assert c.post("/api/contact", json={"primaryPhone": f"+21261234568{i}", "firstName": name}).status_code == 201
-        listed = wait_for(lambda: (lambda b: b if b["meta"]["total"] == 5 else None)(c.get("/api/contact").json()), 10)
+        listed = wait_for(lambda: c.get("/api/contact").json(), 10, until=lambda b: b["meta"]["total"] == 5)
         assert listed["meta"] == {"page": 1, "limit": 20, "total": 5, "totalPages": 1, "hasNextPage": False, "hasPreviousPage": False}
         by_name = c.get("/api/contact", params={"sortBy": "firstName", "sortOrder": "asc", "limit": 2, "page": 2}).json()
         assert [x["firstName"] for x in by_name["data"]] == ["Salma", "Youssef"]

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def gomobile(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GOMOBILE_DATA_DIR": str(data_dir)}
     env.pop("GOMOBILE_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "interfaces.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "interfaces.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_org_create_key_works_and_projection_commands(tmp_path: Path) -> None:

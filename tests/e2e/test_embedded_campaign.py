@@ -28,7 +28,7 @@ def _rows(view: Any, tables: list[str]) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_hundred_contact_campaign_with_every_callee_behaviour(platform: Platform) -> None:
-    org, key = platform.new_org()
+    _org, key = platform.new_org()
     with platform.client(key) as client:
         result = run_campaign(client, platform.clock.advance)
         check_call_records(client, result)
@@ -61,7 +61,7 @@ def test_hundred_contact_campaign_with_every_callee_behaviour(platform: Platform
 
 def test_first_call_walkthrough(platform: Platform) -> None:
     """DOMAIN.md §9, as written (the older node shape of its flow included)."""
-    org, key = platform.new_org()
+    _org, key = platform.new_org()
     with platform.client(key) as c:
         contact = c.post("/api/contact", json={"firstName": "Test", "lastName": "User", "primaryPhone": "+212612345678"})
         assert contact.status_code == 201
@@ -108,7 +108,7 @@ def test_first_call_walkthrough(platform: Platform) -> None:
         assert first["status"] == "running"
         assert first["totalContacts"] == 1
         assert first["contactsCompleted"] + first["contactsFailed"] + first["contactsPending"] + first["contactsInProgress"] == 1
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(c.get(f"/api/program-executions/{eid}").json()), 20)
+        done = wait_for(lambda: c.get(f"/api/program-executions/{eid}").json(), 20, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == 1 and done["contactsPending"] == 0
         assert c.get(f"/api/programs/{program.json()['id']}").json()["status"] == "active"
         # Bearer authentication works the same; a wrong key does not.
@@ -133,7 +133,7 @@ def _one_contact_launch(c: Any, phone: str) -> tuple[dict[str, Any], str]:
 def test_dial_job_delivered_twice_places_one_call(tmp_path: Path) -> None:
     platform = Platform(tmp_path / "var", start_dispatcher=False)
     try:
-        org, key = platform.new_org()
+        _org, key = platform.new_org()
         with platform.client(key) as c:
             contact, eid = _one_contact_launch(c, "+212612345679")
         container = platform.container
@@ -171,7 +171,7 @@ def test_a_pause_between_the_check_and_the_claim_gives_the_claim_back(tmp_path: 
     platform = Platform(tmp_path / "var", start_dispatcher=False)
     phone = "+212612345674"
     try:
-        org, key = platform.new_org()
+        _org, key = platform.new_org()
         with platform.client(key) as c:
             contact, eid = _one_contact_launch(c, phone)
             container = platform.container
@@ -196,8 +196,7 @@ def test_a_pause_between_the_check_and_the_claim_gives_the_claim_back(tmp_path: 
             events = [type(e).__name__ for e in container.calls.repository.event_store.get(container.calls.call(cid).id)]
             assert events == ["Created", "DialClaimed", "ClaimReleased"]
             assert container.calls.call(cid).status == "pending"
-            wait_for(lambda: (lambda e: e["status"] == "paused" and e["contactsInProgress"] == 0 and e["contactsPending"] == 1)(
-                c.get(f"/api/program-executions/{eid}").json()), 20, what="the released claim counted pending again")
+            wait_for(lambda: c.get(f"/api/program-executions/{eid}").json(), 20, what="the released claim counted pending again", until=lambda e: e["status"] == "paused" and e["contactsInProgress"] == 0 and e["contactsPending"] == 1)
             report = c.get(f"/api/program-execution/{eid}/report").json()
             assert report["callMetrics"]["totalCalls"] == 0, report["callMetrics"]
 

@@ -74,7 +74,7 @@ def test_advanced_pause_window_holds_calls_until_it_ends(platform: Platform) -> 
         assert dialled(platform, phones) == []
         assert execution(c, eid)["contactsPending"] == 2
         platform.clock.advance(3601)
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 20)
+        done = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == 2
 
 
@@ -97,7 +97,7 @@ def test_weekly_window_and_calling_hours_in_the_contacts_time_zone(platform: Pla
         bad = c.patch("/api/organization", json={"callingHours": {"start": "25:00", "end": "26:00"}})
         assert bad.status_code == 400 and "callingHours.start" in bad.json()["fieldErrors"]
         assert c.patch("/api/organization", json={"callingHours": None}).status_code == 200
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 20)
+        done = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == 2
 
 
@@ -108,9 +108,9 @@ def test_stop_at_skips_the_rest(platform: Platform) -> None:
     with platform.client(key) as c:
         eid = launch(c, phones, stopAt=iso(now + timedelta(minutes=30)),
                      retryStrategy={"type": "fixed_delay", "delayMinutes": 60, "maxRetries": 2})
-        wait_for(lambda: (lambda e: e["contactsCompleted"] == 1 and e["contactsPending"] == 1)(execution(c, eid)), 20)
+        wait_for(lambda: execution(c, eid), 20, until=lambda e: e["contactsCompleted"] == 1 and e["contactsPending"] == 1)
         platform.clock.advance(31 * 60)
-        e = wait_for(lambda: (lambda e: e if e["status"] == "stopped" and e["contactsPending"] == 0 else None)(execution(c, eid)), 20)
+        e = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["status"] == "stopped" and e["contactsPending"] == 0)
         assert e["contactsSkipped"] == 1 and e["actualEndAt"]
         assert len(dialled(platform, phones)) == 2
         report = c.get(f"/api/program-execution/{eid}/report/calls", params={"limit": 50}).json()["data"]
@@ -124,7 +124,7 @@ def test_pause_resume_and_concurrency_limit(platform: Platform) -> None:
         assert c.patch("/api/organization", json={"maxConcurrentCalls": 2}).status_code == 200
         eid = launch(c, phones)
         seen_in_progress = []
-        first = wait_for(lambda: (lambda e: e if e["contactsCompleted"] >= 2 else None)(execution(c, eid)), 20)
+        first = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["contactsCompleted"] >= 2)
         assert c.patch(f"/api/program-executions/{eid}/pause").json()["status"] == "paused"
         time.sleep(0.5)
         settled = execution(c, eid)
@@ -150,7 +150,7 @@ def test_auto_pause_rule_and_resume_with_new_rules(platform: Platform) -> None:
     phones = [f"+2126123405{i:02d}" for i in range(4, 10)]
     with platform.client(key) as c:
         eid = launch(c, phones, maxConcurrentCalls=1, autoPauseRules=[{"nodeId": "greet", "threshold": 2, "resetOnResume": True}])
-        e = wait_for(lambda: (lambda e: e if e["status"] == "paused_threshold" else None)(execution(c, eid)), 20)
+        e = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["status"] == "paused_threshold")
         assert e["autoPauseRules"][0]["threshold"] == 2
         wait_for(lambda: execution(c, eid)["contactsInProgress"] == 0, 10)
         stopped_at = execution(c, eid)["contactsCompleted"]
@@ -159,7 +159,7 @@ def test_auto_pause_rule_and_resume_with_new_rules(platform: Platform) -> None:
         assert bad.status_code == 400 and "autoPauseRules[0].threshold" in bad.json()["fieldErrors"]
         r = c.patch(f"/api/program-executions/{eid}/resume", json={"autoPauseRules": [{"nodeId": "greet", "threshold": 100}]})
         assert r.status_code == 200, r.text
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
+        done = wait_for(lambda: execution(c, eid), 30, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == len(phones)
         assert done["autoPauseRules"] == [{"nodeId": "greet", "threshold": 100, "resetOnResume": True}]
 
@@ -173,7 +173,7 @@ def test_calls_per_second_pacing(platform: Platform) -> None:
         rows = c.get(f"/api/program-execution/{eid}/report/calls").json()["data"]
         # Dramatiq's window limiter grants two slots per whole second; a claim is stamped a
         # few milliseconds after its slot, so one may land just past a second's boundary.
-        claims = sorted(datetime.fromisoformat(r["startedAt"].replace("Z", "+00:00")) for r in rows)
+        claims = sorted(datetime.fromisoformat(r["startedAt"]) for r in rows)
         per_second: dict[str, int] = {}
         for t in claims:
             per_second[t.isoformat()[:19]] = per_second.get(t.isoformat()[:19], 0) + 1
@@ -195,7 +195,7 @@ def test_do_not_call_and_daily_cap_checked_at_dial_time(platform: Platform) -> N
         r = c.post("/api/suppressions", json={"phone": blocked, "reason": "asked not to be called"})
         assert r.status_code == 201, r.text
         platform.clock.advance(3601)
-        e = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 20)
+        e = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["status"] == "completed")
         assert e["contactsSkipped"] == 1 and dialled(platform, [blocked]) == []
         row = c.get(f"/api/program-execution/{eid}/report/calls").json()["data"][0]
         assert row["status"] == "skipped" and row["outcomeReason"] == "suppressed"
@@ -236,7 +236,7 @@ def test_per_outcome_rules_and_completion_retry(platform: Platform) -> None:
             wait_for(lambda: execution(c, eid)["contactsInProgress"] == 0 and execution(c, eid)["contactsPending"] in (0, 1, 2), 20)
             time.sleep(0.3)
             platform.clock.advance(10 * 60 + 1)
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
+        done = wait_for(lambda: execution(c, eid), 30, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == 2, done
         rows = c.get(f"/api/program-execution/{eid}/report/calls", params={"limit": 50}).json()["data"]
         by_phone: dict[str, list[str]] = {}
@@ -262,7 +262,7 @@ def test_ad_hoc_call_requests(platform: Platform) -> None:
         r = c.post("/api/call-requests", json=body)
         assert r.status_code == 202 and r.json()["status"] == "queued", r.text
         job = r.json()["jobId"]
-        done = wait_for(lambda: (lambda j: j if j.get("status") == "completed" else None)(c.get(f"/api/call-report/{job}").json()), 20)
+        done = wait_for(lambda: c.get(f"/api/call-report/{job}").json(), 20, until=lambda j: j.get("status") == "completed")
         assert done["finalOutcome"] == "completed" and done["attempts"][0]["call"]["from"] == "+212500000009"
         assert c.delete(f"/api/call-requests/{job}").status_code == 409  # already dialled
         # Not in the list of program executions.
@@ -274,7 +274,7 @@ def test_ad_hoc_call_requests(platform: Platform) -> None:
         sjob = scheduled.json()["jobId"]
         wait_for(lambda: c.get(f"/api/call-report/{sjob}").status_code == 200, 10)
         assert c.delete(f"/api/call-requests/{sjob}").status_code == 204
-        skipped = wait_for(lambda: (lambda j: j if j.get("status") == "skipped" else None)(c.get(f"/api/call-report/{sjob}").json()), 10)
+        skipped = wait_for(lambda: c.get(f"/api/call-report/{sjob}").json(), 10, until=lambda j: j.get("status") == "skipped")
         assert skipped["attempts"][0]["status"] == "skipped"
         platform.clock.advance(3 * 3600)
         time.sleep(0.5)
@@ -305,7 +305,7 @@ def test_a_lost_final_callback_is_reconciled_with_the_provider(platform: Platfor
         wait_for(lambda: len(dialled(platform, [lost])) == 1 and dialled(platform, [lost])[0]["status"] == "completed", 20)
         time.sleep(1.0)
         assert execution(c, eid)["contactsInProgress"] == 1  # the platform never heard the end
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
+        done = wait_for(lambda: execution(c, eid), 30, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == 1
         row = c.get(f"/api/program-execution/{eid}/report/calls").json()["data"][0]
         assert row["outcome"] == "completed" and row["outcomeReason"].startswith("reconciled")
@@ -337,10 +337,10 @@ def test_large_audience_is_snapshotted_by_reference_and_queued_in_the_background
         # After the launch: one more member, not in the snapshot.
         extra = c.post("/api/contact", json={"primaryPhone": "+212612341199"}).json()["id"]
         c.post(f"/api/audience/{audience['id']}/add-contacts", json={"contacts": [extra]})
-        e = wait_for(lambda: (lambda e: e if e["totalContacts"] == n - 1 else None)(execution(c, eid)), 20)
+        e = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["totalContacts"] == n - 1)
         assert e["contactsPending"] == n - 1
         platform.clock.advance(301)
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 30)
+        done = wait_for(lambda: execution(c, eid), 30, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == n - 1 and done["totalContacts"] == n - 1
         assert dialled(platform, ["+212612341199", phones[0]]) == []
 
@@ -392,7 +392,7 @@ def _follows_live_audience(platform: Platform) -> None:
                                  f"a={a['id']} b={b['id']} joined={joined['id']}") from None
         assert e["contactsPending"] == 2
         platform.clock.advance(3601)
-        done = wait_for(lambda: (lambda e: e if e["status"] == "completed" else None)(execution(c, eid)), 20)
+        done = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["status"] == "completed")
         assert done["contactsCompleted"] == 2 and done["contactsSkipped"] == 1
         assert len(dialled(platform, ["+212612341504", "+212612341506"])) == 2
         assert dialled(platform, ["+212612341505"]) == []

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> Any:
     platform = Platform(Path(tmp_path_factory.mktemp("reports")) / "var")
-    org, key = platform.new_org()
+    _org, key = platform.new_org()
     client = platform.client(key)
     result = run_campaign(client, platform.clock.advance, n=10)
     # The reports view follows the same logs as progress; let it catch up.
@@ -34,7 +34,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_summary_report_counts_contacts_and_calls(campaign: Any) -> None:
-    platform, client, result = campaign
+    _platform, client, result = campaign
     r = client.get(f"/api/program-execution/{result['executionId']}/report")
     assert r.status_code == 200, r.text
     report = r.json()
@@ -57,7 +57,7 @@ def test_summary_report_counts_contacts_and_calls(campaign: Any) -> None:
 
 
 def test_breakdown_per_attempt_number(campaign: Any) -> None:
-    platform, client, result = campaign
+    _platform, client, result = campaign
     body = client.get(f"/api/program-execution/{result['executionId']}/report/breakdown").json()
     first, second = body["perAttempt"]
     assert (first["attemptNumber"], first["callsAttempted"], first["callsAnswered"], first["callsCompleted"]) == (1, 10, 7, 6)
@@ -69,7 +69,7 @@ def test_breakdown_per_attempt_number(campaign: Any) -> None:
 
 
 def test_node_stats_with_keypress_split(campaign: Any) -> None:
-    platform, client, result = campaign
+    _platform, client, result = campaign
     body = client.get(f"/api/program-execution/{result['executionId']}/report/node-stats").json()
     nodes = {n["nodeId"]: n for n in body["nodes"]}
     assert list(nodes)[:3] == ["dial", "greet", "menu"], "flow order"
@@ -86,7 +86,7 @@ def test_node_stats_with_keypress_split(campaign: Any) -> None:
 
 
 def test_calls_report_filters_by_status(campaign: Any) -> None:
-    platform, client, result = campaign
+    _platform, client, result = campaign
     eid = result["executionId"]
     busy = client.get(f"/api/program-execution/{eid}/report/calls", params={"status": "busy"}).json()
     assert [r["to"][-1] for r in busy["data"]] == ["0"] and busy["meta"]["total"] == 1
@@ -114,7 +114,7 @@ def test_contact_calls_across_programs(campaign: Any) -> None:
 
 
 def test_usage_and_activity_log(campaign: Any) -> None:
-    platform, client, result = campaign
+    _platform, client, _result = campaign
     usage = client.get("/api/usage").json()["data"]
     assert len(usage) == 1
     assert (usage[0]["calls"], usage[0]["answeredCalls"]) == (13, 8)
@@ -143,11 +143,8 @@ def test_report_of_an_execution_in_a_pause_window(tmp_path: Path) -> None:
             }).json()  # fmt: skip
             eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
             report = wait_for(
-                lambda: (lambda r: r if r["status"] == "running" else None)(
-                    c.get(f"/api/program-execution/{eid}/report").json()
-                ),
-                what="execution to run",
-            )
+                lambda: c.get(f"/api/program-execution/{eid}/report").json(),
+                what="execution to run", until=lambda r: r["status"] == "running")
             assert report["effectiveStatus"] == "paused_window" and report["isInPauseWindow"] is True
             assert report["contactMetrics"]["pending"] + report["contactMetrics"]["queued"] == 1, report
             assert report["callMetrics"]["totalCalls"] == 0
@@ -171,7 +168,7 @@ def _feed(client: Any, **params: Any) -> list[dict[str, Any]]:
 
 
 def test_event_feed_pages_with_a_cursor_and_filters(campaign: Any) -> None:
-    platform, client, result = campaign
+    platform, client, _result = campaign
     everything = _feed(client, limit=10000)
     assert {e["organizationId"] for e in everything} == {everything[0]["organizationId"]}
     assert sum(e["type"] == "Call.AttemptEnded" for e in everything) == 13
@@ -203,7 +200,7 @@ def test_event_feed_pages_with_a_cursor_and_filters(campaign: Any) -> None:
 
 
 def test_events_export_cli_writes_ndjson(campaign: Any, tmp_path: Path) -> None:
-    platform, client, result = campaign
+    platform, client, _result = campaign
     org = _feed(client, limit=1)[0]["organizationId"]
     env = {**os.environ, "GOMOBILE_DATA_DIR": str(platform.settings.data_dir)}
     env.pop("GOMOBILE_DATABASE_URL", None)
@@ -211,8 +208,7 @@ def test_events_export_cli_writes_ndjson(campaign: Any, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "interfaces.cli", "events", "export", "--org", org, "--type", "Call.AttemptEnded",
          "--format", "ndjson", "-o", str(out)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 13 and all(x["type"] == "Call.AttemptEnded" and x["organizationId"] == org for x in lines)
@@ -220,7 +216,7 @@ def test_events_export_cli_writes_ndjson(campaign: Any, tmp_path: Path) -> None:
 
 
 def test_prometheus_metrics(campaign: Any) -> None:
-    platform, client, result = campaign
+    platform, _client, _result = campaign
     r = httpx.get(platform.base_url + "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in r.text.splitlines() if line and not line.startswith("#")}
@@ -238,7 +234,7 @@ def test_prometheus_metrics(campaign: Any) -> None:
 
 
 def test_reports_view_rebuilt_from_the_events_equals_the_live_one(campaign: Any) -> None:
-    platform, client, result = campaign
+    platform, _client, _result = campaign
     view = platform.container.views["reports"]
     tables = ["report_streams", "report_calls", "report_attempts", "report_nodes", "report_visits", "report_digits", "report_usage", "report_activity"]
 
@@ -393,7 +389,7 @@ def test_report_as_of_an_instant_is_replayed_from_the_events(tmp_path: Path) -> 
 
 
 def test_outcomes_over_time(campaign: Any) -> None:
-    platform, client, result = campaign
+    _platform, client, result = campaign
     eid = result["executionId"]
     body = client.get(f"/api/program-execution/{eid}/report/outcomes-over-time").json()
     assert body["totals"] == {"completed": 7, "voicemail": 1, "no_answer": 2, "busy": 1, "failed": 2}
@@ -414,7 +410,7 @@ def test_reports_view_applied_in_batches_equals_event_by_event(campaign: Any, tm
     from projections.reports import ReportsView
     from projections.store import make_view
 
-    platform, client, result = campaign
+    platform, _client, _result = campaign
     live = platform.container.views["reports"]
     tables = ["report_streams", "report_calls", "report_attempts", "report_nodes", "report_visits", "report_digits", "report_usage", "report_activity"]
 

@@ -54,11 +54,11 @@ class Topology:
 
     def start(self, role: str, *args: str, name: str | None = None) -> None:
         name = name or role
-        log = open(self.tmp / f"{name}.log", "wb")
-        self.procs[name] = subprocess.Popen([*GOMOBILE, role, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.tmp / f"{name}.log", "wb") as log:  # the process keeps its own copy of the descriptor
+            self.procs[name] = subprocess.Popen([*GOMOBILE, role, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def cli(self, *args: str) -> str:
-        out = subprocess.run([*GOMOBILE, *args], env=self.env, cwd=ROOT, capture_output=True, timeout=120)
+        out = subprocess.run([*GOMOBILE, *args], env=self.env, cwd=ROOT, capture_output=True, timeout=120, check=False)
         assert out.returncode == 0, out.stderr.decode()
         return out.stdout.decode()
 
@@ -184,10 +184,9 @@ def test_pause_resume_and_cancel_while_two_dispatchers_and_two_workers_run(topol
             # Status and counters come from one row of the progress view: once it shows the
             # pause, it has applied every claim stored before it (a later claim is given back).
             wait_for(
-                lambda: (lambda e: e["status"] == "paused" and e["contactsInProgress"] == 0)(execution(c, eid)),
+                lambda: execution(c, eid),
                 30,
-                what="the pause applied and calls in progress finished",
-            )
+                what="the pause applied and calls in progress finished", until=lambda e: e["status"] == "paused" and e["contactsInProgress"] == 0)
             before = len(dialled())
             time.sleep(1.5)  # dozens of ticks of each dispatcher
             assert len(dialled()) == before, "a call started while paused"

@@ -79,9 +79,9 @@ def check_audio_item(nid: str, item: dict[str, Any], at: str) -> list[FlowIssue]
         modes = {"number": NUMBER_MODES, "date": DATE_MODES}.get(itype)
         if modes and item.get("mode") is not None and item["mode"] not in modes:
             issues.append(FlowIssue(nid, f"{at}.mode", f"'{item['mode']}' is not one of {', '.join(modes)}"))
-        if itype == "number" and isinstance(item.get("value"), (str, int, float)) and not isinstance(item.get("value"), bool):
-            if isinstance(item["value"], str) and "{{" not in item["value"] and _number_text(item["value"]) is None:
-                issues.append(FlowIssue(nid, f"{at}.value", f"'{item['value']}' is not a number"))
+        value = item.get("value")
+        if itype == "number" and isinstance(value, str) and "{{" not in value and _number_text(value) is None:
+            issues.append(FlowIssue(nid, f"{at}.value", f"'{value}' is not a number"))
     else:
         allowed = ", ".join(AUDIO_ITEM_TYPES)
         issues.append(FlowIssue(nid, f"{at}.type", f"unknown audio item type '{itype}' (allowed: {allowed})"))

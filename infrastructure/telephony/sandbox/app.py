@@ -456,13 +456,13 @@ class Sandbox:
                 final = ("completed", "api-hangup", None)
             else:
                 final = ("canceled", "api-cancel", None)
-        except Exception as exc:  # a bug: never leave the call hanging
+        except Exception as exc:  # noqa: BLE001 - a bug: never leave the call hanging
             call.errors.append({"code": 0, "message": f"sandbox error: {exc!r}"})
             final = ("failed", "sandbox-error", None)
         status, reason, sip = final
         call.end_time = _now()
         if call.answered_at_sim is not None:
-            call.duration = int(round(call.sim_clock - call.answered_at_sim))
+            call.duration = round(call.sim_clock - call.answered_at_sim)
         else:
             call.duration = 0
         call.sip_response_code = sip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Self
 
 import httpx
 import uvicorn
@@ -74,7 +75,7 @@ class SandboxServer:
                 raise TimeoutError(f"call {sid} not finished after {timeout}s: {report}")
             time.sleep(0.02)
 
-    def __enter__(self) -> SandboxServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
