@@ -32,6 +32,27 @@ def test_every_written_form_of_a_number_normalises_to_one_e164(national: str, fo
     assert expected.startswith("+212") and expected[1:].isdigit()
 
 
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+        st.text(alphabet="0123456789+-(). \uff10\uff15\u0660\u0665\u06f3\u0967\u00b2x#*", max_size=30),
+    ),
+    st.booleans(),
+)
+def test_the_fast_digit_normalisation_agrees_with_the_librarys(text: str, keep_non_digits: bool) -> None:
+    """domain/phone.py replaces phonenumbers' per-character digit lookup with a fast path
+    for ASCII text: it must return what the library's own function returns, for any text."""
+    from phonenumbers import phonenumberutil
+
+    from domain import phone
+
+    assert phonenumberutil.normalize_digits_only is phone._ascii_digits_only
+    original = phone._normalize_digits_only
+    assert original.__module__ == "phonenumbers.phonenumberutil"
+    assert phone._ascii_digits_only(text, keep_non_digits) == original(text, keep_non_digits)
+
+
 @given(st.text(max_size=40))
 def test_normalisation_either_refuses_or_returns_a_valid_fixed_point(raw: str) -> None:
     try:
