@@ -10,14 +10,11 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 from twilio.rest import Client
 
 from application.assets import Assets, MediaSigner
-from application.calls import CallsApp
-from application.campaigns import CampaignsApp
 from application.conversation import Conversation
 from application.dialing import Dialer
 from application.dictionaries import Dictionaries
@@ -26,13 +23,12 @@ from application.executions import ExecutionCache
 from application.flow_effects import FlowEffects
 from application.ports import Clock
 from application.recordings import Recordings
-from domain import base
-from infrastructure.clock import FileOffsetClock, SystemClock
 from infrastructure.files import LocalFileStore
 from infrastructure.flow_http import HttpxFlowHttp
 from infrastructure.jobs import DramatiqDialQueue, build_broker, start_worker
 from infrastructure.settings import Settings
 from infrastructure.sms import LoggingSmsSender
+from infrastructure.stores import open_stores, schema_lock
 from infrastructure.telephony.twilio.media import TwilioRecordingMedia
 from infrastructure.telephony.twilio.provider import TwilioTelephony
 from projections.assets import AssetsView
@@ -62,26 +58,6 @@ UPSTREAMS["assets"] = ("campaigns",)
 # each sent as a Dramatiq job (projections/client_webhooks.py).
 PROJECTIONS["client_webhooks"] = ClientWebhooksView
 UPSTREAMS["client_webhooks"] = ("campaigns", "calls")
-
-
-@contextmanager
-def schema_lock(settings: Settings) -> Iterator[None]:
-    """Processes starting together must not race to create tables (PostgreSQL answers
-    "tuple concurrently updated"): creation is serialised by an advisory lock."""
-    if not settings.uses_postgres:
-        yield
-        return
-    import psycopg
-
-    with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
-
-
-SCHEMA_LOCK_ID = 7_420_001
 
 
 class LazyViews(Mapping[str, Any]):
@@ -125,21 +101,12 @@ class LazyView:
 
 class Container:
     def __init__(self, settings: Settings | None = None, clock: Clock | None = None) -> None:
-        self.settings = settings or Settings()
-        s = self.settings
-        self.clock: Clock = clock or (FileOffsetClock(s.clock_offset_file) if s.clock_offset_file else SystemClock())
-        base.set_clock(self.clock.now)
-        env = s.persistence_env()
-        if "CAMPAIGNS_SQLITE_DBNAME" in env:  # the embedded store: a file per read model
-            env["CLIENT_WEBHOOKS_SQLITE_DBNAME"] = str(s.data_dir / "client_webhooks.sqlite")
-        self.env = env
-        with schema_lock(s):
-            self.campaigns = CampaignsApp(env=env)
-            self.calls = CallsApp(env=env)
-        from infrastructure.privacy import bind
-
-        bind(self.campaigns)  # crypto-shredding: a save's contact keys in one query
-        bind(self.calls)
+        stores = open_stores(settings, clock)
+        self.settings = s = stores.settings
+        self.clock: Clock = stores.clock
+        self.env = env = stores.env
+        self.campaigns = stores.campaigns
+        self.calls = stores.calls
         # Read models open on first use: a worker needs one, the API and projector all of
         # them; each costs a PostgreSQL pool per process.
         self.views = LazyViews(s, env)

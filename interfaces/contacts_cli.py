@@ -48,18 +48,18 @@ def cmd_contacts_import(args: argparse.Namespace) -> int:
         rejected_record,
     )
     from domain.base import audit_context
-    from infrastructure.bootstrap import Container
+    from infrastructure.stores import open_stores  # not the whole Container: 0.3 s less to start
 
     mapping = _mapping(args.map)
     size = os.path.getsize(args.file)
-    container = Container()
+    stores = open_stores()
     rejected_out = open(args.rejected, "w", newline="", encoding="utf-8") if args.rejected else None  # noqa: SIM115
     writer = csv.writer(rejected_out) if rejected_out else None
     started = time.perf_counter()
     header: list[str] = []
     try:
-        org = container.campaigns.organization(UUID(args.org))
-        contacts = Contacts(container.campaigns)
+        org = stores.campaigns.organization(UUID(args.org))
+        contacts = Contacts(stores.campaigns)
         with open(args.file, "rb") as source:
             from application.csv_source import read_rows
 
@@ -94,5 +94,5 @@ def cmd_contacts_import(args: argparse.Namespace) -> int:
     finally:
         if rejected_out is not None:
             rejected_out.close()
-        container.close()
+        stores.close()
     return 0
