@@ -165,6 +165,7 @@ class ProjectionRunner:
         self._topics: list[str] | None | bool = False  # False: not worked out yet
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self._share_decodes = True
 
     def position(self, app: Application[Any]) -> int:
         return self.view.max_tracking_id(app.name) or 0
@@ -214,9 +215,12 @@ class ProjectionRunner:
             self._topics = topics
         return self._topics  # type: ignore[return-value]
 
-    @staticmethod
-    def _decode(app: Application[Any], notes: list[Any]) -> list[tuple[Any, Tracking]]:
-        events = decode_cache(app).decode(app, notes)
+    def _decode(self, app: Application[Any], notes: list[Any]) -> list[tuple[Any, Tracking]]:
+        if self._share_decodes:
+            events = decode_cache(app).decode(app, notes)
+        else:  # a catch-up (a rebuild) reads far ahead of every other runner: nothing to share
+            to_domain_event = app.mapper.to_domain_event
+            events = [to_domain_event(n) for n in notes]
         name = app.name
         return [(e, Tracking(name, n.id)) for e, n in zip(events, notes, strict=True)]
 
@@ -256,13 +260,17 @@ class ProjectionRunner:
         """Apply everything recorded so far (a rebuild reads the whole log: in fewer,
         larger transactions than the live loop's, 1.6 times faster on 1,000,000 events)."""
         total = 0
-        while True:
-            n = self.run_once(max(batch_size, self.batch_size))
-            total += n
-            if progress and n:
-                progress(total)
-            if n == 0:
-                return total
+        self._share_decodes = False
+        try:
+            while True:
+                n = self.run_once(max(batch_size, self.batch_size))
+                total += n
+                if progress and n:
+                    progress(total)
+                if n == 0:
+                    return total
+        finally:
+            self._share_decodes = True
 
     def lag(self) -> dict[str, int]:
         return {app.name: (app.recorder.max_notification_id() or 0) - self.position(app) for app in self.upstreams}
