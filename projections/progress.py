@@ -7,9 +7,14 @@ This view is also the dispatcher's index of due calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
+from eventsourcing.persistence import Tracking
+
 from domain.timeparse import format_instant, sortable
+from projections.reports import _insert_rows
 from projections.store import ViewMixin, dumps
 
 BUCKETS = ("pending", "in_progress", "completed", "failed", "skipped")
@@ -270,6 +275,49 @@ class ProgressView(ViewMixin):
 
     # -- event handlers ------------------------------------------------------------
 
+    # A batch (the runner's transaction) applies its Call events in memory, from the rows
+    # of the calls it touches read in one query, and writes the result at its end in a few
+    # statements (``_Batch``): the rows are those of applying each event alone with the
+    # ``on_*`` handlers below, which ``handle`` still does. Execution events are rare and
+    # go through ``handle``, after what the batch holds so far is written (a barrier), so
+    # every effect lands in the events' order.
+
+    def apply_batch(
+        self,
+        items: Sequence[tuple[Any, Tracking]],
+        handle: Callable[[Any, Any], None],
+        last: Tracking | None = None,
+    ) -> None:
+        if not items and last is None:
+            return
+        with self.transaction() as c:
+            batch = _Batch(self, c)
+            events = [event for event, _ in items]
+            batch.preload(events)
+            stale = False
+            for n, event in enumerate(events):
+                apply = batch.handlers.get(type(event).__qualname__)
+                if apply is not None:
+                    if stale:  # read again what the rest of the batch looks up
+                        batch.preload(events[n:])
+                        stale = False
+                    apply(event)
+                elif self.wants_event(event):
+                    batch.flush()  # the barrier: the batch's effects so far, then this event's
+                    handle(c, event)
+                    # A resume or new rules start an epoch, a launch adds an execution: what
+                    # the batch read may have changed.
+                    batch.calls.clear()
+                    batch.epochs.clear()
+                    stale = True
+            batch.flush()
+            self._insert_tracking(c, last or items[-1][1])  # type: ignore[attr-defined]
+        self._inserted_since_analyze += batch.inserted
+        self.after_batch()
+
+    def wants_event(self, event: Any) -> bool:
+        return hasattr(self, "on_" + type(event).__qualname__.replace(".", "_"))
+
     def handle(self, c: Any, event: Any) -> None:
         handler = getattr(self, "on_" + type(event).__qualname__.replace(".", "_"), None)
         if handler is not None:
@@ -420,10 +468,6 @@ class ProgressView(ViewMixin):
     def on_Call_Created(self, c: Any, e: Any) -> None:
         self.ex(c, self.CREATED_SQL, self._created_row(e))
 
-    def bulk_Call_Created(self, c: Any, events: list[Any]) -> None:
-        c.executemany(self.q(self.CREATED_SQL), [self._created_row(e) for e in events])
-        self._inserted_since_analyze += len(events)
-
     def after_batch(self) -> None:
         self._keep_statistics()
 
@@ -491,3 +535,262 @@ class ProgressView(ViewMixin):
 
     def on_Call_Skipped(self, c: Any, e: Any) -> None:
         self._move(c, e, "skipped", result="skipped")
+
+
+_CALL_COLUMNS = (
+    "call_id", "execution_id", "organization_id", "contact_id", "timezone", "bucket", "attempt", "not_before",
+    "result", "updated_at",
+)  # fmt: skip
+# Indexes into a call's row (the columns above, without call_id).
+_EXECUTION, _ORGANIZATION, _CONTACT, _TIMEZONE, _BUCKET, _ATTEMPT, _NOT_BEFORE, _RESULT, _UPDATED = range(9)  # fmt: skip
+_COUNTERS = {bucket: i for i, bucket in enumerate(BUCKETS)}
+
+
+class _Batch:
+    """One transaction's Call events of the progress view, applied in memory: the rows of
+    the calls they touch (read once), the counters' changes per execution, the node visits
+    per (execution, node, epoch) and the dials claimed or released, written by ``flush``."""
+
+    CALLS_SQL = (
+        f"INSERT INTO progress_calls ({', '.join(_CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in _CALL_COLUMNS)}) "
+        "ON CONFLICT (call_id) DO UPDATE SET bucket = excluded.bucket, attempt = excluded.attempt, "
+        "not_before = excluded.not_before, result = excluded.result, updated_at = excluded.updated_at"
+    )
+    NODES_SQL = (
+        "INSERT INTO progress_node_counts (execution_id, node_id, epoch, visits) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (execution_id, node_id, epoch) DO UPDATE SET visits = progress_node_counts.visits + excluded.visits"
+    )
+    DIALS_SQL = (
+        "INSERT INTO progress_dials (call_id, attempt, organization_id, contact_id, claimed_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (call_id, attempt) DO NOTHING"
+    )
+    COUNTERS_PG = (
+        "UPDATE progress_executions AS e SET "
+        + ", ".join(f"{b} = e.{b} + u.{b}" for b in BUCKETS)
+        + ", updated_at = CASE WHEN e.updated_at < u.at THEN u.at ELSE e.updated_at END "
+        f"FROM unnest(%b::text[], {', '.join('%b::bigint[]' for _ in BUCKETS)}, %b::text[]) "
+        f"AS u(id, {', '.join(BUCKETS)}, at) WHERE e.id = u.id"
+    )
+    COUNTERS_SQLITE = (
+        "UPDATE progress_executions SET "
+        + ", ".join(f"{b} = {b} + ?" for b in BUCKETS)
+        + f", {LATEST} WHERE id = ?"
+    )
+    UNDIAL_PG = (
+        "DELETE FROM progress_dials AS d USING unnest(%b::text[], %b::bigint[]) AS u(call_id, attempt) "
+        "WHERE d.call_id = u.call_id AND d.attempt = u.attempt"
+    )
+    UNDIAL_SQLITE = "DELETE FROM progress_dials WHERE call_id = ? AND attempt = ?"
+
+    def __init__(self, view: ProgressView, c: Any) -> None:
+        self.view = view
+        self.c = c
+        # call id -> its row as stored, then as this batch leaves it (None: no row)
+        self.calls: dict[str, list[Any] | None] = {}
+        self.epochs: dict[str, int | None] = {}  # execution id -> epoch (None: no row)
+        self.inserted = 0  # calls created (for the view's statistics upkeep)
+        self._clear()
+        self.handlers: dict[str, Callable[[Any], None]] = {
+            "Call.Created": self.created,
+            "Call.DialClaimed": self.dial_claimed,
+            "Call.ClaimReleased": self.claim_released,
+            "Call.RetryScheduled": self.retry_scheduled,
+            "Call.Finished": self.finished,
+            "Call.Skipped": self.skipped,
+            "Call.Deferred": self.deferred,
+            "Call.FlowAdvanced": self.flow_advanced,
+            "Call.AttemptEnded": self.attempt_ended,
+        }
+
+    def _clear(self) -> None:
+        self.dirty: dict[str, list[Any]] = {}  # call id -> row to write
+        # execution id -> [change of each bucket's counter..., time of the latest move]
+        self.counters: dict[str, list[Any]] = {}
+        self.visits: dict[tuple[str, str, int], int] = {}
+        # (call id, attempt) -> the dial row the batch leaves there (None: none), and
+        # whether a stored row may have been deleted (then it is deleted before inserting).
+        self.dials: dict[tuple[str, int], list[Any]] = {}
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _select_in(self, sql: str, keys: list[str]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        v = self.view
+        if v.is_postgres:  # one array parameter: the same statement text every time
+            return v.fetch(self.c, sql.replace("IN (?*)", "= ANY(?)"), (keys,))
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows += v.fetch(self.c, sql.replace("?*", ", ".join("?" for _ in chunk)), chunk)
+        return rows
+
+    def _load_calls(self, ids: list[str]) -> None:
+        for cid in ids:
+            self.calls[cid] = None
+        sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM progress_calls WHERE call_id IN (?*)"
+        for r in self._select_in(sql, ids):
+            self.calls[r["call_id"]] = [r[k] for k in _CALL_COLUMNS[1:]]
+
+    def _load_epochs(self, ids: list[str]) -> None:
+        for eid in ids:
+            self.epochs[eid] = None
+        for r in self._select_in("SELECT id, epoch FROM progress_executions WHERE id IN (?*)", ids):
+            self.epochs[r["id"]] = r["epoch"]
+
+    def preload(self, events: list[Any]) -> None:
+        """Read, in one query each, the rows of the calls the batch's events are about and
+        the epochs of their executions."""
+        ids: dict[str, None] = {}
+        executions: dict[str, None] = {}
+        counting = False
+        for e in events:
+            name = type(e).__qualname__
+            if name in self.handlers:
+                ids[str(e.originator_id)] = None
+                if name == "Call.Created":
+                    executions[str(e.execution_id)] = None
+                elif name in ("Call.FlowAdvanced", "Call.AttemptEnded"):
+                    counting = True
+        self._load_calls([cid for cid in ids if cid not in self.calls])
+        if counting:
+            for row in self.calls.values():
+                if row is not None:
+                    executions[row[_EXECUTION]] = None
+            self._load_epochs([eid for eid in executions if eid not in self.epochs])
+
+    def row(self, cid: str) -> list[Any] | None:
+        if cid not in self.calls:
+            self._load_calls([cid])
+        return self.calls[cid]
+
+    def epoch(self, eid: str) -> int | None:
+        if eid not in self.epochs:
+            self._load_epochs([eid])
+        return self.epochs[eid]
+
+    # -- the events, as ProgressView's on_Call_* handlers apply them -----------------
+
+    def created(self, e: Any) -> None:
+        cid = str(e.originator_id)
+        if self.row(cid) is not None:
+            return  # ON CONFLICT DO NOTHING
+        row = list(ProgressView._created_row(e)[1:])
+        # (execution, organization, contact, timezone, not_before, updated_at) -> a row
+        self.calls[cid] = self.dirty[cid] = [*row[:4], "pending", 1, row[4], None, row[5]]
+        self.inserted += 1
+
+    def _move(self, e: Any, bucket: str) -> list[Any] | None:
+        cid = str(e.originator_id)
+        row = self.row(cid)
+        if row is None:
+            return None
+        at = format_instant(e.timestamp)
+        old = row[_BUCKET]
+        row[_BUCKET] = bucket
+        row[_UPDATED] = at
+        self.dirty[cid] = row
+        if old != bucket:
+            assert old in BUCKETS and bucket in BUCKETS
+            counters = self.counters.get(row[_EXECUTION])
+            if counters is None:
+                counters = self.counters[row[_EXECUTION]] = [0, 0, 0, 0, 0, at]
+            counters[_COUNTERS[old]] -= 1
+            counters[_COUNTERS[bucket]] += 1
+            counters[5] = max(counters[5], at)  # LATEST (fixed-width texts sort like the instants)
+        return row
+
+    def dial_claimed(self, e: Any) -> None:
+        row = self._move(e, "in_progress")
+        if row is None:
+            return
+        key = (str(e.originator_id), e.attempt)
+        dial = self.dials.get(key)
+        value = (key[0], e.attempt, row[_ORGANIZATION], row[_CONTACT], _key(e.timestamp))
+        if dial is None:  # the stored row, if any, stays (ON CONFLICT DO NOTHING)
+            self.dials[key] = [value, False]
+        elif dial[0] is None:  # deleted in this batch: inserted again
+            dial[0] = value
+
+    def claim_released(self, e: Any) -> None:
+        self._move(e, "pending")
+        self.dials[(str(e.originator_id), e.attempt)] = [None, True]
+
+    def retry_scheduled(self, e: Any) -> None:
+        row = self._move(e, "pending")
+        if row is not None:
+            row[_ATTEMPT] = e.attempt
+            row[_NOT_BEFORE] = _key(e.not_before)
+
+    def finished(self, e: Any) -> None:
+        row = self._move(e, "completed" if e.result == "completed" else "failed")
+        if row is not None:
+            row[_RESULT] = e.outcome
+
+    def skipped(self, e: Any) -> None:
+        row = self._move(e, "skipped")
+        if row is not None:
+            row[_RESULT] = "skipped"
+
+    def deferred(self, e: Any) -> None:
+        cid = str(e.originator_id)
+        row = self.row(cid)
+        if row is not None:
+            row[_NOT_BEFORE] = _key(e.not_before)
+            row[_UPDATED] = format_instant(e.timestamp)
+            self.dirty[cid] = row
+
+    def _count_nodes(self, e: Any, steps: list[dict[str, Any]]) -> None:
+        if not steps:
+            return
+        row = self.row(str(e.originator_id))
+        if row is None:
+            return
+        eid = row[_EXECUTION]
+        epoch = self.epoch(eid)
+        if epoch is None:  # the execution has no row: nothing is counted (as the join finds none)
+            return
+        visits = self.visits
+        for step in steps:
+            key = (eid, step["nodeId"], epoch)
+            visits[key] = visits.get(key, 0) + 1
+
+    def flow_advanced(self, e: Any) -> None:
+        self._count_nodes(e, (e.turn or {}).get("steps") or [])
+
+    def attempt_ended(self, e: Any) -> None:
+        self._count_nodes(e, getattr(e, "unanswered_steps", None) or [])
+
+    # -- writes -----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the batch changed since the last flush, in a few statements."""
+        if not (self.dirty or self.counters or self.visits or self.dials):
+            return
+        v, c, pg = self.view, self.c, self.view.is_postgres
+        t, i = "text", "bigint"
+        undial = [key for key, (_, deleted) in self.dials.items() if deleted]
+        dials = [value for value, _ in self.dials.values() if value is not None]
+        with c.connection.pipeline() if pg else nullcontext():
+            # PostgreSQL: the statements go out together and are answered together.
+            if self.dirty:
+                rows = [(cid, *row) for cid, row in self.dirty.items()]
+                _insert_rows(v, c, self.CALLS_SQL, (t, t, t, t, t, t, i, t, t, t), rows)
+            if self.counters:
+                if pg:
+                    rows = [(eid, *d) for eid, d in self.counters.items()]
+                    c.execute(self.COUNTERS_PG, [list(col) for col in zip(*rows, strict=True)])
+                else:
+                    rows = [(*d[:5], d[5], d[5], eid) for eid, d in self.counters.items()]
+                    c.executemany(self.COUNTERS_SQLITE, rows)
+            if self.visits:
+                rows = [(*key, n) for key, n in self.visits.items()]
+                _insert_rows(v, c, self.NODES_SQL, (t, t, i, i), rows)
+            if undial:  # before the inserts: a dial released then claimed again is the new claim
+                if pg:
+                    c.execute(self.UNDIAL_PG, [[cid for cid, _ in undial], [n for _, n in undial]])
+                else:
+                    c.executemany(self.UNDIAL_SQLITE, undial)
+            if dials:
+                _insert_rows(v, c, self.DIALS_SQL, (t, i, t, t, t), dials)
+        self._clear()
