@@ -114,7 +114,9 @@ class Processes:
 
 
 def postgres_cpu_seconds() -> float:
-    """CPU time of every PostgreSQL server process (they are not our children)."""
+    """CPU time of every PostgreSQL server process (they are not our children), and of
+    those that ended since the server started (counted in the postmaster's children's time:
+    a backend that exits during a measurement is still counted)."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in os.listdir("/proc"):
@@ -126,7 +128,7 @@ def postgres_cpu_seconds() -> float:
                     continue
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
         except (OSError, IndexError):
             continue
     return total
