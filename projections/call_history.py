@@ -5,7 +5,7 @@ Serves the documented reports: ``/report/calls`` rows and ``CallAttemptReport`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -386,26 +386,10 @@ class CallHistoryView(ViewMixin):
                 (resolved["outputPath"], cid, cid, resolved["nodeId"]),
             )
         self._steps(c, cid, turn["steps"], at)
-        if (
-            "events" in turn
-        ):  # what the flow engine reports: prompts, inputs, variables, recordings ...
-            for ev in turn["events"]:
-                self._event(c, cid, ev["type"], at, {k: v for k, v in ev.items() if k != "type"})
-                if ev["type"] == "record_stop" and ev.get("recordId"):
-                    self._recording(c, e, cid, ev, at)
-        else:  # turns recorded before the engine reported events
-            if turn.get("input") is not None:
-                inp = turn["input"]
-                self._event(
-                    c,
-                    cid,
-                    "dtmf_collected",
-                    at,
-                    {"digits": inp["digits"], "mode": inp["mode"], "nodeId": inp["nodeId"]},
-                )
-            for ins in turn["instructions"]:
-                if ins["verb"] in ("say", "play"):
-                    self._event(c, cid, "play", at, {k: v for k, v in ins.items() if k != "verb"})
+        for type_, data, recorded in turn_events(turn):
+            self._event(c, cid, type_, at, data)
+            if recorded is not None:
+                self._recording(c, e, cid, recorded, at)
         self._attempt(c, e, variables=dumps(turn["state"].get("variables", {})))
 
     def _recording(self, c: Any, e: Any, cid: str, ev: dict[str, Any], at: str | None) -> None:
@@ -521,6 +505,23 @@ class CallHistoryView(ViewMixin):
         )
 
 
+def turn_events(turn: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    """The history events a flow turn records, in order: (type, data, the engine's event
+    when it names a recording to keep). Both the per-event handler and the batch use it."""
+    if "events" in turn:  # what the flow engine reports: prompts, inputs, variables, recordings ...
+        for ev in turn["events"]:
+            recorded = ev if ev["type"] == "record_stop" and ev.get("recordId") else None
+            yield ev["type"], {k: v for k, v in ev.items() if k != "type"}, recorded
+        return
+    # turns recorded before the engine reported events
+    if turn.get("input") is not None:
+        inp = turn["input"]
+        yield "dtmf_collected", {"digits": inp["digits"], "mode": inp["mode"], "nodeId": inp["nodeId"]}, None
+    for ins in turn["instructions"]:
+        if ins["verb"] in ("say", "play"):
+            yield "play", {k: v for k, v in ins.items() if k != "verb"}, None
+
+
 def _emptied(value: Any) -> Any:
     """A value of an erased contact's event, as the events now read (infrastructure/privacy)."""
     return (
@@ -602,18 +603,6 @@ class _Batch:
 
     # -- reads ----------------------------------------------------------------------
 
-    def _select_in(self, sql: str, keys: list[str]) -> list[dict[str, Any]]:
-        if not keys:
-            return []
-        v = self.view
-        if v.is_postgres:  # one array parameter: the same statement text every time
-            return v.fetch(self.c, sql.replace("IN (?*)", "= ANY(?)"), (keys,))
-        rows: list[dict[str, Any]] = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            rows += v.fetch(self.c, sql.replace("?*", ", ".join("?" for _ in chunk)), chunk)
-        return rows
-
     def attempt_of(self, job: Any, attempt: int) -> str:
         key = (job, attempt)
         found = self.ids.get(key)
@@ -651,19 +640,19 @@ class _Batch:
     def _load_jobs(self, keys: list[str]) -> None:
         self.jobs.update(dict.fromkeys(keys))
         sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM history_jobs WHERE job_id IN (?*)"
-        for r in self._select_in(sql, keys):
+        for r in self.view.select_in(self.c, sql, keys):
             self.jobs[r["job_id"]] = r
 
     def _load_executions(self, keys: list[str]) -> None:
         self.executions.update(dict.fromkeys(keys))
         sql = "SELECT id, program_id, flow_id, flow_name, flow_version FROM history_executions WHERE id IN (?*)"
-        for r in self._select_in(sql, keys):
+        for r in self.view.select_in(self.c, sql, keys):
             self.executions[r["id"]] = r
 
     def _load_attempts(self, keys: list[str]) -> None:
         self.attempts.update(dict.fromkeys(keys))
         sql = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM history_attempts WHERE call_id IN (?*)"
-        for r in self._select_in(sql, keys):
+        for r in self.view.select_in(self.c, sql, keys):
             self.attempts[r["call_id"]] = r
 
     def _load_job_attempts(self, keys: list[str]) -> None:
@@ -672,7 +661,7 @@ class _Batch:
                 cid for cid in self.new_attempts if (self.attempts[cid] or {}).get("job_id") == job
             }
         sql = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM history_attempts WHERE job_id IN (?*)"
-        for r in self._select_in(sql, keys):
+        for r in self.view.select_in(self.c, sql, keys):
             cid = r["call_id"]
             if self.attempts.get(cid) is None:  # else the row read before (maybe changed since)
                 self.attempts[cid] = r
@@ -685,7 +674,7 @@ class _Batch:
                 if call == cid:
                     nodes[row[2]] = seq
         sql = "SELECT call_id, node_id, MAX(seq) AS seq FROM history_steps WHERE call_id IN (?*) GROUP BY call_id, node_id"
-        for r in self._select_in(sql, keys):
+        for r in self.view.select_in(self.c, sql, keys):
             nodes = self.last_steps[r["call_id"]]
             nodes.setdefault(r["node_id"], int(r["seq"]))
 
@@ -856,23 +845,10 @@ class _Batch:
         if resolved:
             self.resolve(cid, resolved["nodeId"], resolved["outputPath"])
         self.add_steps(cid, turn["steps"], at)
-        if "events" in turn:
-            for ev in turn["events"]:
-                self.event(cid, ev["type"], at, {k: v for k, v in ev.items() if k != "type"})
-                if ev["type"] == "record_stop" and ev.get("recordId"):
-                    self.recording(e, cid, ev, at)
-        else:
-            if turn.get("input") is not None:
-                inp = turn["input"]
-                self.event(
-                    cid,
-                    "dtmf_collected",
-                    at,
-                    {"digits": inp["digits"], "mode": inp["mode"], "nodeId": inp["nodeId"]},
-                )
-            for ins in turn["instructions"]:
-                if ins["verb"] in ("say", "play"):
-                    self.event(cid, "play", at, {k: v for k, v in ins.items() if k != "verb"})
+        for type_, data, recorded in turn_events(turn):
+            self.event(cid, type_, at, data)
+            if recorded is not None:
+                self.recording(e, cid, recorded, at)
         self.update_attempt(cid, variables=dumps(turn["state"].get("variables", {})))
 
     def recording(self, e: Any, cid: str, ev: dict[str, Any], at: str | None) -> None:

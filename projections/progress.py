@@ -613,29 +613,17 @@ class _Batch:
 
     # -- reads ------------------------------------------------------------------------
 
-    def _select_in(self, sql: str, keys: list[str]) -> list[dict[str, Any]]:
-        if not keys:
-            return []
-        v = self.view
-        if v.is_postgres:  # one array parameter: the same statement text every time
-            return v.fetch(self.c, sql.replace("IN (?*)", "= ANY(?)"), (keys,))
-        rows: list[dict[str, Any]] = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            rows += v.fetch(self.c, sql.replace("?*", ", ".join("?" for _ in chunk)), chunk)
-        return rows
-
     def _load_calls(self, ids: list[str]) -> None:
         for cid in ids:
             self.calls[cid] = None
         sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM progress_calls WHERE call_id IN (?*)"
-        for r in self._select_in(sql, ids):
+        for r in self.view.select_in(self.c, sql, ids):
             self.calls[r["call_id"]] = [r[k] for k in _CALL_COLUMNS[1:]]
 
     def _load_epochs(self, ids: list[str]) -> None:
         for eid in ids:
             self.epochs[eid] = None
-        for r in self._select_in("SELECT id, epoch FROM progress_executions WHERE id IN (?*)", ids):
+        for r in self.view.select_in(self.c, "SELECT id, epoch FROM progress_executions WHERE id IN (?*)", ids):
             self.epochs[r["id"]] = r["epoch"]
 
     def preload(self, events: list[Any]) -> None:

@@ -310,17 +310,6 @@ class _Pending:
         self.usage: dict[tuple[str, str], list[int]] = {}
         self.attempt_ids: dict[tuple[Any, int], str] = {}
 
-    def _select_in(self, sql: str, keys: list[str]) -> list[dict[str, Any]]:
-        if not keys:
-            return []
-        if self.view.is_postgres:  # one array parameter: the same statement text every time
-            return self.view.fetch(self.c, sql.replace("IN (?*)", "= ANY(?)"), (keys,))
-        rows: list[dict[str, Any]] = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            rows += self.view.fetch(self.c, sql.replace("?*", ", ".join("?" for _ in chunk)), chunk)
-        return rows
-
     def preload(self, events: list[Any]) -> None:
         """Read, in two queries, what the batch's call events will look up."""
         jobs, attempts = set(), set()
@@ -334,12 +323,12 @@ class _Pending:
         missing = sorted(jobs - set(self.jobs))
         for job in missing:
             self.jobs[job] = None
-        for r in self._select_in("SELECT job_id, execution_id, organization_id FROM report_calls WHERE job_id IN (?*)", missing):
+        for r in self.view.select_in(self.c, "SELECT job_id, execution_id, organization_id FROM report_calls WHERE job_id IN (?*)", missing):
             self.jobs[r["job_id"]] = (r["execution_id"], r["organization_id"])
         unseen = sorted(attempts - set(self.visited))
         for cid in unseen:
             self.visited[cid] = set()
-        for r in self._select_in("SELECT call_id, node_id FROM report_visits WHERE call_id IN (?*)", unseen):
+        for r in self.view.select_in(self.c, "SELECT call_id, node_id FROM report_visits WHERE call_id IN (?*)", unseen):
             self.visited[r["call_id"]].add(r["node_id"])
 
     def attempt_of(self, e: Any) -> str:

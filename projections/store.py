@@ -56,6 +56,21 @@ class ViewMixin:
         c.execute(self.q(sql), tuple(params))
         return [dict(r) for r in c.fetchall()]
 
+    def select_in(self, c: Any, sql: str, keys: list[str]) -> list[dict[str, Any]]:
+        """``sql`` with ``IN (?*)`` over ``keys``, read in one query: on PostgreSQL one array
+        parameter (``= ANY``, so the statement text never changes), on SQLite chunks of 500
+        placeholders. For a batch's reads up front (the reports, progress and call-history
+        views)."""
+        if not keys:
+            return []
+        if self.is_postgres:
+            return self.fetch(c, sql.replace("IN (?*)", "= ANY(?)"), (keys,))
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows += self.fetch(c, sql.replace("?*", ", ".join("?" for _ in chunk)), chunk)
+        return rows
+
     def create_view_tables(self) -> None:
         """Create the tables; if their definition changed since they were built, drop
         them and the tracking positions so that the runner rebuilds them from the events
