@@ -206,7 +206,7 @@ def raw_read(url: str) -> dict[str, Any]:
     return out
 
 
-def rebuild(env: dict[str, str], name: str, batch_size: int) -> dict[str, Any]:
+def rebuild(env: dict[str, str], name: str, batch_size: int, processes: int = 1) -> dict[str, Any]:
     """What ``gomobile projections rebuild NAME`` does, in this process (its collector
     tuned as the command's is: interfaces/cli.py tune_gc)."""
     from application.calls import CallsApp
@@ -214,7 +214,7 @@ def rebuild(env: dict[str, str], name: str, batch_size: int) -> dict[str, Any]:
 
     tune_gc()
     from application.campaigns import CampaignsApp
-    from infrastructure.bootstrap import PROJECTIONS, UPSTREAMS
+    from infrastructure.bootstrap import PROJECTIONS, UPSTREAMS, rebuild_spawner
     from projections.runner import ProjectionRunner
     from projections.store import make_view
 
@@ -223,11 +223,14 @@ def rebuild(env: dict[str, str], name: str, batch_size: int) -> dict[str, Any]:
     try:
         view.reset()
         runner = ProjectionRunner(name, view, [apps[a] for a in UPSTREAMS[name]], batch_size=batch_size)
+        runner.spawn_partition = rebuild_spawner(name, env)
         t0 = time.perf_counter()
-        total = runner.catch_up(batch_size=batch_size)
+        total = runner.catch_up(batch_size=batch_size, processes=processes)
         dt = time.perf_counter() - t0
         assert not any(runner.lag().values())
-        return {"events": total, "seconds": round(dt, 1), "eventsPerSecond": round(total / dt), "batchSize": batch_size}
+        assert not runner.partitions()
+        return {"events": total, "seconds": round(dt, 1), "eventsPerSecond": round(total / dt), "batchSize": batch_size,
+                "processes": processes}  # fmt: skip
     finally:
         view.datastore.close()
         for app in apps.values():

@@ -9,7 +9,7 @@ import hmac
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from twilio.rest import Client
@@ -58,6 +58,73 @@ UPSTREAMS["assets"] = ("campaigns",)
 # each sent as a Dramatiq job (projections/client_webhooks.py).
 PROJECTIONS["client_webhooks"] = ClientWebhooksView
 UPSTREAMS["client_webhooks"] = ("campaigns", "calls")
+
+
+def rebuild_spawner(name: str, env: dict[str, str]) -> Callable[[str, int], Any]:
+    """What starts the processes of a rebuild of read model ``name`` in several
+    processes (ProjectionRunner.catch_up_in_partitions), each applying one part."""
+
+    def spawn(part: str, batch_size: int) -> Any:
+        import multiprocessing
+
+        process = multiprocessing.get_context("spawn").Process(
+            target=_rebuild_part, args=(name, dict(env), _bound_topics(env), part, batch_size),
+            name=f"rebuild {name} {part}",
+        )  # fmt: skip
+        process.start()
+        return process
+
+    return spawn
+
+
+def _bound_topics(env: dict[str, str]) -> list[tuple[str, tuple[Any, ...]]]:
+    """What makes the classes that ``env``'s topics name and that were made at run time (the
+    audit recorder bound to its key, the mapper bound to its key table): another process
+    must make them again (``_rebind``) before its factories resolve those topics."""
+    from eventsourcing.utils import resolve_topic
+
+    from infrastructure.audit import PostgresAuditRecorder
+
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    recorder = resolve_topic(env["APPLICATION_RECORDER_TOPIC"]) if "APPLICATION_RECORDER_TOPIC" in env else None
+    if recorder is not None and hasattr(recorder, "audit_key"):
+        out.append(("audit", (issubclass(recorder, PostgresAuditRecorder), recorder.audit_key)))
+    mapper = resolve_topic(env["MAPPER_TOPIC"]) if "MAPPER_TOPIC" in env else None
+    if mapper is not None and hasattr(mapper, "keystore_env"):
+        out.append(("mapper", (mapper.keystore_env, mapper.keystore_ttl)))
+    return out
+
+
+def _rebind(env: dict[str, str], bound: list[tuple[str, tuple[Any, ...]]]) -> None:
+    from infrastructure.audit import recorder_topic
+    from infrastructure.privacy import mapper_topic
+
+    for kind, args in bound:
+        topic = recorder_topic(*args) if kind == "audit" else mapper_topic(*args)
+        key = "APPLICATION_RECORDER_TOPIC" if kind == "audit" else "MAPPER_TOPIC"
+        assert env[key] == topic, (key, env[key], topic)
+
+
+def _rebuild_part(name: str, env: dict[str, str], bound: list[tuple[str, tuple[Any, ...]]], part: str, batch_size: int) -> None:
+    """One process of a rebuild: the stores and the read model opened again, the part applied."""
+    from application.calls import CallsApp
+    from application.campaigns import CampaignsApp
+    from infrastructure.privacy import bind
+    from interfaces.cli import tune_gc
+
+    tune_gc()
+    _rebind(env, bound)
+    env = {**env, "CREATE_TABLE": "no"}  # they exist: the process that started this one made them
+    apps = {"campaigns": CampaignsApp(env=env), "calls": CallsApp(env=env)}
+    for app in apps.values():
+        bind(app)
+    view = make_view(PROJECTIONS[name], name, env, create=False)
+    try:
+        ProjectionRunner(name, view, [apps[a] for a in UPSTREAMS[name]]).catch_up_partition(part, batch_size)
+    finally:
+        view.datastore.close()
+        for app in apps.values():
+            app.close()
 
 
 class LazyViews(Mapping[str, Any]):
@@ -205,7 +272,10 @@ class Container:
         view = self.views[name]
         if name == "client_webhooks":
             view.send = self.webhook_queue.send  # the follower sends a job per delivery
-        return ProjectionRunner(name, view, upstreams, poll_interval=self.settings.projection_interval)
+        runner = ProjectionRunner(name, view, upstreams, poll_interval=self.settings.projection_interval)
+        if self.settings.uses_postgres:
+            runner.spawn_partition = rebuild_spawner(name, self.env)
+        return runner
 
     # -- processes ------------------------------------------------------------------
 

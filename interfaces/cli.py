@@ -177,7 +177,11 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
         view = container.views[args.name]
         view.reset()
         runner = container.runner(args.name)
-        total = runner.catch_up(lambda n: print(f"\r{args.name}: {n} events applied", end="", file=sys.stderr, flush=True))
+        processes = args.processes or ((os.cpu_count() or 1) if container.settings.uses_postgres else 1)
+        total = runner.catch_up(
+            lambda n: print(f"\r{args.name}: {n} events applied", end="", file=sys.stderr, flush=True),
+            processes=processes,
+        )
         print(file=sys.stderr)
         print(json.dumps({"projection": args.name, "eventsApplied": total}))
     finally:
@@ -227,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     proj = sub.add_parser("projections", help="read models").add_subparsers(dest="proj_command", required=True)
     rb = proj.add_parser("rebuild", help="drop a read model and rebuild it from the events")
     rb.add_argument("name")
+    rb.add_argument("--processes", type=int, default=0,
+                    help="processes sharing the replay (PostgreSQL; default: one per core)")  # fmt: skip
     rb.set_defaults(func=cmd_projections_rebuild)
     proj.add_parser("status", help="each read model's position and lag").set_defaults(func=cmd_projections_status)
     from interfaces.contacts_cli import add_contacts_commands

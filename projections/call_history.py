@@ -28,6 +28,7 @@ ENDED_STATUS = {
 
 
 class CallHistoryView(ViewMixin):
+    PARTITIONED_REBUILD = True  # every row of the calls log's events is one stream's
     DISPATCH_BY_METHOD = True
     TABLES = (
         """CREATE TABLE IF NOT EXISTS history_executions (
@@ -390,7 +391,7 @@ class CallHistoryView(ViewMixin):
             self._event(c, cid, type_, at, data)
             if recorded is not None:
                 self._recording(c, e, cid, recorded, at)
-        self._attempt(c, e, variables=dumps(turn["state"].get("variables", {})))
+        self._attempt(c, e, variables=dumps((turn.get("state") or {}).get("variables", {})))
 
     def _recording(self, c: Any, e: Any, cid: str, ev: dict[str, Any], at: str | None) -> None:
         self.ex(
@@ -517,7 +518,8 @@ def turn_events(turn: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dic
     if turn.get("input") is not None:
         inp = turn["input"]
         yield "dtmf_collected", {"digits": inp["digits"], "mode": inp["mode"], "nodeId": inp["nodeId"]}, None
-    for ins in turn["instructions"]:
+    # (a turn whose personal fields were not stored, its contact unknown, has none of them)
+    for ins in turn.get("instructions") or []:
         if ins["verb"] in ("say", "play"):
             yield "play", {k: v for k, v in ins.items() if k != "verb"}, None
 
@@ -849,7 +851,7 @@ class _Batch:
             self.event(cid, type_, at, data)
             if recorded is not None:
                 self.recording(e, cid, recorded, at)
-        self.update_attempt(cid, variables=dumps(turn["state"].get("variables", {})))
+        self.update_attempt(cid, variables=dumps((turn.get("state") or {}).get("variables", {})))
 
     def recording(self, e: Any, cid: str, ev: dict[str, Any], at: str | None) -> None:
         """INSERT ... SELECT organization_id FROM the attempt, ON CONFLICT (id) DO NOTHING:

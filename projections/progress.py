@@ -30,6 +30,7 @@ def _key(value: Any) -> str:
 
 
 class ProgressView(ViewMixin):
+    PARTITIONED_REBUILD = True  # a call's rows, counters that add (written in key order)
     DISPATCH_BY_METHOD = True
     TABLES = (
         """CREATE TABLE IF NOT EXISTS progress_executions (
@@ -764,15 +765,17 @@ class _Batch:
             if self.dirty:
                 rows = [(cid, *row) for cid, row in self.dirty.items()]
                 _insert_rows(v, c, self.CALLS_SQL, (t, t, t, t, t, t, i, t, t, t), rows)
+            # Rows that several streams add to, in key order: two processes of a rebuild
+            # (PARTITIONED_REBUILD) then lock them in the same order.
             if self.counters:
                 if pg:
-                    rows = [(eid, *d) for eid, d in self.counters.items()]
+                    rows = [(eid, *d) for eid, d in sorted(self.counters.items())]
                     c.execute(self.COUNTERS_PG, [list(col) for col in zip(*rows, strict=True)])
                 else:
-                    rows = [(*d[:5], d[5], d[5], eid) for eid, d in self.counters.items()]
+                    rows = [(*d[:5], d[5], d[5], eid) for eid, d in sorted(self.counters.items())]
                     c.executemany(self.COUNTERS_SQLITE, rows)
             if self.visits:
-                rows = [(*key, n) for key, n in self.visits.items()]
+                rows = [(*key, n) for key, n in sorted(self.visits.items())]
                 _insert_rows(v, c, self.NODES_SQL, (t, t, i, i), rows)
             if undial:  # before the inserts: a dial released then claimed again is the new claim
                 if pg:

@@ -29,6 +29,7 @@ OUTCOME_COLUMNS = {
 
 
 class ReportsView(ViewMixin):
+    PARTITIONED_REBUILD = True  # counters that add, rows of one stream; shared rows written in key order
     TABLES = (
         # Which execution a Call stream belongs to (Call events after Created carry only its id).
         """CREATE TABLE IF NOT EXISTS report_calls (
@@ -376,12 +377,15 @@ class _Pending:
         t, i = "text", "bigint"  # sums of durations pass 2^31 ms
         writes: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
             (v.CALLS_SQL, (t, t, t), self.new_jobs),
+            # Rows that several streams add to, in key order: two processes of a rebuild
+            # (PARTITIONED_REBUILD) then lock them in the same order.
             (v.ATTEMPTS_SQL, (t, i, *(i for _ in v.ATTEMPT_COLUMNS)),
-             [(eid, n, *(d.get(k, 0) for k in v.ATTEMPT_COLUMNS)) for (eid, n), d in self.attempts.items()]),
+             [(eid, n, *(d.get(k, 0) for k in v.ATTEMPT_COLUMNS)) for (eid, n), d in sorted(self.attempts.items())]),
             (v.VISITS_SQL, (t, t), self.new_visits),
-            (v.NODES_SQL, (t, t, t, t, i, i), [(eid, node, *counts) for (eid, node), counts in self.node_counts.items()]),
-            (v.DIGITS_SQL, (t, t, t, i), [(*key, n) for key, n in self.digits.items()]),
-            (v.USAGE_SQL, (t, t, i, i, i), [(*key, *sums) for key, sums in self.usage.items()]),
+            (v.NODES_SQL, (t, t, t, t, i, i),
+             [(eid, node, *counts) for (eid, node), counts in sorted(self.node_counts.items())]),
+            (v.DIGITS_SQL, (t, t, t, i), [(*key, n) for key, n in sorted(self.digits.items())]),
+            (v.USAGE_SQL, (t, t, i, i, i), [(*key, *sums) for key, sums in sorted(self.usage.items())]),
             (v.ACTIVITY_SQL, (t, t, t, i, t, t, t, t, t), self.activity),
             (v.STREAMS_SQL, (t, t), self.streams),
         ]  # fmt: skip

@@ -144,6 +144,52 @@ class ViewMixin:
             found = cache[topic] = hasattr(self, "on_" + topic.rsplit(":", 1)[-1].replace(".", "_"))
         return found
 
+    # -- the parts of a rebuild in several processes (projections.runner) ------------------
+
+    # Set by a view whose changes from different streams of its last log commute (counters
+    # that add, rows that belong to one stream), and whose rows shared by several streams
+    # are written in key order (two parts' transactions then never wait on each other in a
+    # cycle): it may be rebuilt by several processes at once.
+    PARTITIONED_REBUILD = False
+
+    def tracked_names(self, prefix: str) -> list[str]:
+        """The tracked application names that start with ``prefix``."""
+        table = getattr(self, "tracking_table_name", "tracking")
+        rows = self.rows(f"SELECT DISTINCT application_name FROM {table} WHERE application_name LIKE ?", (prefix + "%",))
+        return [r["application_name"] for r in rows if r["application_name"].startswith(prefix)]
+
+    def start_partitions(self, trackings: Sequence[Tracking]) -> None:
+        with self.transaction() as c:
+            for tracking in trackings:
+                self._insert_tracking(c, tracking)  # type: ignore[attr-defined]
+
+    def merge_partitions(self, names: Sequence[str], tracking: Tracking) -> None:
+        """The parts' positions become ``tracking``, in one transaction."""
+        table = getattr(self, "tracking_table_name", "tracking")
+        with self.transaction() as c:
+            c.execute(self.q(f"DELETE FROM {table} WHERE application_name IN ({', '.join('?' for _ in names)})"), tuple(names))
+            self._insert_tracking(c, tracking)  # type: ignore[attr-defined]
+
+    @contextmanager
+    def partition_lock(self, name: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the right to apply part ``name`` (a PostgreSQL advisory lock, released when
+        its holder ends, however it ends); yields False when another process holds it and
+        ``wait`` is False."""
+        if not self.is_postgres:
+            yield True
+            return
+        with self.datastore.get_connection() as conn:
+            fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+            row = conn.execute(f"SELECT {fn}(7420003, hashtext(%s)) AS held", (name,)).fetchone()
+            held = wait or bool(row["held"] if isinstance(row, dict) else row[0])  # type: ignore[index]
+            conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute("SELECT pg_advisory_unlock(7420003, hashtext(%s))", (name,))
+                    conn.commit()
+
     def track_only(self, tracking: Tracking) -> None:
         with self.transaction() as c:
             self._insert_tracking(c, tracking)  # type: ignore[attr-defined]
@@ -169,8 +215,10 @@ def loads(value: str | None) -> Any:
 _classes: dict[tuple[type, type], type] = {}
 
 
-def make_view(mixin: type, name: str, env: dict[str, str]) -> Any:
-    """Construct a view of ``mixin`` on the backend named by ``env`` (PERSISTENCE_MODULE)."""
+def make_view(mixin: type, name: str, env: dict[str, str], create: bool = True) -> Any:
+    """Construct a view of ``mixin`` on the backend named by ``env`` (PERSISTENCE_MODULE),
+    and its tables unless ``create`` is False (a process that another one started, which
+    made them: creating them again takes locks that can deadlock with its writes)."""
     full_env = {**os.environ, **env}
     factory = InfrastructureFactory[TrackingRecorder].construct(env=Environment(name, full_env))
     base: type = (
@@ -184,5 +232,6 @@ def make_view(mixin: type, name: str, env: dict[str, str]) -> Any:
         _classes[(mixin, base)] = cls
     view = factory.tracking_recorder(cls)  # type: ignore[arg-type]
     view.factory = factory
-    view.create_view_tables()
+    if create:
+        view.create_view_tables()
     return view
