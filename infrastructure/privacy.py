@@ -552,7 +552,10 @@ class PersonalDataMapper(Mapper[UUID]):
     _ciphers_epoch = -1
     _ciphers_until = 0.0
 
-    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+    def to_domain_event(self, stored_event: StoredEvent, open_sealed: bool = True) -> Any:
+        """The event, its personal fields opened; with ``open_sealed`` False they are left
+        out (absent, not emptied), for a reader that declared it reads none of them (a
+        rebuild of a read model: ``ViewMixin.PERSONAL``): neither key nor cipher is used."""
         if stored_event.topic == _ERASED:
             self.keystore.forget(_uuid(stored_event.originator_id))
         event = super().to_domain_event(stored_event)
@@ -565,6 +568,8 @@ class PersonalDataMapper(Mapper[UUID]):
         subject = UUID(hex=envelope["s"])
         if stored_event.topic.startswith("domain.call:"):
             self._learn(_uuid(stored_event.originator_id), subject)
+        if not open_sealed:
+            return event
         kinds: dict[str, str] = envelope.get("f") or {}
         secret: dict[str, Any] | None = None
         sealed = envelope.get("c")

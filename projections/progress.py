@@ -31,6 +31,7 @@ def _key(value: Any) -> str:
 
 class ProgressView(ViewMixin):
     PARTITIONED_REBUILD = True  # a call's rows, counters that add (written in key order)
+    PERSONAL = frozenset()  # a contact's time zone and a turn's nodes are kept in clear
     DISPATCH_BY_METHOD = True
     TABLES = (
         """CREATE TABLE IF NOT EXISTS progress_executions (

@@ -30,6 +30,7 @@ OUTCOME_COLUMNS = {
 
 class ReportsView(ViewMixin):
     PARTITIONED_REBUILD = True  # counters that add, rows of one stream; shared rows written in key order
+    PERSONAL = frozenset({"domain.call:Call.FlowAdvanced"})  # the keypresses among a turn's events
     TABLES = (
         # Which execution a Call stream belongs to (Call events after Created carry only its id).
         """CREATE TABLE IF NOT EXISTS report_calls (

@@ -233,8 +233,17 @@ class ProjectionRunner:
         wanted = notes if wants is None else [n for n in notes if wants(n.topic)]
         prefetch = getattr(app.mapper, "prefetch", None)
         if prefetch is not None:  # contact keys (crypto-shredding): the page's in one query
-            prefetch(wanted, notes)
+            prefetch(self._opened(wanted), notes)
         return (self._decode(app, wanted) if decode else wanted), Tracking(app.name, last)
+
+    def _personal(self) -> frozenset[str] | None:
+        """The topics whose personal fields this runner opens (None: all). Only when its
+        decodes are its own (a catch-up): the shared DecodeCache's events must be whole."""
+        return None if self._share_decodes else getattr(self.view, "PERSONAL", None)
+
+    def _opened(self, notes: list[Any]) -> list[Any]:
+        personal = self._personal()
+        return notes if personal is None else [n for n in notes if n.topic in personal]
 
     def topics(self) -> list[str] | None:
         """The topics to read (None: all): those of the platform's events that the view
@@ -255,7 +264,11 @@ class ProjectionRunner:
             events = decode_cache(app).decode(app, notes)
         else:  # a catch-up (a rebuild) reads far ahead of every other runner: nothing to share
             to_domain_event = app.mapper.to_domain_event
-            events = [to_domain_event(n) for n in notes]
+            personal = self._personal()
+            if personal is None or not hasattr(app.mapper, "keystore"):
+                events = [to_domain_event(n) for n in notes]
+            else:  # personal fields opened only where the view reads them
+                events = [to_domain_event(n, n.topic in personal) for n in notes]
         name = app.name
         return [(e, Tracking(name, n.id)) for e, n in zip(events, notes, strict=True)]
 
@@ -420,7 +433,7 @@ class ProjectionRunner:
                     last = notes[-1].id if len(notes) >= batch_size else stop
                     wanted = notes if wants is None else [n for n in notes if wants(n.topic)]
                     if prefetch is not None:
-                        prefetch(wanted, notes)
+                        prefetch(self._opened(wanted), notes)
                     self.view.apply_batch(self._decode(app, wanted), self.view.handle, Tracking(name, last))
                     done += last - pos
                     pos = last

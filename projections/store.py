@@ -152,6 +152,13 @@ class ViewMixin:
     # cycle): it may be rebuilt by several processes at once.
     PARTITIONED_REBUILD = False
 
+    # The event topics whose personal fields (sealed under contacts' keys,
+    # infrastructure/privacy.py) this view reads; None: any. A catch-up leaves the others
+    # out of the events it decodes (no key lookup, no decryption, no parse): a third of a
+    # progress rebuild's decoding. tests/integration/test_rebuild_in_parts.py holds each
+    # view's rows equal to what it makes from events opened whole.
+    PERSONAL: frozenset[str] | None = None
+
     def tracked_names(self, prefix: str) -> list[str]:
         """The tracked application names that start with ``prefix``."""
         table = getattr(self, "tracking_table_name", "tracking")
