@@ -87,13 +87,13 @@ def test_nan_and_infinity_are_read_by_the_library_decoder() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.uuids().map(lambda u: u.hex), st.text(alphabet="0123456789abcdefABCDEF-_+ {}xg", max_size=36)))
 def test_a_uuid_is_read_as_uuid_reads_it(data: str) -> None:
-    from infrastructure.transcoder import _uuid_from_hex
+    from infrastructure.transcoder import uuid_from_hex
 
     try:
         expected: Any = UUID(hex=data)
     except ValueError:
         with pytest.raises(ValueError):
-            _uuid_from_hex(data)
+            uuid_from_hex(data)
         return
-    got = _uuid_from_hex(data)
+    got = uuid_from_hex(data)
     assert (got, hash(got), str(got), got.is_safe, type(got)) == (expected, hash(expected), str(expected), expected.is_safe, UUID)
