@@ -14,7 +14,8 @@ read rate of the same events table measured in the same run.
    deliver with no projection code in the way.
 3. For each view: drop it and rebuild it from zero with the projection runner (the code
    behind ``gomobile projections rebuild NAME``), events/s over every event of the logs
-   it follows, and the ratio to the raw rate.
+   it follows, and the ratio to the raw rate; with ``--processes`` 1 and N, in one
+   process and shared out among N (the command's default: one per core).
 """
 
 from __future__ import annotations
@@ -242,6 +243,8 @@ def main() -> None:
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--views", default="reports")
     p.add_argument("--batch-size", default="500", help="events per transaction, or several: 500,2000 (500: live runner, 5000: catch-up)")
+    p.add_argument("--processes", default=str(os.cpu_count() or 1),
+                   help="processes sharing the replay, or several: 1,2 (default: one per core, as the command)")  # fmt: skip
     p.add_argument("--database-url", default="", help="an already seeded database (skips seeding)")
     p.add_argument("--bulk-seed", action="store_true",
                    help="seed with the platform's mapper and COPY in two processes (10^7 events in minutes)")
@@ -256,9 +259,9 @@ def main() -> None:
         result["raw"] = raw_read(url)
         before = result["raw"]["all"]["rowsPerSecond"]
         for name in args.views.split(","):
-            for size in args.batch_size.split(","):
+            for size, processes in [(s, n) for s in args.batch_size.split(",") for n in args.processes.split(",")]:
                 load = os.getloadavg()[0]
-                r = rebuild(env, name, int(size))
+                r = rebuild(env, name, int(size), int(processes))
                 after = raw_read(url)["all"]["rowsPerSecond"]
                 # The 2 cores are shared: the raw rate is read just before and just after
                 # each rebuild, and the rebuild put against their mean.
@@ -266,7 +269,7 @@ def main() -> None:
                 r.update({"rawRowsPerSecond": round(raw), "rawBefore": before, "rawAfter": after,
                           "ratioToRaw": round(r["eventsPerSecond"] / raw, 3),
                           "loadAverage": [round(load, 1), round(os.getloadavg()[0], 1)]})  # fmt: skip
-                result[f"{name}@{size}"] = r
+                result[f"{name}@{size}x{processes}"] = r
                 print({"view": name, **r}, flush=True)
                 before = after
         emit("rebuild", result)
