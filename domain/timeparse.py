@@ -23,7 +23,11 @@ def parse_instant(value: object, field: str) -> datetime:
 def format_instant(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # "...+00:00" made by isoformat (C) is a fifth of strftime's cost; every read model formats
+    # a few instants per event
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def sortable(value: datetime) -> str:
