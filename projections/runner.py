@@ -9,12 +9,13 @@ earlier ones, so a Call event is never applied before the Execution event it fol
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -177,6 +178,30 @@ def decode_cache(app: Application[Any]) -> DecodeCache:
     return cache
 
 
+class _CollectPerBatch:
+    """The cyclic garbage collector during a catch-up: run between batches, not within.
+
+    Left automatic, it ran every 50,000 allocations (``tune_gc``), that is several times
+    within each batch, and each time went over the batch's objects, all alive then (a page
+    of events, their rows): 8% of a rebuild's CPU. Here it is off while a batch is applied;
+    after each one the young generation is collected (what the batch left: a few cache
+    entries), and the whole heap every 20 batches. Nested uses keep the outer's state."""
+
+    def __enter__(self) -> Self:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+        self._batches = 0
+        return self
+
+    def batch_done(self) -> None:
+        self._batches += 1
+        gc.collect(2 if self._batches % 20 == 0 else 0)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._was_enabled:
+            gc.enable()
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -322,13 +347,15 @@ class ProjectionRunner:
             total += self.finish_partitions(batch_size)
             if processes > 1:
                 total += self.catch_up_in_partitions(processes, batch_size, progress)
-            while True:
-                n = self.run_once(max(batch_size, self.batch_size))
-                total += n
-                if progress and n:
-                    progress(total)
-                if n == 0:
-                    return total
+            with _CollectPerBatch() as collector:
+                while True:
+                    n = self.run_once(max(batch_size, self.batch_size))
+                    collector.batch_done()
+                    total += n
+                    if progress and n:
+                        progress(total)
+                    if n == 0:
+                        return total
         finally:
             self._share_decodes = True
 
@@ -421,7 +448,7 @@ class ProjectionRunner:
         topics = self.topics()
         wants = getattr(self.view, "wants", None)
         prefetch = getattr(app.mapper, "prefetch", None)
-        with self.view.partition_lock(name, wait) as held:
+        with self.view.partition_lock(name, wait) as held, _CollectPerBatch() as collector:
             if not held:
                 return None
             pos = self.view.max_tracking_id(name) or int(m["start"])
@@ -435,6 +462,7 @@ class ProjectionRunner:
                     if prefetch is not None:
                         prefetch(self._opened(wanted), notes)
                     self.view.apply_batch(self._decode(app, wanted), self.view.handle, Tracking(name, last))
+                    collector.batch_done()
                     done += last - pos
                     pos = last
                     if progress is not None:
