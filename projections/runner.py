@@ -393,7 +393,9 @@ class ProjectionRunner:
         self.view.start_partitions([Tracking(name, start) for name in names])
         children = [self.spawn_partition(name, batch_size) for name in names[1:]]
         try:
-            report = None if progress is None else (lambda n: progress(done + n * processes))
+            # Each part reads the whole range of positions (the events of its streams): how far
+            # this one got is how far the rebuild got, all parts going at about one pace.
+            report = None if progress is None else (lambda n: progress(done + n))
             self.catch_up_partition(names[0], batch_size, report)
         finally:
             for child in children:
