@@ -230,8 +230,11 @@ def rebuild(env: dict[str, str], name: str, batch_size: int, processes: int = 1)
         dt = time.perf_counter() - t0
         assert not any(runner.lag().values())
         assert not runner.partitions()
+        import resource
+
+        rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
         return {"events": total, "seconds": round(dt, 1), "eventsPerSecond": round(total / dt), "batchSize": batch_size,
-                "processes": processes}  # fmt: skip
+                "processes": processes, "peakRssMbAnyProcess": round(rss / 1024)}  # fmt: skip
     finally:
         view.datastore.close()
         for app in apps.values():
