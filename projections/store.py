@@ -185,6 +185,9 @@ class ViewMixin:
         if not self.is_postgres:
             yield True
             return
+        # Parts of different read models have the same names (those of the log's ranges):
+        # the key is the read model's tracking table's and the part's.
+        name = f"{getattr(self, 'tracking_table_name', '')}:{name}"
         with self.datastore.get_connection() as conn:
             fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
             row = conn.execute(f"SELECT {fn}(7420003, hashtext(%s)) AS held", (name,)).fetchone()

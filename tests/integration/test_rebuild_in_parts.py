@@ -155,10 +155,17 @@ def test_a_part_whose_process_died_is_finished_by_the_next_round(
             # A live round while another process holds a part: the calls log is left alone.
             live = _runner(name, env, apps)
             try:
+                other = _runner(VIEWS[(VIEWS.index(name) + 1) % len(VIEWS)], env, apps)
                 with r.view.partition_lock(parts[1]):
                     live.run_once(40)
                     assert live.position(apps["calls"]) == 0
                     assert r.partitions() == parts
+                    # The same part's name in another read model is another lock.
+                    with other.view.partition_lock(parts[1], wait=False) as held:
+                        assert held
+                    with live.view.partition_lock(parts[1], wait=False) as held:
+                        assert not held
+                other.view.datastore.close()
                 # Then the next round finishes the parts left and merges them.
                 while live.run_once(40):
                     pass
