@@ -197,6 +197,9 @@ def test_a_pause_between_the_check_and_the_claim_gives_the_claim_back(tmp_path: 
             assert events == ["Created", "DialClaimed", "ClaimReleased"]
             assert container.calls.call(cid).status == "pending"
             wait_for(lambda: c.get(f"/api/program-executions/{eid}").json(), 20, what="the released claim counted pending again", until=lambda e: e["status"] == "paused" and e["contactsInProgress"] == 0 and e["contactsPending"] == 1)
+            # The report is its own read model: it may trail the counters by a batch.
+            reports = container.runner("reports")
+            wait_for(lambda: not any(reports.lag().values()), 20, what="the reports read model to catch up")
             report = c.get(f"/api/program-execution/{eid}/report").json()
             assert report["callMetrics"]["totalCalls"] == 0, report["callMetrics"]
 
