@@ -10,12 +10,13 @@ from contextlib import nullcontext
 from operator import itemgetter
 from typing import Any
 
+import msgspec
 from eventsourcing.persistence import Tracking
 
 from domain.call import attempt_id
 from domain.timeparse import format_instant
 from projections.reports import _insert_rows
-from projections.store import ViewMixin, dumps, loads
+from projections.store import ViewMixin, loads
 
 ENDED_STATUS = {
     "completed": "completed",
@@ -313,7 +314,7 @@ class CallHistoryView(ViewMixin):
         self.ex(
             c,
             "INSERT INTO history_events (call_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?)",
-            (cid, seq, type_, at, dumps(data)),
+            (cid, seq, type_, at, _dumps(data)),
         )
         self.ex(c, "UPDATE history_attempts SET event_count = ? WHERE call_id = ?", (seq + 1, cid))
 
@@ -392,7 +393,7 @@ class CallHistoryView(ViewMixin):
             self._event(c, cid, type_, at, data)
             if recorded is not None:
                 self._recording(c, e, cid, recorded, at)
-        self._attempt(c, e, variables=dumps((turn.get("state") or {}).get("variables", {})))
+        self._attempt(c, e, variables=_dumps((turn.get("state") or {}).get("variables", {})))
 
     def _recording(self, c: Any, e: Any, cid: str, ev: dict[str, Any], at: str | None) -> None:
         self.ex(
@@ -437,7 +438,7 @@ class CallHistoryView(ViewMixin):
                 f"SELECT call_id, seq, data FROM history_events WHERE call_id IN ({marks})",
                 chunk,
             )
-            kept = [(dumps({k: v if k in self.ERASED_KEEP else _emptied(v) for k, v in (loads(r["data"]) or {}).items()}),
+            kept = [(_dumps({k: v if k in self.ERASED_KEEP else _emptied(v) for k, v in (loads(r["data"]) or {}).items()}),
                      r["call_id"], r["seq"]) for r in events]  # fmt: skip
             if kept:
                 c.executemany(
@@ -553,6 +554,16 @@ RECORDING_COLUMNS = ("id", "call_id", "job_id", "organization_id", "node_id", "r
 _INTEGER = frozenset(
     {"attempts", "attempt", "duration_ms", "flow_version", "step_count", "event_count", "seq"}
 )
+
+
+_ENCODE = msgspec.json.Encoder(enc_hook=str).encode
+
+
+def _dumps(value: Any) -> str:
+    """The history's JSON texts (an event's data, an attempt's variables), encoded by msgspec:
+    a fifth of ``json.dumps``'s cost, and a text is kept as UTF-8 rather than escaped. They
+    are read back with ``loads`` (the same values either way)."""
+    return _ENCODE(value).decode()
 
 
 def _types(columns: tuple[str, ...]) -> tuple[str, ...]:
@@ -750,7 +761,7 @@ class _Batch:
         if row is None:
             return
         seq = int(row["event_count"])
-        self.events.append((cid, seq, type_, at, dumps(data)))
+        self.events.append((cid, seq, type_, at, _dumps(data)))
         self.update_attempt(cid, event_count=seq + 1)
 
     def add_steps(self, cid: str, steps: list[dict[str, Any]], at: str | None) -> None:
@@ -856,7 +867,7 @@ class _Batch:
             self.event(cid, type_, at, data)
             if recorded is not None:
                 self.recording(e, cid, recorded, at)
-        self.update_attempt(cid, variables=dumps((turn.get("state") or {}).get("variables", {})))
+        self.update_attempt(cid, variables=_dumps((turn.get("state") or {}).get("variables", {})))
 
     def recording(self, e: Any, cid: str, ev: dict[str, Any], at: str | None) -> None:
         """INSERT ... SELECT organization_id FROM the attempt, ON CONFLICT (id) DO NOTHING:
