@@ -231,13 +231,15 @@ class ProjectionRunner:
         return self.view.max_tracking_id(app.name) or 0
 
     def _read(
-        self, app: Application[Any], after: int, limit: int, until: int | None = None, decode: bool = True
+        self, app: Application[Any], after: int, limit: int, until: int | None = None, decode: bool = True,
+        part: tuple[int, int] | None = None,
     ) -> tuple[list[Any], Tracking | None]:
         """The next events after ``after`` that the view wants, decoded (or, ``decode``
         False, their notifications), and the tracking of the last notification read
-        (events of other topics are skipped undecoded, but the position still moves past them)."""
+        (events of other topics are skipped undecoded, but the position still moves past them);
+        with ``part``, only those of that partition's streams (``select_notifications``)."""
         topics = self.topics()
-        if topics is None:
+        if topics is None and part is None:
             notes = select_notifications(app.recorder, after + 1, limit)
             if until is not None:
                 notes = [n for n in notes if n.id <= until]
@@ -245,14 +247,15 @@ class ProjectionRunner:
                 return [], None
             last = notes[-1].id
         else:
-            # Only the topics the view wants are read. The log's head is read first: ids
-            # are committed in order (inserts hold the table's lock), so once fewer than
-            # ``limit`` come back, everything up to the head has been seen.
+            # Only the topics the view wants (the streams of ``part``) are read. The log's
+            # head is read first: ids are committed in order (inserts hold the table's lock),
+            # so once fewer than ``limit`` come back, everything up to the head has been seen.
             head = app.recorder.max_notification_id() or 0
             stop = head if until is None else min(head, until)
             if stop <= after:
                 return [], None
-            notes = select_notifications(app.recorder, after + 1, limit, stop, topics) if topics else []
+            wanted_any = topics is None or bool(topics)
+            notes = select_notifications(app.recorder, after + 1, limit, stop, topics or (), part) if wanted_any else []
             last = notes[-1].id if len(notes) >= limit else stop
         wants = getattr(self.view, "wants", None)
         wanted = notes if wants is None else [n for n in notes if wants(n.topic)]
@@ -447,9 +450,6 @@ class ProjectionRunner:
             raise ValueError(f"not a part of a rebuild of {self.upstreams[-1].name}: {name!r}")
         app = self.upstreams[-1]
         part, stop = (int(m["k"]), int(m["n"])), int(m["stop"])
-        topics = self.topics()
-        wants = getattr(self.view, "wants", None)
-        prefetch = getattr(app.mapper, "prefetch", None)
         with self.view.partition_lock(name, wait) as held, _CollectPerBatch() as collector:
             if not held:
                 return None
@@ -458,12 +458,9 @@ class ProjectionRunner:
             sharing, self._share_decodes = self._share_decodes, False
             try:
                 while pos < stop:
-                    notes = select_notifications(app.recorder, pos + 1, batch_size, stop, topics or (), part)
-                    last = notes[-1].id if len(notes) >= batch_size else stop
-                    wanted = notes if wants is None else [n for n in notes if wants(n.topic)]
-                    if prefetch is not None:
-                        prefetch(self._opened(wanted), notes)
-                    self.view.apply_batch(self._decode(app, wanted), self.view.handle, Tracking(name, last))
+                    items, read = self._read(app, pos, batch_size, stop, part=part)
+                    last = read.notification_id if read is not None else stop
+                    self.view.apply_batch(items, self.view.handle, Tracking(name, last))
                     collector.batch_done()
                     done += last - pos
                     pos = last
