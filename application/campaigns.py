@@ -150,9 +150,10 @@ class CampaignsApp(App):
         self.save(org)
         return key
 
-    def organization(self, organization_id: UUID) -> Organization:
+    def organization(self, organization_id: UUID, *, read_only: bool = False) -> Organization:
+        """``read_only``: as in ``execution``."""
         try:
-            org = self.repository.get(organization_id)
+            org = (self.latest if read_only else self.repository).get(organization_id)
         except AggregateNotFoundError:
             raise NotFound("Organization not found") from None
         assert isinstance(org, Organization)
@@ -530,9 +531,11 @@ class CampaignsApp(App):
             raise NotFound("Audience not found")
         return list(audience.members)
 
-    def execution(self, org: UUID | None, id_: UUID | str) -> Execution:
+    def execution(self, org: UUID | None, id_: UUID | str, *, read_only: bool = False) -> Execution:
+        """``read_only``: as it stands now, for a check that changes nothing (see
+        ``App.latest``): the caller must not change it."""
         try:
-            e = self.repository.get(UUID(str(id_)))
+            e = (self.latest if read_only else self.repository).get(UUID(str(id_)))
         except (AggregateNotFoundError, ValueError):
             raise NotFound("Execution not found") from None
         if not isinstance(e, Execution) or (org is not None and e.organization_id != org):

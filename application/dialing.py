@@ -65,7 +65,7 @@ class Dialer:
         call = self.calls.find(call_id)
         if call is None or call.status != "pending" or call.attempt != attempt:
             return DialResult("stale")
-        execution = self.campaigns.execution(None, call.execution_id)
+        execution = self.campaigns.execution(None, call.execution_id, read_only=True)
         if execution.status != "running":
             # Paused since the job was sent: let the dispatcher send it again on resume.
             self.declined(call_id, attempt)
@@ -82,7 +82,7 @@ class Dialer:
         # Checked again once the claim is stored: a pause recorded between the first check
         # and the claim is seen here, so every dial follows a claim stored before the pause
         # (and a paused execution whose calls in progress are done dials nobody).
-        if self.campaigns.execution(None, call.execution_id).status != "running":
+        if self.campaigns.execution(None, call.execution_id, read_only=True).status != "running":
             self.calls.update(call.id, lambda c: c.release_claim(attempt, "not_running"))
             self.declined(call_id, attempt)
             return DialResult("not_running")
@@ -108,7 +108,8 @@ class Dialer:
             log.warning("dial of %s attempt %s failed: %s", call_id, attempt, exc)
             self._fail(call.id, attempt, str(exc), now, info)
             return DialResult("failed")
-        self.calls.update(call.id, lambda c: c.record_placed(attempt, sid, from_number))
+        # The claimed Call is still in hand: saved on it unless a callback was stored since.
+        self.calls.update(call.id, lambda c: c.record_placed(attempt, sid, from_number), current=call)
         return DialResult("placed", sid)
 
     def _may_dial(self, call: Call, attempt: int, now: datetime) -> DialResult | None:
@@ -119,7 +120,7 @@ class Dialer:
             self.calls.update(call.id, lambda c: c.skip("erased", now))
             return DialResult("erased")
         info = self.executions.get(call.execution_id)
-        org = self.campaigns.organization(call.organization_id)
+        org = self.campaigns.organization(call.organization_id, read_only=True)
         hours = CallingHours.parse(org.settings.get("callingHours"))
         opens = next_allowed(now, info.windows, org.timezone, hours, call.contact.get("timezone"))
         if opens != now:

@@ -85,9 +85,12 @@ class Processes:
         """Start ``gomobile ARGS`` (``env`` adds to or overrides the shared environment)."""
         self.names.append(name)
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - the child writes to it until it stops
+        command = [sys.executable, "-m", "interfaces.cli", *args]
+        profile = os.environ.get("GOMOBILE_BENCH_PYSPY")  # a folder: each process sampled by py-spy (raw stacks)
+        if profile:
+            command = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "100", "--gil", "--nonblocking", "-f", "raw", "-o", f"{profile}/{name}.txt", "--", *command]
         self.procs.append(
-            subprocess.Popen([sys.executable, "-m", "interfaces.cli", *args], env={**self.env, **(env or {})}, cwd=ROOT,
-                             stdout=log, stderr=subprocess.STDOUT)
+            subprocess.Popen(command, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         )
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -105,7 +108,10 @@ class Processes:
 
     def stop(self) -> None:
         for p in self.procs:
-            p.terminate()
+            if os.environ.get("GOMOBILE_BENCH_PYSPY"):  # stop the sampled process: py-spy then writes its file
+                subprocess.run(["pkill", "-TERM", "-P", str(p.pid)], check=False)
+            else:
+                p.terminate()
         for p in self.procs:
             try:
                 p.wait(timeout=15)
