@@ -367,6 +367,13 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             "SELECT nids, orgs FROM {schema}.{fn}(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %s::uuid[], "
             "%s::uuid[], %s::uuid[], %b::bytea, %b::bytea)"
         ).format(**fn)
+        # A save of one event (most of the call traffic) sends scalars, which psycopg dumps
+        # in C, rather than arrays, which it dumps in Python.
+        self.sql_append_one = SQL(
+            "SELECT nids, orgs FROM {schema}.{fn}(ARRAY[%b::uuid], ARRAY[%b::bigint], ARRAY[%b::text], "
+            "ARRAY[%b::bytea], ARRAY[%b::uuid], array_remove(ARRAY[%b::uuid], NULL), "
+            "array_remove(ARRAY[%b::uuid], NULL), %b::bytea, %b::bytea)"
+        ).format(**fn)
         self._pads = hmac_pads(self.audit_key) if self.audit_key else (b"", b"")
 
     def create_table(self) -> None:
@@ -415,21 +422,23 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         """The one-statement save (see the class). None: an organization is unknown."""
         plan = self._plan(stored_events)
         streams = [_uuid(e.originator_id) for e in stored_events]
+        if len(stored_events) == 1:
+            e, (new_id, new_org) = stored_events[0], next(iter(plan.new_origins.items()), (None, None))
+            statement = self.sql_append_one
+            params: tuple[Any, ...] = (streams[0], e.originator_version, e.topic, e.state, plan.orgs[0], new_id, new_org)
+        else:
+            statement = self.sql_append
+            params = (
+                streams,
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+                plan.orgs,
+                list(plan.new_origins),
+                list(plan.new_origins.values()),
+            )
         with self.datastore.get_connection() as conn:
-            row = conn.execute(
-                self.sql_append,
-                (
-                    streams,
-                    [e.originator_version for e in stored_events],
-                    [e.topic for e in stored_events],
-                    [e.state for e in stored_events],
-                    plan.orgs,
-                    list(plan.new_origins),
-                    list(plan.new_origins.values()),
-                    *self._pads,
-                ),
-                prepare=True,
-            ).fetchone()
+            row = conn.execute(statement, (*params, *self._pads), prepare=True).fetchone()
         assert row is not None
         if row["nids"] is None:
             return None
