@@ -101,15 +101,13 @@ class CallsApp(App):
         except (AggregateNotFoundError, ValueError):
             return None
 
-    def update(self, id_: UUID | str, change: Callable[[Call], T], attempts: int = 20, current: Call | None = None) -> T:
+    def update(self, id_: UUID | str, change: Callable[[Call], T], attempts: int = 20) -> T:
         """Load, change, save; on a concurrent append (optimistic concurrency) do it again.
 
         Provider callbacks for one call can arrive at the same moment; each is applied
-        to the latest state, and duplicates then find nothing to do. ``current``: the
-        Call as this process last saved it, tried first instead of a load (a conflict
-        still loads the stored one)."""
+        to the latest state, and duplicates then find nothing to do."""
         for n in range(attempts):
-            call = current if n == 0 and current is not None and not current.pending_events else self.call(id_)
+            call = self.call(id_)
             result = change(call)
             if not call.pending_events:
                 return result

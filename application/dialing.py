@@ -108,8 +108,10 @@ class Dialer:
             log.warning("dial of %s attempt %s failed: %s", call_id, attempt, exc)
             self._fail(call.id, attempt, str(exc), now, info)
             return DialResult("failed")
-        # The claimed Call is still in hand: saved on it unless a callback was stored since.
-        self.calls.update(call.id, lambda c: c.record_placed(attempt, sid, from_number), current=call)
+        # Loaded again rather than saved on the claimed Call in hand: the provider's first
+        # callbacks (ringing, answered) are usually stored by now, and a save on the stale
+        # Call would fail, then load anyway (against the sandbox, every time).
+        self.calls.update(call.id, lambda c: c.record_placed(attempt, sid, from_number))
         return DialResult("placed", sid)
 
     def _may_dial(self, call: Call, attempt: int, now: datetime) -> DialResult | None:

@@ -87,6 +87,10 @@ class Processes:
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - the child writes to it until it stops
         command = [sys.executable, "-m", "interfaces.cli", *args]
         profile = os.environ.get("GOMOBILE_BENCH_PYSPY")  # a folder: each process sampled by py-spy (raw stacks)
+        yappi_dir = os.environ.get("GOMOBILE_BENCH_YAPPI")  # a folder: these roles profiled by yappi (all threads, CPU)
+        if yappi_dir and args[0] in os.environ.get("GOMOBILE_BENCH_YAPPI_ROLES", "api").split(","):
+            command = [sys.executable, "-m", "bench.yappi_run", *args]
+            env = {**(env or {}), "YAPPI_OUT": f"{yappi_dir}/{name}"}
         if profile:
             command = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "100", "--gil", "--nonblocking", "-f", "raw", "-o", f"{profile}/{name}.txt", "--", *command]
         self.procs.append(
