@@ -156,3 +156,49 @@ def test_a_database_older_than_the_chain_says_where_its_chain_starts(
     assert out.returncode == 0, out.stdout + out.stderr
     assert "campaigns: 5 events checked" in out.stdout
     assert "the chain started after notification 2 (2 older events are not covered)" in out.stdout
+
+
+def _chain_orgs(url: str, table: str) -> dict[uuid.UUID, int]:
+    """Chain rows per organization in ``table``'s chain."""
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute(f"SELECT org, count(*) FROM {table}_chain GROUP BY org").fetchall())
+
+
+def test_saves_to_streams_older_than_the_chain_or_unknown_to_the_process_chain_under_their_organization(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    """A save is one statement that must know each event's organization. A stream older
+    than the chain is in no table that says it: that save goes the pipelined way, which
+    reads the stream's first event, and records the stream so the next save (in any
+    process) finds it in the origins table. Every row lands under the right organization
+    and the whole chain verifies."""
+    data = tmp_path / "var"
+    old = Container(Settings(data_dir=data, database_url=postgres_database, audit_chain=False))
+    try:
+        legacy, _ = old.campaigns.create_organization("Before the chain")
+    finally:
+        old.close()
+    first = Container(Settings(data_dir=data, database_url=postgres_database))
+    try:
+        first.campaigns.issue_api_key(legacy, "auditor", "a stream older than the chain")
+        recorder = first.campaigns.recorder
+        assert recorder.origins_cache.get(legacy) == legacy  # learned from the pipelined save
+        with psycopg.connect(postgres_database) as conn:
+            origins = dict(conn.execute("SELECT originator_id, org FROM campaigns_events_origins").fetchall())
+        assert origins[legacy] == legacy
+        fresh, _ = first.campaigns.create_organization("After")
+    finally:
+        first.close()
+    second = Container(Settings(data_dir=data, database_url=postgres_database))  # caches empty
+    try:
+        assert second.campaigns.recorder.origins_cache.get(legacy) is None
+        second.campaigns.issue_api_key(legacy, "auditor", "found in the origins table by the statement")
+        second.campaigns.issue_api_key(fresh, "auditor", "a stream the chain started")
+        assert second.campaigns.recorder.origins_cache.get(legacy) == legacy
+        assert second.campaigns.recorder.origins_cache.get(fresh) == fresh
+    finally:
+        second.close()
+    rows = _chain_orgs(postgres_database, "campaigns_events")
+    assert rows[legacy] == 2 and rows[fresh] == 2, rows  # two saves each; none under the system org
+    out = gomobile(data, "audit", "verify", database_url=postgres_database)
+    assert out.returncode == 0, out.stdout + out.stderr
