@@ -51,6 +51,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import register_topic, retry
 
 FORMAT = b"gomobile-audit/1"
+SCALAR_SAVE = 8  # saves of up to this many events send each value as a parameter
 ENTRY = struct.Struct(">16sqq32s")
 ZERO = bytes(32)
 # Events of no organization (none known yet for the stream) are chained here.
@@ -236,27 +237,19 @@ class AuditChainMixin:
         return out
 
 
-def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """HMAC-SHA256's two padded keys (RFC 2104): HMAC(K, m) = sha256(opad || sha256(ipad
-    || m)). With them, PostgreSQL's ``sha256()`` computes the same ``chain_hash`` as
-    ``hmac.new(key, m, sha256)``."""
-    k = hashlib.sha256(key).digest() if len(key) > 64 else key
-    k = k.ljust(64, b"\0")
-    return bytes(b ^ 0x36 for b in k), bytes(b ^ 0x5C for b in k)
-
-
 class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
     """eventsourcing's PostgreSQL application recorder, appending the chain rows of each
     save in its transaction.
 
-    A save is one statement: a function (created with the tables) takes the table lock
-    as eventsourcing does, notifies, inserts the events and the chain rows, computing
-    each row's hash with ``sha256()`` and the key's HMAC pads, and returns the new
-    notification ids. eventsourcing's way (a pipeline of six statements and a second
-    round trip for the chain) cost about 2 ms of client CPU a save, most of a webhook's
-    cost. A save naming a stream whose organization is neither known here nor in the
-    origins table (a stream older than the chain) goes the pipelined way below, which
-    reads the stream's first event to find it."""
+    A save is two statements in one transaction. A function (created with the tables)
+    takes the table lock as eventsourcing does, notifies, inserts the events and returns
+    their notification ids and the heads of the chains they extend; the chain rows, whose
+    HMAC is computed here (the key never goes to the database, where statement logging
+    could show it), follow in one insert. eventsourcing's way (a pipeline of six
+    statements and a second round trip) cost about 2 ms of client CPU a save, most of a
+    webhook's cost. A save naming a stream whose organization is neither known here nor
+    in the origins table (a stream older than the chain) goes the pipelined way below,
+    which reads the stream's first event to find it."""
 
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
@@ -314,6 +307,11 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             "INSERT INTO {schema}.{chain} (org, seq, first_id, entries, chain_hash) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[])"
         ).format(**names)
+        # The one chain row of a save that starts no stream (most of the call traffic), as
+        # scalars (dumped in C; arrays are dumped in Python).
+        self.sql_insert_chain_row = SQL(
+            "INSERT INTO {schema}.{chain} (org, seq, first_id, entries, chain_hash) VALUES (%b, %b, %b, %b, %b)"
+        ).format(**names)
         # The events of a save as one array per column, sent in binary. eventsourcing
         # sends one array of a composite type, which psycopg can only write as text: every
         # state hex-escaped in Python, 68 us an event against 4 us (bench/contacts_import.py).
@@ -325,14 +323,14 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         ).format(**names)
         self.origins_cache = OriginCache()
         self._local = threading.local()
-        self.append_function = f"{events_table_name}_append"
-        self.check_identifier_length(self.append_function)
-        fn = {**names, "fn": Identifier(self.append_function), "channel": Identifier(self.channel_name)}
+        self.save_function = f"{events_table_name}_save"
+        self.check_identifier_length(self.save_function)
+        fn = {**names, "fn": Identifier(self.save_function), "channel": Identifier(self.channel_name)}
         self.sql_create_statements.append(
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{fn}(p_ids uuid[], p_versions bigint[], p_topics text[], "
-                "p_states bytea[], p_orgs uuid[], p_new_ids uuid[], p_new_orgs uuid[], p_ipad bytea, p_opad bytea, "
-                "OUT nids bigint[], OUT orgs uuid[]) LANGUAGE plpgsql AS $BODY$ "
+                "p_states bytea[], p_orgs uuid[], OUT nids bigint[], OUT orgs uuid[], OUT head_orgs uuid[], "
+                "OUT head_seqs bigint[], OUT head_hashes bytea[]) LANGUAGE plpgsql AS $BODY$ "
                 "BEGIN "
                 "orgs := p_orgs; "
                 "IF array_position(orgs, NULL) IS NOT NULL THEN "
@@ -347,34 +345,21 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
                 "WITH ins AS (INSERT INTO {schema}.{events} (originator_id, originator_version, topic, state) "
                 "  SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states) RETURNING notification_id) "
                 "SELECT array_agg(notification_id ORDER BY notification_id) INTO nids FROM ins; "
-                "INSERT INTO {schema}.{origins} (originator_id, org) "
-                "  SELECT * FROM unnest(p_new_ids, p_new_orgs) ON CONFLICT DO NOTHING; "
-                "INSERT INTO {schema}.{chain} (org, seq, first_id, entries, chain_hash) "
-                "SELECT g.org, COALESCE(h.seq, 0) + 1, g.first_id, g.entries, "
-                "  sha256(p_opad || sha256(p_ipad || COALESCE(h.chain_hash, decode(repeat('00', 32), 'hex')) "
-                "    || sha256({format} || uuid_send(g.org) || int8send(COALESCE(h.seq, 0) + 1) || g.entries))) "
-                "FROM (SELECT e.org, min(e.nid) AS first_id, string_agg(uuid_send(e.oid) || int8send(e.ver) "
-                "        || int8send(e.nid) || sha256(convert_to(e.topic, 'UTF8') || '\\x0a'::bytea || e.state), "
-                "        ''::bytea ORDER BY e.nid) AS entries "
-                "      FROM unnest(p_ids, p_versions, nids, p_topics, p_states, orgs) AS e(oid, ver, nid, topic, state, org) "
-                "      GROUP BY e.org) g "
-                "LEFT JOIN LATERAL (SELECT c.seq, c.chain_hash FROM {schema}.{chain} c WHERE c.org = g.org "
-                "  ORDER BY c.seq DESC LIMIT 1) h ON true; "
+                "SELECT array_agg(h.org), array_agg(h.seq), array_agg(h.chain_hash) INTO head_orgs, head_seqs, head_hashes "
+                "  FROM (SELECT DISTINCT unnest(orgs) AS org) o CROSS JOIN LATERAL "
+                "  (SELECT c.org, c.seq, c.chain_hash FROM {schema}.{chain} c WHERE c.org = o.org ORDER BY c.seq DESC LIMIT 1) h; "
                 "END $BODY$"
-            ).format(**fn, lock_timeout=SQL(str(int(datastore.lock_timeout))), format=SQL(f"'\\x{FORMAT.hex()}'::bytea"))
+            ).format(**fn, lock_timeout=SQL(str(int(datastore.lock_timeout))))
         )
-        self.sql_append = SQL(
-            "SELECT nids, orgs FROM {schema}.{fn}(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %s::uuid[], "
-            "%s::uuid[], %s::uuid[], %b::bytea, %b::bytea)"
+        self.sql_save = SQL(
+            "SELECT nids, orgs, head_orgs, head_seqs, head_hashes FROM {schema}.{fn}(%b::uuid[], %b::bigint[], "
+            "%b::text[], %b::bytea[], %s::uuid[])"
         ).format(**fn)
-        # A save of one event (most of the call traffic) sends scalars, which psycopg dumps
-        # in C, rather than arrays, which it dumps in Python.
-        self.sql_append_one = SQL(
-            "SELECT nids, orgs FROM {schema}.{fn}(ARRAY[%b::uuid], ARRAY[%b::bigint], ARRAY[%b::text], "
-            "ARRAY[%b::bytea], ARRAY[%b::uuid], array_remove(ARRAY[%b::uuid], NULL), "
-            "array_remove(ARRAY[%b::uuid], NULL), %b::bytea, %b::bytea)"
-        ).format(**fn)
-        self._pads = hmac_pads(self.audit_key) if self.audit_key else (b"", b"")
+        # A save of a few events (all of the call traffic) sends scalars, which psycopg
+        # dumps in C, rather than arrays, which it dumps in Python: one statement per
+        # number of events (``_scalar_save``).
+        self._fn_names = fn
+        self._scalar_statements: dict[int, Any] = {}
 
     def create_table(self) -> None:
         super().create_table()
@@ -419,32 +404,64 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         return self._insert_pipelined(stored_events, **kwargs)
 
     def _append(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
-        """The one-statement save (see the class). None: an organization is unknown."""
+        """The save in two statements (see the class). None: an organization is unknown."""
         plan = self._plan(stored_events)
         streams = [_uuid(e.originator_id) for e in stored_events]
-        if len(stored_events) == 1:
-            e, (new_id, new_org) = stored_events[0], next(iter(plan.new_origins.items()), (None, None))
-            statement = self.sql_append_one
-            params: tuple[Any, ...] = (streams[0], e.originator_version, e.topic, e.state, plan.orgs[0], new_id, new_org)
+        if len(stored_events) <= SCALAR_SAVE:
+            statement = self._scalar_save(len(stored_events))
+            params: tuple[Any, ...] = (
+                *streams,
+                *(e.originator_version for e in stored_events),
+                *(e.topic for e in stored_events),
+                *(e.state for e in stored_events),
+                *plan.orgs,
+            )
         else:
-            statement = self.sql_append
+            statement = self.sql_save
             params = (
                 streams,
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
                 plan.orgs,
-                list(plan.new_origins),
-                list(plan.new_origins.values()),
             )
-        with self.datastore.get_connection() as conn:
-            row = conn.execute(statement, (*params, *self._pads), prepare=True).fetchone()
-        assert row is not None
-        if row["nids"] is None:
-            return None
-        learned = [(oid, org) for oid, known, org in zip(streams, plan.orgs, row["orgs"], strict=True) if known is None]
+        with self.datastore.get_connection() as conn, conn.transaction():
+            row = conn.execute(statement, params, prepare=True).fetchone()
+            assert row is not None
+            if row["nids"] is None:
+                return None
+            ids, orgs = list(row["nids"]), list(row["orgs"])
+            heads = {
+                org: (seq, bytes(h))
+                for org, seq, h in zip(row["head_orgs"] or (), row["head_seqs"] or (), row["head_hashes"] or (), strict=True)
+            }
+            # The HMAC is computed here, with the key that never leaves this process.
+            chain = build_chain_rows(self.audit_key, stored_events, ids, orgs, heads)
+            if len(chain) == 1 and not plan.new_origins:
+                conn.execute(self.sql_insert_chain_row, chain[0], prepare=True)
+            else:
+                conn.execute(
+                    self.sql_insert_chain,
+                    (list(plan.new_origins), list(plan.new_origins.values()), *(list(c) for c in zip(*chain, strict=True))),
+                    prepare=True,
+                )
+        learned = [(oid, org) for oid, known, org in zip(streams, plan.orgs, orgs, strict=True) if known is None]
         self.origins_cache.update([*plan.new_origins.items(), *learned])  # committed: safe to remember
-        return list(row["nids"])
+        return ids
+
+    def _scalar_save(self, events: int) -> Any:
+        """The save statement for ``events`` events, each value a parameter of its own."""
+        statement = self._scalar_statements.get(events)
+        if statement is None:
+            from psycopg.sql import SQL
+
+            arrays = ", ".join(f"ARRAY[{', '.join([f'%b::{kind}'] * events)}]::{kind}[]"
+                               for kind in ("uuid", "bigint", "text", "bytea", "uuid"))  # fmt: skip
+            statement = SQL(
+                "SELECT nids, orgs, head_orgs, head_seqs, head_hashes FROM {schema}.{fn}(" + arrays + ")"
+            ).format(**self._fn_names)
+            self._scalar_statements[events] = statement
+        return statement
 
     def _insert_pipelined(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
