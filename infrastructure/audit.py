@@ -49,9 +49,12 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import register_topic, retry
+from psycopg.pq import TransactionStatus
 
 FORMAT = b"gomobile-audit/1"
 SCALAR_SAVE = 8  # saves of up to this many events send each value as a parameter
+SQL_BEGIN = b"BEGIN; "
+SQL_COMMIT = b"; COMMIT"
 ENTRY = struct.Struct(">16sqq32s")
 ZERO = bytes(32)
 # Events of no organization (none known yet for the stream) are chained here.
@@ -404,50 +407,79 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         return self._insert_pipelined(stored_events, **kwargs)
 
     def _append(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
-        """The save in two statements (see the class). None: an organization is unknown."""
+        """The save (see the class). None: an organization is unknown."""
         plan = self._plan(stored_events)
         streams = [_uuid(e.originator_id) for e in stored_events]
-        if len(stored_events) <= SCALAR_SAVE:
-            statement = self._scalar_save(len(stored_events))
-            params: tuple[Any, ...] = (
-                *streams,
-                *(e.originator_version for e in stored_events),
-                *(e.topic for e in stored_events),
-                *(e.state for e in stored_events),
-                *plan.orgs,
-            )
-        else:
-            statement = self.sql_save
-            params = (
-                streams,
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-                plan.orgs,
-            )
-        with self.datastore.get_connection() as conn, conn.transaction():
-            row = conn.execute(statement, params, prepare=True).fetchone()
-            assert row is not None
-            if row["nids"] is None:
-                return None
-            ids, orgs = list(row["nids"]), list(row["orgs"])
-            heads = {
-                org: (seq, bytes(h))
-                for org, seq, h in zip(row["head_orgs"] or (), row["head_seqs"] or (), row["head_hashes"] or (), strict=True)
-            }
-            # The HMAC is computed here, with the key that never leaves this process.
-            chain = build_chain_rows(self.audit_key, stored_events, ids, orgs, heads)
-            if len(chain) == 1 and not plan.new_origins:
-                conn.execute(self.sql_insert_chain_row, chain[0], prepare=True)
+        columns = (
+            streams,
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+            plan.orgs,
+        )
+        with self.datastore.get_connection() as conn:
+            if len(stored_events) > SCALAR_SAVE:  # a large save (a batch of queued calls): parameters in binary
+                with conn.transaction():
+                    row = conn.execute(self.sql_save, columns, prepare=True).fetchone()
+                    assert row is not None
+                    if row["nids"] is None:
+                        return None
+                    ids, orgs, insert, values = self._chain_insert(stored_events, plan, row)
+                    conn.execute(insert, values, prepare=True)
             else:
-                conn.execute(
-                    self.sql_insert_chain,
-                    (list(plan.new_origins), list(plan.new_origins.values()), *(list(c) for c in zip(*chain, strict=True))),
-                    prepare=True,
-                )
+                # Two round trips, the transaction begun and committed by the statements
+                # themselves (simple queries, each value a literal): "BEGIN; SELECT the
+                # function", then "INSERT the chain rows; COMMIT". The table lock is held
+                # over one round trip, not three (BEGIN, function, insert, COMMIT).
+                statement = self._scalar_save(len(stored_events))
+                params = [v for column in columns for v in column]
+                try:
+                    cursor = conn.execute(self._literal(conn, SQL_BEGIN + statement.as_bytes(conn), params))
+                    cursor.nextset()
+                    row = cursor.fetchone()
+                    assert row is not None
+                    if row["nids"] is None:
+                        conn.execute(b"ROLLBACK")
+                        return None
+                    ids, orgs, insert, values = self._chain_insert(stored_events, plan, row)
+                    conn.execute(self._literal(conn, insert.as_bytes(conn) + SQL_COMMIT, values))
+                except BaseException:
+                    if conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.execute(b"ROLLBACK")
+                    raise
         learned = [(oid, org) for oid, known, org in zip(streams, plan.orgs, orgs, strict=True) if known is None]
         self.origins_cache.update([*plan.new_origins.items(), *learned])  # committed: safe to remember
         return ids
+
+    def _chain_insert(self, stored_events: Sequence[StoredEvent], plan: _Plan, row: Any) -> tuple[list[int], list[UUID], Any, Any]:
+        """The ids, organizations, and the chain rows' insert (statement, values) of a save
+        from the function's answer. The HMAC is computed here: the key never leaves the
+        process."""
+        ids, orgs = list(row["nids"]), list(row["orgs"])
+        heads = {
+            org: (seq, bytes(h))
+            for org, seq, h in zip(row["head_orgs"] or (), row["head_seqs"] or (), row["head_hashes"] or (), strict=True)
+        }
+        chain = build_chain_rows(self.audit_key, stored_events, ids, orgs, heads)
+        if len(chain) == 1 and not plan.new_origins:
+            return ids, orgs, self.sql_insert_chain_row, chain[0]
+        values = (list(plan.new_origins), list(plan.new_origins.values()), *(list(c) for c in zip(*chain, strict=True)))
+        return ids, orgs, self.sql_insert_chain, values
+
+    @staticmethod
+    def _literal(conn: Any, query: bytes, params: Sequence[Any]) -> bytes:
+        """``query`` with its ``%b``/``%s`` placeholders replaced by ``params`` as SQL
+        literals (a simple query may hold several statements; a parameterised one may not)."""
+        from psycopg.adapt import Transformer
+
+        tx = Transformer(conn)
+        parts = query.replace(b"%b", b"%s").split(b"%s")
+        assert len(parts) == len(params) + 1, (len(parts), len(params))
+        out = [parts[0]]
+        for value, part in zip(params, parts[1:], strict=True):
+            out.append(tx.as_literal(value))
+            out.append(part)
+        return b"".join(out)
 
     def _scalar_save(self, events: int) -> Any:
         """The save statement for ``events`` events, each value a parameter of its own."""
