@@ -97,7 +97,11 @@ class Call(AuditedAggregate):
         self.status = "pending"
 
     def record_placed(self, attempt: int, provider_call_id: str, from_number: str) -> None:
-        if attempt == self.attempt and self.provider_call_id is None:
+        """The provider took the call: recorded even after the attempt's callbacks (the
+        dial's answer is stored after the provider answered it), but not once the call is
+        finished, which nothing follows (the sandbox can send every callback of a call
+        before the worker stores its answer)."""
+        if attempt == self.attempt and self.provider_call_id is None and self.status != "finished":
             self._placed(attempt, provider_call_id, from_number)
 
     @event("Placed")

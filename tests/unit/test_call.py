@@ -356,3 +356,29 @@ def test_event_sequence_survives_a_round_trip_through_an_application(clock):
     assert all(e.meta == {"actor": "apikey:k1"} for e in stored[:6])
     assert all(e.meta == {"actor": "system"} for e in stored[6:])
     assert stored[-1].timestamp == T0 + timedelta(minutes=11)
+
+
+def test_the_providers_answer_to_a_dial_is_not_recorded_once_the_attempt_is_over() -> None:
+    """The callbacks of a call can all be stored before the worker stores the provider's
+    answer to its dial: that late "placed" must not follow the end of the attempt."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from domain.call import Call
+    from domain.retry import RetryStrategy
+
+    now = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    call = Call(uuid4(), uuid4(), uuid4(), uuid4(), "+212612345678", {}, now)
+    call.claim(1, now, "w")
+    call.record_ringing(1)
+    call.end_attempt(1, "no_answer", None, None, now, RetryStrategy.parse({"type": "none"}))
+    ended = [type(e).__name__ for e in call.pending_events]
+    call.record_placed(1, "CA1", "+212500000001")
+    assert [type(e).__name__ for e in call.pending_events] == ended and ended[-1] == "Finished"
+    assert call.provider_call_id is None
+
+    live = Call(uuid4(), uuid4(), uuid4(), uuid4(), "+212612345678", {}, now)
+    live.claim(1, now, "w")
+    live.record_ringing(1)
+    live.record_placed(1, "CA2", "+212500000001")  # a callback first, the dial's answer next: kept
+    assert type(live.pending_events[-1]).__name__ == "Placed" and live.provider_call_id == "CA2"

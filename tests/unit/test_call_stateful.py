@@ -149,11 +149,12 @@ class CallLifecycle(RuleBasedStateMachine):
     @rule(offset=st.sampled_from([0, 0, -1]))
     def placed(self, offset: int) -> None:
         # The worker records the provider's id after the dial returns, so it can arrive
-        # after the attempt's callbacks: once per attempt, for the current attempt only.
+        # after the attempt's callbacks: once per attempt, for the current attempt only,
+        # and never after the call finished (nothing follows Finished).
         m = self.model
         attempt = self._attempt(offset)
         self.call.record_placed(attempt, f"CA{len(self.events)}", "+212500000001")
-        expected = attempt == m.attempt and not m.placed
+        expected = attempt == m.attempt and not m.placed and m.status != "finished"
         assert [type(e).__name__ for e in self._collect()] == (["Placed"] if expected else [])
         if expected:
             m.placed = True
