@@ -52,7 +52,7 @@ from eventsourcing.utils import register_topic, retry
 from psycopg.pq import TransactionStatus
 
 FORMAT = b"gomobile-audit/1"
-SCALAR_SAVE = 8  # saves of up to this many events send each value as a parameter
+SCALAR_SAVE = 8  # saves of up to this many events send each value on its own (see _small_save)
 SQL_BEGIN = b"BEGIN; "
 SQL_COMMIT = b"; COMMIT"
 ENTRY = struct.Struct(">16sqq32s")
@@ -253,7 +253,7 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
     eventsourcing's way (a pipeline of six statements and a second round trip) cost about
     2 ms of client CPU a save, most of a webhook's cost. A save naming a stream whose
     organization is neither known here nor in the origins table (a stream older than the
-    chain) goes the pipelined way below,     which reads the stream's first event to find it."""
+    chain) goes the pipelined way below, which reads the stream's first event to find it."""
 
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
@@ -311,8 +311,8 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             "INSERT INTO {schema}.{chain} (org, seq, first_id, entries, chain_hash) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[])"
         ).format(**names)
-        # The one chain row of a save that starts no stream (most of the call traffic), as
-        # scalars (dumped in C; arrays are dumped in Python).
+        # The one chain row of a save that starts no stream (most of the call traffic),
+        # each value on its own (quoted or dumped in C; arrays are dumped in Python).
         self.sql_insert_chain_row = SQL(
             "INSERT INTO {schema}.{chain} (org, seq, first_id, entries, chain_hash) VALUES (%b, %b, %b, %b, %b)"
         ).format(**names)
@@ -359,11 +359,11 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             "SELECT nids, orgs, head_orgs, head_seqs, head_hashes FROM {schema}.{fn}(%b::uuid[], %b::bigint[], "
             "%b::text[], %b::bytea[], %s::uuid[])"
         ).format(**fn)
-        # A save of a few events (all of the call traffic) sends scalars, which psycopg
-        # dumps in C, rather than arrays, which it dumps in Python: one statement per
-        # number of events (``_scalar_save``).
+        # A save of a few events (all of the call traffic) sends each value on its own,
+        # which psycopg quotes in C, rather than arrays, which it dumps in Python: one
+        # query text per number of events, rendered once (``_small_save``).
         self._fn_names = fn
-        self._scalar_statements: dict[int, Any] = {}
+        self._rendered: dict[int, bytes] = {}
 
     def create_table(self) -> None:
         super().create_table()
@@ -432,10 +432,9 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
                 # themselves (simple queries, each value a literal): "BEGIN; SELECT the
                 # function", then "INSERT the chain rows; COMMIT". The table lock is held
                 # over one round trip, not three (BEGIN, function, insert, COMMIT).
-                statement = self._scalar_save(len(stored_events))
                 params = [v for column in columns for v in column]
                 try:
-                    cursor = conn.execute(self._literal(conn, SQL_BEGIN + statement.as_bytes(conn), params))
+                    cursor = conn.execute(self._literal(conn, self._small_save(conn, len(stored_events)), params))
                     cursor.nextset()
                     row = cursor.fetchone()
                     assert row is not None
@@ -443,7 +442,7 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
                         conn.execute(b"ROLLBACK")
                         return None
                     ids, orgs, insert, values = self._chain_insert(stored_events, plan, row)
-                    conn.execute(self._literal(conn, insert.as_bytes(conn) + SQL_COMMIT, values))
+                    conn.execute(self._literal(conn, self._render(conn, insert) + SQL_COMMIT, values))
                 except BaseException:
                     if conn.info.transaction_status != TransactionStatus.IDLE:
                         conn.execute(b"ROLLBACK")
@@ -482,10 +481,17 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             out.append(part)
         return b"".join(out)
 
-    def _scalar_save(self, events: int) -> Any:
-        """The save statement for ``events`` events, each value a parameter of its own."""
-        statement = self._scalar_statements.get(events)
-        if statement is None:
+    def _render(self, conn: Any, statement: Any) -> bytes:
+        """``statement``'s text, rendered once (its identifiers quoted)."""
+        text = self._rendered.get(id(statement))  # (Composed is unhashable; these live as long as self)
+        if text is None:
+            text = self._rendered[id(statement)] = statement.as_bytes(conn)
+        return text
+
+    def _small_save(self, conn: Any, events: int) -> bytes:
+        """``BEGIN; SELECT`` the save function for ``events`` events, a placeholder a value."""
+        text = self._rendered.get(-events)  # (negative: never an id)
+        if text is None:
             from psycopg.sql import SQL
 
             arrays = ", ".join(f"ARRAY[{', '.join([f'%b::{kind}'] * events)}]::{kind}[]"
@@ -493,8 +499,8 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
             statement = SQL(
                 "SELECT nids, orgs, head_orgs, head_seqs, head_hashes FROM {schema}.{fn}(" + arrays + ")"
             ).format(**self._fn_names)
-            self._scalar_statements[events] = statement
-        return statement
+            text = self._rendered[-events] = SQL_BEGIN + statement.as_bytes(conn)
+        return text
 
     def _insert_pipelined(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
