@@ -4,6 +4,7 @@ request produces many events."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -20,10 +21,15 @@ from domain.execution import Execution
 
 T = TypeVar("T")
 QUEUE_BATCH = 2000  # calls per insert
+UPDATE_STRIPES = 512  # locks that serialise one process's updates of the same call
 
 
 class CallsApp(App):
     name = "calls"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stripes = [threading.RLock() for _ in range(UPDATE_STRIPES)]
 
     def queue_calls(
         self,
@@ -105,7 +111,15 @@ class CallsApp(App):
         """Load, change, save; on a concurrent append (optimistic concurrency) do it again.
 
         Provider callbacks for one call can arrive at the same moment; each is applied
-        to the latest state, and duplicates then find nothing to do."""
+        to the latest state, and duplicates then find nothing to do. Within a process
+        they take turns (a lock per call, striped): a ringing callback and the voice
+        request of one call arrive together, and racing to the same version made a third
+        of the webhooks load, run and save twice. Other processes' saves still conflict
+        and are retried here."""
+        with self._stripes[hash(str(id_)) % UPDATE_STRIPES]:
+            return self._update(id_, change, attempts)
+
+    def _update(self, id_: UUID | str, change: Callable[[Call], T], attempts: int) -> T:
         for n in range(attempts):
             call = self.call(id_)
             result = change(call)

@@ -382,3 +382,36 @@ def test_the_providers_answer_to_a_dial_is_not_recorded_once_the_attempt_is_over
     live.record_ringing(1)
     live.record_placed(1, "CA2", "+212500000001")  # a callback first, the dial's answer next: kept
     assert type(live.pending_events[-1]).__name__ == "Placed" and live.provider_call_id == "CA2"
+
+
+def test_one_process_updates_a_call_in_turns_instead_of_racing_to_one_version(clock: Clock) -> None:
+    """Two callbacks of one call in one process (the ringing status and the voice request
+    arrive together): each change runs once, on the state the other left, instead of
+    both loading one version and one of them conflicting, loading and running again."""
+    import threading
+    import time
+
+    from application.calls import CallsApp
+
+    calls = CallsApp()
+    call = Call(uuid4(), uuid4(), uuid4(), uuid4(), "+212600000001", {}, T0)
+    calls.save(call)
+    runs: list[str] = []
+    go = threading.Barrier(2)
+
+    def later(name: str, minutes: int) -> None:
+        def change(c: Call) -> None:
+            runs.append(name)
+            time.sleep(0.05)  # both would hold the same version by now
+            c.defer(1, c.not_before + timedelta(minutes=minutes), name)
+
+        go.wait()
+        calls.update(call.id, change)
+
+    threads = [threading.Thread(target=later, args=(n, m)) for n, m in (("a", 5), ("b", 7))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(runs) == ["a", "b"]
+    assert calls.call(call.id).not_before == T0 + timedelta(minutes=12)
