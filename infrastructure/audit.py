@@ -51,8 +51,10 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import register_topic, retry
 from psycopg.pq import TransactionStatus
 
+from infrastructure.group_commit import GroupCommit
+
 FORMAT = b"gomobile-audit/1"
-SCALAR_SAVE = 8  # saves of up to this many events send each value on its own (see _small_save)
+SCALAR_SAVE = 64  # saves (and group commits) of up to this many events: each value a literal (see _small_save)
 SQL_BEGIN = b"BEGIN; "
 SQL_COMMIT = b"; COMMIT"
 ENTRY = struct.Struct(">16sqq32s")
@@ -364,6 +366,9 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         # query text per number of events, rendered once (``_small_save``).
         self._fn_names = fn
         self._rendered: dict[int, bytes] = {}
+        self._group: GroupCommit[StoredEvent] = GroupCommit(
+            self._append, max_batch=SCALAR_SAVE, key=lambda e: e.originator_id
+        )
 
     def create_table(self) -> None:
         super().create_table()
@@ -402,7 +407,8 @@ class PostgresAuditRecorder(AuditChainMixin, PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         if stored_events and not any(v is not None for v in kwargs.values()):  # (tracking=None from put)
-            ids = self._append(stored_events)
+            # Shared with the saves other threads make meanwhile (infrastructure/group_commit.py).
+            ids = self._group.submit(stored_events)
             if ids is not None:
                 return ids
         return self._insert_pipelined(stored_events, **kwargs)

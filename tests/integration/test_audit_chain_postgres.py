@@ -202,3 +202,68 @@ def test_saves_to_streams_older_than_the_chain_or_unknown_to_the_process_chain_u
     assert rows[legacy] == 2 and rows[fresh] == 2, rows  # two saves each; none under the system org
     out = gomobile(data, "audit", "verify", database_url=postgres_database)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_concurrent_saves_share_transactions_keep_their_own_outcome_and_the_chain_verifies(
+    tmp_path: Path, postgres_database: str
+) -> None:
+    """Group commit (infrastructure/group_commit.py) on the real recorder: saves made by
+    many threads at once are written in fewer transactions than saves; a save that
+    conflicts (the same stream and version as another) fails alone with IntegrityError
+    and the others of its transaction are stored; every event is chained and verifies."""
+    import threading
+    import time
+
+    from eventsourcing.persistence import IntegrityError
+
+    from domain.contact import Contact
+
+    data = tmp_path / "var"
+    c = Container(Settings(data_dir=data, database_url=postgres_database))
+    try:
+        org_id, _ = c.campaigns.create_organization("Group commit")
+        people = [Contact(org_id, f"+2126{2000000 + i:07d}1", "", {"firstName": f"P{i}"}) for i in range(24)]
+        c.campaigns.save(*people)
+        group = c.campaigns.recorder._group
+        real = group._append
+
+        def slow(items: Any) -> Any:  # a slower round trip, so that the others queue behind it
+            time.sleep(0.02)
+            return real(items)
+
+        group._append = slow
+        before_tx, before_saves = group.transactions, group.saves
+        loaded = [c.campaigns.repository.get(p.id) for p in people]
+        racing = [c.campaigns.repository.get(people[0].id) for _ in range(4)]  # all at one version
+        outcome: dict[str, object] = {}
+        go = threading.Barrier(len(loaded) - 1 + len(racing))
+
+        def change(name: str, contact: Any, value: str) -> None:
+            contact.update({"lastName": value})
+            go.wait()
+            try:
+                c.campaigns.save(contact)
+                outcome[name] = "saved"
+            except IntegrityError:
+                outcome[name] = "conflict"
+
+        threads = [threading.Thread(target=change, args=(f"p{i}", p, f"L{i}")) for i, p in enumerate(loaded) if i]
+        threads += [threading.Thread(target=change, args=(f"race{i}", p, f"R{i}")) for i, p in enumerate(racing)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        group._append = real
+        assert all(outcome[f"p{i}"] == "saved" for i in range(1, len(loaded))), outcome
+        races = sorted(outcome[f"race{i}"] for i in range(len(racing)))
+        assert races == ["conflict"] * 3 + ["saved"], outcome
+        saves = group.saves - before_saves
+        assert saves == len(loaded) - 1 + 1
+        assert group.transactions - before_tx < saves  # shared transactions
+        for i, p in enumerate(people[1:], start=1):
+            assert c.campaigns.repository.get(p.id).fields["lastName"] == f"L{i}"
+        assert c.campaigns.repository.get(people[0].id).fields["lastName"] in {f"R{i}" for i in range(4)}
+    finally:
+        c.close()
+    out = gomobile(data, "audit", "verify", database_url=postgres_database)
+    assert out.returncode == 0, out.stdout + out.stderr
