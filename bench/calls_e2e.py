@@ -108,6 +108,8 @@ class DuringRun:
             "nodeStats": f"/api/program-execution/{self.eid}/report/node-stats",
             "dashboardExecution": f"/dashboard/executions/{self.eid}",
         }
+        if self.rate <= 0:
+            return
         with httpx.Client(base_url=self.base, headers={"x-api-key": self.key}, cookies={"gm_dashboard_key": self.key},
                           timeout=30) as client:
             i = 0
@@ -123,11 +125,12 @@ class DuringRun:
 
 
 def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, read_api: bool = False,
-             pace: float | None = None) -> dict[str, Any]:
+             pace: float | None = None, reads: float = 4.0) -> dict[str, Any]:
     """One execution over ``contacts`` callees. ``read_api``: the reads go to an API process
     of their own while the webhooks go to the other (a deployment serving its clients and
     Twilio from separate processes). ``pace``: the program's calls per second (a real
-    account's pace instead of flat out)."""
+    account's pace instead of flat out). ``reads``: rounds of the four report and dashboard
+    reads a second while the calls run (issue 6's read latency); 0 measures the calls alone."""
     with fresh_database() as db, tempfile.TemporaryDirectory() as tmp:
         raw = raw_commit_rate(db)
         api_port, sandbox_port = free_port(), free_port()
@@ -172,7 +175,7 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, re
             cpu_before, pg_before = procs.cpu_seconds(), postgres_cpu_seconds()
             t_launch = time.perf_counter()
             execution = container.campaigns.launch_program(org, str(program.id), container.clock.now())
-            during = DuringRun(container, f"http://127.0.0.1:{read_port}", api_key, str(execution.id)).start()
+            during = DuringRun(container, f"http://127.0.0.1:{read_port}", api_key, str(execution.id), reads).start()
             first_dial = None
             while True:
                 row = container.progress.execution(str(execution.id))
@@ -197,6 +200,7 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, re
                 "apiProcesses": api_workers,
                 "readApiProcess": read_api,
                 "callsPerSecondPace": pace,
+                "readRoundsPerSecond": reads,
                 "threadsPerWorker": threads,
                 "contacts": contacts,
                 "secondsFirstDialToAllCounted": round(elapsed, 2),
@@ -223,8 +227,10 @@ def main() -> None:
     ap.add_argument("--api", type=int, default=1, help="API server processes")
     ap.add_argument("--read-api", action="store_true", help="serve the reads from an API process of their own")
     ap.add_argument("--pace", type=float, default=None, help="the program's callsPerSecond (default: flat out)")
+    ap.add_argument("--reads", type=float, default=4.0,
+                    help="rounds of report and dashboard reads a second during the run (0: none, the calls alone)")
     args = ap.parse_args()
-    runs = [run_once(args.contacts, int(w), args.threads, args.api, args.read_api, args.pace) for w in args.workers.split(",")]
+    runs = [run_once(args.contacts, int(w), args.threads, args.api, args.read_api, args.pace, args.reads) for w in args.workers.split(",")]
     emit("calls_e2e", {"machine": machine(), "runs": runs})
 
 
