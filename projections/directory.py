@@ -278,6 +278,7 @@ class DirectoryView(ViewMixin):
         at = _instant(e.timestamp)
         data = {k: v for k, v in e.fields.items() if k != "customAttributes"}
         data["customAttributes"] = {k: v for k, v in (e.fields.get("customAttributes") or {}).items() if v is not None}
+        data = _without_nul(data)  # as both stores keep it (see _without_nul)
         doc = _pg_json(data) if self.is_postgres else dumps(data)
         self.ex(
             c,
@@ -425,7 +426,10 @@ def _pg_json(rows: list[dict[str, Any]]) -> str:
 def _without_nul(value: Any) -> Any:
     """PostgreSQL text and jsonb cannot hold U+0000, which a contact's text may contain:
     it is stored as U+FFFD there, so one odd value cannot stop the projection (rule
-    values may not contain either character, see domain.rules, so verdicts agree)."""
+    values may not contain either character, see domain.rules, so verdicts agree). The
+    SQLite directory stores it the same way: SQLite's string functions end a text at
+    U+0000, so "a<U+0000>b" equalled the rule value "a" there (found by
+    tests/unit/test_properties_rules.py)."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
@@ -546,14 +550,15 @@ class _Batch:
                 "INSERT INTO dir_contacts (id, organization_id, primary_phone, data, first_name, last_name, full_name, "
                 "primary_email, created_at, updated_at, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
-                [(r["id"], r["organization_id"], r["primary_phone"], dumps(r["data"]), *_contact_columns(r["data"]),
-                  r["created_at"], r["updated_at"], r["deleted_at"]) for r in created.values()])
+                [(r["id"], r["organization_id"], r["primary_phone"], dumps(d), *_contact_columns(d),
+                  r["created_at"], r["updated_at"], r["deleted_at"])
+                 for r in created.values() for d in (_without_nul(r["data"]),)])
         if updated:
             c.executemany(
                 "UPDATE dir_contacts SET data = ?, first_name = ?, last_name = ?, full_name = ?, primary_email = ?, "
                 "updated_at = ?, deleted_at = ? WHERE id = ?",
-                [(dumps(r["data"]), *_contact_columns(r["data"]), r["updated_at"], r["deleted_at"], cid)
-                 for cid, r in updated.items()])
+                [(dumps(d), *_contact_columns(d), r["updated_at"], r["deleted_at"], cid)
+                 for cid, r in updated.items() for d in (_without_nul(r["data"]),)])
 
     def _memberships(self) -> None:
         v, c = self.view, self.c

@@ -241,3 +241,15 @@ def test_rule_values_that_sql_cannot_compare_exactly_are_refused_naming_the_rule
         assert list(caught.value.field_errors) == ["rules[1]"]
     assert rules.parse({"combinator": "OR", "rules": [{"field": "custom.n", "operator": "lt", "value": 2**53 - 1}]},
                        TYPES)["rules"][0]["value"] == 2**53 - 1
+
+
+def test_a_text_holding_u0000_is_not_equal_to_its_prefix_in_the_sqlite_directory() -> None:
+    """Found by the property above: SQLite's string functions end a text at U+0000, so a
+    note "a<U+0000>b" equalled the rule value "a" there, while the rule in memory (and on
+    PostgreSQL, which stores U+FFFD for it) said no."""
+    for operator, value, matches in (("equals", "a", False), ("equals", "ab", False), ("contains", "b", True),
+                                     ("not_contains", "a", False)):
+        contact = Contact(ORG, "+212612345600", "+212612345600", {"customAttributes": {"note": "a\x00b"}})
+        tree = rules.parse({"combinator": "AND", "rules": [{"field": "custom.note", "operator": operator, "value": value}]}, TYPES)
+        assert rules.matches(tree, contact.document(), TYPES) is matches
+        check_rules_agree(sqlite_view(), tree, (contact,), [], [])
