@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
@@ -18,6 +19,9 @@ from application.executions import ExecutionCache
 from application.ports import Clock, ConsentCheck, Pacer, Suppressions, Telephony, TelephonyError
 from domain.base import audit_context
 from domain.call import AlreadyClaimed, Call
+from domain.errors import NotFound
+from domain.execution import Execution
+from domain.organization import Organization
 from domain.timeparse import parse_instant, sortable
 from domain.windows import CallingHours, next_allowed
 
@@ -65,13 +69,13 @@ class Dialer:
         call = self.calls.find(call_id)
         if call is None or call.status != "pending" or call.attempt != attempt:
             return DialResult("stale")
-        execution = self.campaigns.execution(None, call.execution_id, read_only=True)
+        execution, org, suppressed = self._now(call, with_organization=True)
         if execution.status != "running":
             # Paused since the job was sent: let the dispatcher send it again on resume.
             self.declined(call_id, attempt)
             return DialResult("not_running")
         now = self.clock.now()
-        verdict = self._may_dial(call, attempt, now)
+        verdict = self._may_dial(call, attempt, now, org, suppressed)
         if verdict is not None:
             return verdict
         try:
@@ -82,13 +86,14 @@ class Dialer:
         # Checked again once the claim is stored: a pause recorded between the first check
         # and the claim is seen here, so every dial follows a claim stored before the pause
         # (and a paused execution whose calls in progress are done dials nobody).
-        if self.campaigns.execution(None, call.execution_id, read_only=True).status != "running":
+        execution, _, suppressed = self._now(call)
+        if execution.status != "running":
             self.calls.update(call.id, lambda c: c.release_claim(attempt, "not_running"))
             self.declined(call_id, attempt)
             return DialResult("not_running")
         # And the contact's opt-out and consent again: one withdrawn between the first
         # check and the claim is seen here (a dial follows no withdrawal stored before it).
-        ban = self._contact_ban(call, now)
+        ban = self._contact_ban(call, now, suppressed)
         if ban is not None:
             self.calls.update(call.id, lambda c: _release_and_skip(c, attempt, ban, now))
             return DialResult(ban)
@@ -114,7 +119,29 @@ class Dialer:
         self.calls.update(call.id, lambda c: c.record_placed(attempt, sid, from_number))
         return DialResult("placed", sid)
 
-    def _may_dial(self, call: Call, attempt: int, now: datetime) -> DialResult | None:
+    def _now(self, call: Call, with_organization: bool = False) -> tuple[Execution, Organization | None, bool | None]:
+        """The execution, the organization (if asked) and whether the number is on the
+        do-not-call list (None: no list here), as they stand now, read in one query."""
+        ids = [call.execution_id]
+        if with_organization:
+            ids.append(call.organization_id)
+        listed = self.suppressions is not None and bool(call.to)
+        if listed:
+            assert self.suppressions is not None
+            ids.append(self.suppressions.entry_id(call.organization_id, call.to))
+        found = self.campaigns.current(*(UUID(str(i)) for i in ids))
+        execution = found[0]
+        if not isinstance(execution, Execution):
+            raise NotFound("Execution not found")
+        org = found[1] if with_organization else None
+        if with_organization and not isinstance(org, Organization):
+            raise NotFound("Organization not found")
+        suppressed = self.suppressions.listed(found[-1]) if listed and self.suppressions is not None else None
+        return execution, org, suppressed
+
+    def _may_dial(
+        self, call: Call, attempt: int, now: datetime, org: Organization | None, suppressed: bool | None
+    ) -> DialResult | None:
         """The checks made again at dial time, whatever was true when the job was sent:
         pause windows and calling hours, the do-not-call list, the per-contact daily cap,
         and the pace (calls per second) of the organization and the program."""
@@ -122,13 +149,13 @@ class Dialer:
             self.calls.update(call.id, lambda c: c.skip("erased", now))
             return DialResult("erased")
         info = self.executions.get(call.execution_id)
-        org = self.campaigns.organization(call.organization_id, read_only=True)
+        assert org is not None
         hours = CallingHours.parse(org.settings.get("callingHours"))
         opens = next_allowed(now, info.windows, org.timezone, hours, call.contact.get("timezone"))
         if opens != now:
             self.declined(str(call.id), attempt)
             return DialResult("outside_window")
-        ban = self._contact_ban(call, now)
+        ban = self._contact_ban(call, now, suppressed)
         if ban is not None:
             self.calls.update(call.id, lambda c: c.skip(ban, now))
             return DialResult(ban)
@@ -147,11 +174,12 @@ class Dialer:
                     return DialResult("rate_limited")
         return None
 
-    def _contact_ban(self, call: Call, now: datetime) -> str | None:
+    def _contact_ban(self, call: Call, now: datetime, suppressed: bool | None) -> str | None:
         """``suppressed`` (the number is on the do-not-call list: an opt-out), ``no_consent``
         (the program requires a consent scope the contact does not hold now), or None.
-        Both read the event store's current state; consent only when the program asks."""
-        if self.suppressions is not None and self.suppressions.is_suppressed(call.organization_id, call.to):
+        Both read the event store's current state (``suppressed`` was, by ``_now``);
+        consent only when the program asks."""
+        if suppressed:
             return "suppressed"
         scope = self.executions.get(call.execution_id).require_consent
         if scope and (self.consents is None or not self.consents.holds(call.organization_id, call.contact_id, scope, now)):

@@ -54,7 +54,14 @@ class Pacer(Protocol):
 
 
 class Suppressions(Protocol):
+    """The do-not-call list. The dialer reads a number's entry stream (``entry_id``) with
+    the other streams it checks, in one query, and asks ``listed`` of what it found."""
+
     def is_suppressed(self, organization_id: Any, e164: str) -> bool: ...
+
+    def entry_id(self, organization_id: Any, e164: str) -> Any: ...
+
+    def listed(self, entry: Any) -> bool: ...
 
 
 class ConsentCheck(Protocol):

@@ -44,6 +44,17 @@ class Suppressions:
             return None
         return s if isinstance(s, Suppression) else None
 
+    @staticmethod
+    def entry_id(organization_id: UUID | str, e164: str) -> UUID:
+        """The stream of a number's entry (whether or not it exists)."""
+        return suppression_id(organization_id, e164)
+
+    @staticmethod
+    def listed(entry: Any) -> bool:
+        """Does this entry (its stream read as it stands now, None: no entry) keep the
+        number from being called?"""
+        return isinstance(entry, Suppression) and entry.active
+
     def is_suppressed(self, organization_id: UUID | str, e164: str) -> bool:
         """Must this organization not call ``e164`` (an E.164 number)? Current state."""
         s = self._find(organization_id, e164)
