@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from application.app_base import App
+from application.app_base import App, mutate_all
 from domain.call import Call
 from domain.contact import Contact
 from domain.execution import Execution
@@ -22,6 +23,7 @@ from domain.execution import Execution
 T = TypeVar("T")
 QUEUE_BATCH = 2000  # calls per insert
 UPDATE_STRIPES = 512  # locks that serialise one process's updates of the same call
+UPDATED_KEPT = 4096  # calls kept in memory after an update, brought forward at the next
 
 
 class CallsApp(App):
@@ -30,6 +32,9 @@ class CallsApp(App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._stripes = [threading.RLock() for _ in range(UPDATE_STRIPES)]
+        self._kept: OrderedDict[UUID, tuple[Call, int, float]] = OrderedDict()  # (call, erasures seen, until)
+        self._kept_lock = threading.Lock()
+        self._kept_erasures = 0
 
     def queue_calls(
         self,
@@ -115,22 +120,57 @@ class CallsApp(App):
         they take turns (a lock per call, striped): a ringing callback and the voice
         request of one call arrive together, and racing to the same version made a third
         of the webhooks load, run and save twice. Other processes' saves still conflict
-        and are retried here."""
-        with self._stripes[hash(str(id_)) % UPDATE_STRIPES]:
-            return self._update(id_, change, attempts)
+        and are retried here.
 
-    def _update(self, id_: UUID | str, change: Callable[[Call], T], attempts: int) -> T:
+        The Call an update leaves is kept (under that lock, so no two threads ever hold
+        it) and the next update of the call reads only the events stored after it, as a
+        fast-forward, instead of replaying its stream: a call's later callbacks decode
+        one or two events, not all of them. A change that fails, or a save that does,
+        drops it: the next update loads the stream again. A kept call holds personal data
+        opened with its contact's key, so it is kept no longer than the key store keeps
+        that key, and none is kept once this process has seen an erasure since."""
+        key = id_ if isinstance(id_, UUID) else UUID(str(id_))
+        with self._stripes[hash(key) % UPDATE_STRIPES]:
+            return self._update(key, change, attempts)
+
+    def _update(self, id_: UUID, change: Callable[[Call], T], attempts: int) -> T:
         for n in range(attempts):
-            call = self.call(id_)
+            call = self._take(id_)
             result = change(call)
             if not call.pending_events:
+                self._keep(call)
                 return result
             try:
                 self.save(call)
-                return result
             except IntegrityError:
                 time.sleep(0.005 * (n + 1))
+                continue
+            self._keep(call)
+            return result
         raise RuntimeError(f"could not append to call {id_} after {attempts} attempts")
+
+    def _take(self, id_: UUID) -> Call:
+        """The call as it stands now: the kept one brought forward, else loaded."""
+        with self._kept_lock:
+            kept = self._kept.pop(id_, None)
+        if kept is not None:
+            call, erasures, until = kept
+            keys = getattr(self.mapper, "keystore", None)
+            if keys is None or (keys.forgets == erasures and time.monotonic() < until):
+                new = self.repository.event_store.get(id_, gt=call.version)
+                return mutate_all(call, new)  # type: ignore[no-any-return]
+        return self.call(id_)
+
+    def _keep(self, call: Call) -> None:
+        keys = getattr(self.mapper, "keystore", None)
+        erasures, ttl = (keys.forgets, float(keys.ttl)) if keys is not None else (0, 3600.0)
+        with self._kept_lock:
+            if erasures != self._kept_erasures:
+                self._kept.clear()  # an erasure seen since: nothing opened before it stays
+                self._kept_erasures = erasures
+            self._kept[call.id] = (call, erasures, time.monotonic() + ttl)
+            if len(self._kept) > UPDATED_KEPT:
+                self._kept.popitem(last=False)
 
 
 def snapshot_of(execution: Execution) -> dict[str, Any]:

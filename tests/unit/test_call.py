@@ -415,3 +415,42 @@ def test_one_process_updates_a_call_in_turns_instead_of_racing_to_one_version(cl
         t.join(10)
     assert sorted(runs) == ["a", "b"]
     assert calls.call(call.id).not_before == T0 + timedelta(minutes=12)
+
+
+def test_an_update_brings_the_call_it_kept_forward_instead_of_replaying_it(clock: Clock, tmp_path: Any) -> None:
+    """The Call an update leaves is kept and brought forward by the events stored after it
+    (here by another process's save): the next change runs once, on the current state.
+    Once this process has seen an erasure, nothing kept is used: the stream is read again."""
+    from pathlib import Path
+
+    from infrastructure.bootstrap import Container
+    from infrastructure.settings import Settings
+
+    c = Container(Settings(data_dir=Path(tmp_path) / "var"))
+    try:
+        calls = c.calls
+        call = Call(uuid4(), uuid4(), uuid4(), uuid4(), "+212600000001", {}, T0)
+        calls.save(call)
+        calls.update(call.id, lambda x: x.defer(1, T0 + timedelta(minutes=5), "first"))
+        elsewhere = calls.call(call.id)  # as another process would: replayed, changed, saved
+        elsewhere.defer(1, T0 + timedelta(minutes=9), "elsewhere")
+        calls.save(elsewhere)
+        runs: list[int] = []
+        loads: list[object] = []
+        replay = calls.call
+        calls.call = lambda id_: loads.append(id_) or replay(id_)  # type: ignore[method-assign]
+
+        def later(x: Call) -> None:
+            runs.append(x.version)
+            x.defer(1, x.not_before + timedelta(minutes=1), "later")
+
+        calls.update(call.id, later)
+        assert runs == [elsewhere.version] and loads == []  # brought forward, not replayed, no conflict
+        assert replay(call.id).not_before == T0 + timedelta(minutes=10)
+        assert replay(call.id).to == "+212600000001"
+
+        calls.mapper.keystore.forget(call.contact_id)  # an erasure seen by this process
+        calls.update(call.id, later)
+        assert loads == [call.id]  # read again, not kept across the erasure
+    finally:
+        c.close()
