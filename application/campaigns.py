@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import StoredEvent
 
-from application.app_base import App
+from application.app_base import App, select_events_after
 from domain.audience import Audience, check_description, check_name
 from domain.contact import Contact
 from domain.errors import (
@@ -87,19 +87,8 @@ def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEven
     table = getattr(recorder, "events_table_name", None)
     if table is None:  # in memory: no query to save
         return [e for i in ids for e in recorder.select_events(i)]
-    if hasattr(recorder.datastore, "schema"):  # PostgreSQL
-        from psycopg.sql import SQL, Identifier
-
-        statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
-        ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
-        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, ([str(i) for i in ids],))
-            return [
-                StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
-                for r in curs.fetchall()
-            ]
+    if hasattr(recorder.datastore, "schema"):  # PostgreSQL: every event after version 0
+        return select_events_after(app, [(i, 0) for i in ids])
     out: list[StoredEvent] = []
     for i in range(0, len(ids), 500):  # SQLite: a bounded number of parameters per query
         chunk = [u.hex for u in ids[i : i + 500]]

@@ -75,6 +75,7 @@ class Dialer:
             self.declined(call_id, attempt)
             return DialResult("not_running")
         now = self.clock.now()
+        assert org is not None  # asked for
         verdict = self._may_dial(call, attempt, now, org, suppressed)
         if verdict is not None:
             return verdict
@@ -125,10 +126,9 @@ class Dialer:
         ids = [call.execution_id]
         if with_organization:
             ids.append(call.organization_id)
-        listed = self.suppressions is not None and bool(call.to)
-        if listed:
-            assert self.suppressions is not None
-            ids.append(self.suppressions.entry_id(call.organization_id, call.to))
+        dnc = self.suppressions if call.to else None  # (an erased number: no entry to read)
+        if dnc is not None:
+            ids.append(dnc.entry_id(call.organization_id, call.to))
         found = self.campaigns.current(*(UUID(str(i)) for i in ids))
         execution = found[0]
         if not isinstance(execution, Execution):
@@ -136,11 +136,11 @@ class Dialer:
         org = found[1] if with_organization else None
         if with_organization and not isinstance(org, Organization):
             raise NotFound("Organization not found")
-        suppressed = self.suppressions.listed(found[-1]) if listed and self.suppressions is not None else None
+        suppressed = dnc.listed(found[-1]) if dnc is not None else None
         return execution, org, suppressed
 
     def _may_dial(
-        self, call: Call, attempt: int, now: datetime, org: Organization | None, suppressed: bool | None
+        self, call: Call, attempt: int, now: datetime, org: Organization, suppressed: bool | None
     ) -> DialResult | None:
         """The checks made again at dial time, whatever was true when the job was sent:
         pause windows and calling hours, the do-not-call list, the per-contact daily cap,
@@ -149,7 +149,6 @@ class Dialer:
             self.calls.update(call.id, lambda c: c.skip("erased", now))
             return DialResult("erased")
         info = self.executions.get(call.execution_id)
-        assert org is not None
         hours = CallingHours.parse(org.settings.get("callingHours"))
         opens = next_allowed(now, info.windows, org.timezone, hours, call.contact.get("timezone"))
         if opens != now:
