@@ -120,7 +120,7 @@ class Audiences:
         if audience.kind != "static":
             raise ValidationError.single("contacts", "a live audience's members follow its rules")
         ids = _ids(contacts)
-        present = [c for c in dict.fromkeys(ids) if c in audience._member_set]
+        present = [c for c in dict.fromkeys(ids) if audience.has_member(c)]
         if present:
             audience.remove_members(present)
             self.app.save(audience)
@@ -142,7 +142,7 @@ class Audiences:
 
     def member_ids(self, audience: Audience) -> list[str]:
         if audience.kind == "static":
-            return list(audience.members)
+            return audience.members
         return self.queries.audience_member_ids(str(audience.id))
 
     def refresh_membership(self, org_id: UUID, audience: Audience) -> int:

@@ -427,12 +427,12 @@ class CampaignsApp(App):
             audience_ref = {"audienceId": str(s["audienceId"]), "version": version}
         else:
             audience = self.audience(org.id, s["audienceId"])
-            if len(audience.members) > SMALL_AUDIENCE_MEMBERS:
+            if audience.member_count > SMALL_AUDIENCE_MEMBERS:
                 # Few versions but many members (one import): by reference too; the
                 # dispatcher finds which members were deleted, in bulk.
                 audience_ref = {"audienceId": str(s["audienceId"]), "version": audience.version}
             else:
-                members = [str(c.id) for c in self.contacts_of(org.id, list(audience.members))]
+                members = [str(c.id) for c in self.contacts_of(org.id, audience.members)]
         if not members and audience_ref is None:
             raise AudienceEmptyError("Audience has no contacts")
         flow = self.flow(org.id, s["flowId"])
@@ -518,7 +518,7 @@ class CampaignsApp(App):
             done = stored[-1].originator_version
         if audience is None:
             raise NotFound("Audience not found")
-        return list(audience.members)
+        return audience.members
 
     def execution(self, org: UUID | None, id_: UUID | str, *, read_only: bool = False) -> Execution:
         """``read_only``: as it stands now, for a check that changes nothing (see

@@ -4,6 +4,7 @@ event on the contact, see domain.contact)."""
 
 from __future__ import annotations
 
+import itertools
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -31,8 +32,10 @@ class Audience(AuditedAggregate):
         self.organization_id = organization_id
         self.name = name
         self.description = description
-        self.members: list[str] = []
-        self._member_set: set[str] = set()
+        # Members in the order they joined, once each: a dict is an ordered set whose
+        # update keeps a present member where it is, so an event's batch joins at C
+        # speed (a million-member replay at launch, where a Python loop took 1 s).
+        self._members: dict[str, None] = {}
         self.deleted = False
         self.kind = "static"
         self.rules: dict[str, object] | None = None
@@ -45,16 +48,27 @@ class Audience(AuditedAggregate):
 
     @event("MembersAdded")
     def add_members(self, contact_ids: list[str]) -> None:
-        for c in contact_ids:
-            if c not in self._member_set:
-                self._member_set.add(c)
-                self.members.append(c)
+        self._members.update(dict.fromkeys(contact_ids))
 
     @event("MembersRemoved")
     def remove_members(self, contact_ids: list[str]) -> None:
-        gone = set(contact_ids) & self._member_set
-        self._member_set -= gone
-        self.members = [m for m in self.members if m not in gone]
+        for c in contact_ids:
+            self._members.pop(c, None)
+
+    @property
+    def members(self) -> list[str]:
+        """The members in the order they joined (a copy)."""
+        return list(self._members)
+
+    @property
+    def member_count(self) -> int:
+        return len(self._members)
+
+    def has_member(self, contact_id: str) -> bool:
+        return contact_id in self._members
+
+    def members_slice(self, start: int, stop: int) -> list[str]:
+        return list(itertools.islice(self._members, max(0, start), max(0, stop)))
 
     @event("RulesSet")
     def set_rules(self, rules: dict[str, object]) -> None:
@@ -70,7 +84,7 @@ class Audience(AuditedAggregate):
         seen: set[str] = set()
         out = []
         for c in contact_ids:
-            if c not in self._member_set and c not in seen:
+            if c not in self._members and c not in seen:
                 seen.add(c)
                 out.append(c)
         return out

@@ -33,7 +33,7 @@ def audiences_of(c: Any) -> Audiences:
 
 
 def audience_dto(a: Audience, c: Any) -> dict[str, Any]:
-    count = len(a.members) if a.kind == "static" else c.directory.audience_member_count(str(a.id))
+    count = a.member_count if a.kind == "static" else c.directory.audience_member_count(str(a.id))
     return {
         "id": str(a.id),
         "organizationId": str(a.organization_id),
@@ -125,14 +125,14 @@ def audience_contacts(
     if audience.kind == "live":
         rows, total = c.directory.audience_contacts(str(audience.id), p, lim)
         return envelope([contact_row_dto(r) for r in rows], p, lim, total)
-    ids = audience.members[(p - 1) * lim : p * lim]
+    ids = audience.members_slice((p - 1) * lim, p * lim)
     items = []
     for cid in ids:
         try:
             items.append(contact_dto(c.campaigns.contact(who.organization_id, cid)))
         except NotFound:
             continue
-    return envelope(items, p, lim, len(audience.members))
+    return envelope(items, p, lim, audience.member_count)
 
 
 @get("/api/audience")
