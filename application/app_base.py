@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent, Recording, Repository
 from eventsourcing.domain import BaseAggregate
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 
 class _Collected(ProcessingEvent[UUID]):
@@ -120,6 +120,45 @@ class App(Application[UUID]):
             out.append(aggregate)
         return out
 
+    def load_many(self, ids: list[UUID]) -> dict[UUID, Any]:
+        """Many aggregates at once: one query for all their stored events instead of one
+        per aggregate (a million-contact launch reads its contacts 2,000 at a time, a dial batch its calls).
+        Missing ids are absent from the result."""
+        out: dict[UUID, Any] = {}
+        to_domain_event = self.mapper.to_domain_event
+        stored = select_events_of(self, ids)
+        prefetch = getattr(self.mapper, "prefetch", None)
+        if prefetch is not None:  # the contacts' keys (crypto-shredding) in one query
+            prefetch(stored)
+        for s in stored:
+            # Events come in stream order; mutate() directly (eventsourcing's
+            # project_aggregate checks a typing Protocol per event: a third of the time).
+            key = s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))
+            out[key] = to_domain_event(s).mutate(out.get(key))
+        return out
+
+    def save_all_or_each(self, aggregates: Sequence[Any]) -> set[UUID]:
+        """Save ``aggregates`` in one transaction; if that fails on a conflict (one of
+        them lost a race, or exists already), each alone. Returns the ids of those whose
+        events are stored. A failed save has already taken the aggregates' pending events
+        (eventsourcing collects them first), so they are put back for the second try."""
+        pending = [list(a.pending_events) for a in aggregates]
+        try:
+            self.save(*aggregates)
+            return {a.id for a in aggregates}
+        except IntegrityError:
+            pass
+        stored: set[UUID] = set()
+        for aggregate, events in zip(aggregates, pending):
+            aggregate.pending_events[:] = events
+            try:
+                self.save(aggregate)
+            except IntegrityError:
+                continue
+            if events:
+                stored.add(aggregate.id)
+        return stored
+
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """As ``Application.save`` (same steps, same order), with the cheaper collection."""
         processing_event = _Collected()
@@ -142,10 +181,16 @@ def select_events_after(app: Application[UUID], after: Sequence[tuple[UUID, int]
     if table is not None and hasattr(recorder.datastore, "schema"):  # PostgreSQL
         from psycopg.sql import SQL, Identifier
 
+        # A lateral subquery: one index lookup a stream whatever the planner believes
+        # (its ORDER BY keeps PostgreSQL from flattening it back into a join). As a join,
+        # on a table of a million streams not yet analysed (just imported), it merged the
+        # whole primary key instead: 10 s for 2,000 streams, not 0.1 s.
         statement = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, v) JOIN {schema}.{table} e "
-            "ON e.originator_id = s.id AND e.originator_version > s.v ORDER BY e.originator_id, e.originator_version"
+            "FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS s(id, v, n) CROSS JOIN LATERAL ("
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = s.id AND originator_version > s.v ORDER BY originator_version) e "
+            "ORDER BY s.n, e.originator_version"
         ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, ([i for i, _ in after], [v for _, v in after]), prepare=True)
@@ -154,3 +199,42 @@ def select_events_after(app: Application[UUID], after: Sequence[tuple[UUID, int]
                 for r in curs.fetchall()
             ]
     return [e for i, v in after for e in recorder.select_events(i, gt=v or None)]
+
+
+def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEvent]:
+    """The stored events of many aggregates in one query, in stream order (PostgreSQL
+    or SQLite; one query per aggregate in memory)."""
+    if not ids:
+        return []
+    recorder: Any = app.recorder
+    table = getattr(recorder, "events_table_name", None)
+    if table is None:  # in memory: no query to save
+        return [e for i in ids for e in recorder.select_events(i)]
+    if hasattr(recorder.datastore, "schema"):  # PostgreSQL
+        from psycopg.sql import SQL, Identifier
+
+        statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+            "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
+        ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (list(ids),))
+            return [
+                StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+                for r in curs.fetchall()
+            ]
+    out: list[StoredEvent] = []
+    for i in range(0, len(ids), 500):  # SQLite: a bounded number of parameters per query
+        chunk = [u.hex for u in ids[i : i + 500]]
+        marks = ",".join("?" * len(chunk))
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT originator_id, originator_version, topic, state FROM {table} "
+                f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
+                chunk,
+            )
+            out += [
+                StoredEvent(recorder.convert_originator_id(r["originator_id"]), r["originator_version"], r["topic"], r["state"])
+                for r in c.fetchall()
+            ]
+    return out

@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from application.app_base import App, mutate_all
+from application.app_base import App, mutate_all, select_events_of
 from domain.call import Call
 from domain.contact import Contact
 from domain.execution import Execution
@@ -50,7 +50,6 @@ class CallsApp(App):
 
         The contact's time zone (its own, or the one its number rings in) is frozen on
         the call: calling hours are evaluated in it. ``zones``, if given, receives them."""
-        from application.campaigns import select_events_of
         from domain.call import call_id
         from domain.phone import timezone_for
 
@@ -87,19 +86,8 @@ class CallsApp(App):
         return count
 
     def _save_new(self, calls: list[Call]) -> int:
-        try:
-            self.save(*calls)
-            return len(calls)
-        except IntegrityError:
-            # Some already exist (a launch resumed after a crash): save the others one by one.
-            saved = 0
-            for call in calls:
-                try:
-                    self.save(call)
-                    saved += 1
-                except IntegrityError:
-                    pass
-            return saved
+        # Some may exist already (another dispatcher's batch): then the others one by one.
+        return len(self.save_all_or_each(calls))
 
     def call(self, id_: UUID | str) -> Call:
         c = self.repository.get(UUID(str(id_)))

@@ -7,10 +7,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.application import AggregateNotFoundError
 
-from application.app_base import App, select_events_after
+from application.app_base import App
 from domain.audience import Audience, check_description, check_name
 from domain.contact import Contact
 from domain.errors import (
@@ -76,34 +75,6 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"apikey:{self.key_id}"
-
-
-def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEvent]:
-    """The stored events of many aggregates in one query, in stream order (PostgreSQL
-    or SQLite; one query per aggregate in memory)."""
-    if not ids:
-        return []
-    recorder: Any = app.recorder
-    table = getattr(recorder, "events_table_name", None)
-    if table is None:  # in memory: no query to save
-        return [e for i in ids for e in recorder.select_events(i)]
-    if hasattr(recorder.datastore, "schema"):  # PostgreSQL: every event after version 0
-        return select_events_after(app, [(i, 0) for i in ids])
-    out: list[StoredEvent] = []
-    for i in range(0, len(ids), 500):  # SQLite: a bounded number of parameters per query
-        chunk = [u.hex for u in ids[i : i + 500]]
-        marks = ",".join("?" * len(chunk))
-        with recorder.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT originator_id, originator_version, topic, state FROM {table} "
-                f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version",
-                chunk,
-            )
-            out += [
-                StoredEvent(recorder.convert_originator_id(r["originator_id"]), r["originator_version"], r["topic"], r["state"])
-                for r in c.fetchall()
-            ]
-    return out
 
 
 class CampaignsApp(App):
@@ -475,23 +446,6 @@ class CampaignsApp(App):
         return ("live" if live else "static"), last[0].originator_version
 
     # -- bulk reads for large launches ------------------------------------------------
-
-    def load_many(self, ids: list[UUID]) -> dict[UUID, Any]:
-        """Many aggregates at once: one query for all their stored events instead of one
-        per aggregate (a million-contact launch reads its contacts 2,000 at a time).
-        Missing ids are absent from the result."""
-        out: dict[UUID, Any] = {}
-        to_domain_event = self.mapper.to_domain_event
-        stored = select_events_of(self, ids)
-        prefetch = getattr(self.mapper, "prefetch", None)
-        if prefetch is not None:  # the contacts' keys (crypto-shredding) in one query
-            prefetch(stored)
-        for s in stored:
-            # Events come in stream order; mutate() directly (eventsourcing's
-            # project_aggregate checks a typing Protocol per event: a third of the time).
-            key = s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))
-            out[key] = to_domain_event(s).mutate(out.get(key))
-        return out
 
     def contacts_of(self, org: UUID, ids: list[str]) -> list[Contact]:
         """The contacts among ``ids`` that exist, belong to ``org`` and are not deleted, in

@@ -217,8 +217,7 @@ class Dispatcher:
             if not due:
                 continue
             self.progress.mark_dispatched(due, now_key)
-            for call_id, attempt in due:
-                self.queue.enqueue_dial(call_id, attempt)
+            self.queue.enqueue_dials(due)
             org_budget[org_id] -= len(due)
             for key, rate in paces:
                 self._pace_spend(key, rate, len(due))

@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
+from application.app_base import select_events_of
 from application.calls import CallsApp
-from application.campaigns import CampaignsApp, select_events_of
+from application.campaigns import CampaignsApp
 from application.file_store import FileStore
 from application.ports import Clock
 from domain.call import call_id

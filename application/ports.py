@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +32,10 @@ class TelephonyError(Exception):
 
 class DialQueue(Protocol):
     def enqueue_dial(self, call_id: str, attempt: int) -> None: ...
+
+    def enqueue_dials(self, jobs: Sequence[tuple[str, int]]) -> None:
+        """Several jobs, sent as few messages as the queue's batch allows."""
+        ...
 
 
 class ProgressQueries(Protocol):

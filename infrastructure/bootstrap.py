@@ -195,7 +195,7 @@ class Container:
         )
         self.conversation = Conversation(self.calls, self.executions, self.clock, HttpxFlowHttp(), voice=self.dictionaries)
         self.broker = build_broker(s.redis_url, s.redis_namespace)
-        self.queue = DramatiqDialQueue(self.broker)
+        self.queue = DramatiqDialQueue(self.broker, batch=self.settings.dial_batch)
         # A flow turn's effects (opt-out, contact updates, SMS): sent from the calls log by
         # an outbox in the projector, run by workers (infrastructure/flow_effects_jobs).
         from infrastructure.flow_effects_jobs import FlowEffectsQueue
@@ -309,7 +309,7 @@ class Container:
         self.dispatcher.start(self.settings.dispatch_interval)
 
     def start_worker(self) -> None:
-        self.queue.set_handler(self.dialer.dial)
+        self.queue.set_handler(self.dialer.dial, self.dialer.dial_many)
         self.effects_queue.set_handler(self.flow_effects.run)
         from application.client_webhooks import ClientWebhooks
 

@@ -5,7 +5,7 @@ retries (busy, no answer) are domain events."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
@@ -31,9 +31,17 @@ def build_broker(redis_url: str, namespace: str) -> dramatiq.Broker:
 class DramatiqDialQueue:
     """The dial queue port over a Dramatiq actor bound to ``broker``."""
 
-    def __init__(self, broker: dramatiq.Broker, handler: Callable[[str, int], Any] | None = None) -> None:
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        handler: Callable[[str, int], Any] | None = None,
+        batch_handler: Callable[[list[tuple[str, int]]], list[Any]] | None = None,
+        batch: int = 1,
+    ) -> None:
         self.broker = broker
         self._handler = handler
+        self._batch_handler = batch_handler
+        self.batch = max(1, batch)
 
         def dial(call_id: str, attempt: int, correlation_id: str | None = None) -> None:
             if self._handler is None:
@@ -55,11 +63,46 @@ class DramatiqDialQueue:
             time_limit=120_000,
         )
 
-    def set_handler(self, handler: Callable[[str, int], Any]) -> None:
+        def dial_batch(jobs: list[list[Any]], correlation_id: str | None = None) -> None:
+            """Several dial jobs in one message (``[[call id, attempt], ...]``): one
+            message, one load of the calls, one save of their claims (Dialer.dial_many).
+            Delivered again after a crash, the jobs already claimed are found claimed."""
+            if self._batch_handler is None:
+                raise RuntimeError("no dial handler in this process")
+            with audit_context(**({"correlationId": correlation_id} if correlation_id else {})):
+                results = self._batch_handler([(str(c), int(a)) for c, a in jobs])
+                for (call_id, attempt), result in zip(jobs, results):
+                    log.info("dial %s attempt %s: %s", call_id, attempt, getattr(result, "status", result))
+
+        self.batch_actor = dramatiq.actor(
+            dial_batch,
+            broker=broker,
+            actor_name="dial_batch",
+            queue_name=DIAL_QUEUE,
+            max_retries=5,
+            min_backoff=500,
+            max_backoff=30000,
+            time_limit=120_000,
+        )
+
+    def set_handler(
+        self, handler: Callable[[str, int], Any], batch_handler: Callable[[list[tuple[str, int]]], list[Any]] | None = None
+    ) -> None:
         self._handler = handler
+        self._batch_handler = batch_handler
 
     def enqueue_dial(self, call_id: str, attempt: int) -> None:
         self.actor.send(call_id, attempt, current_audit().get("correlationId") or call_id)
+
+    def enqueue_dials(self, jobs: Sequence[tuple[str, int]]) -> None:
+        """Send ``jobs`` ``batch`` to a message (one job alone goes as a ``dial``)."""
+        correlation_id = current_audit().get("correlationId")
+        for i in range(0, len(jobs), self.batch):
+            part = jobs[i : i + self.batch]
+            if len(part) == 1:
+                self.enqueue_dial(*part[0])
+            else:
+                self.batch_actor.send([[str(c), a] for c, a in part], correlation_id)
 
 
 def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:

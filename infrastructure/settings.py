@@ -31,6 +31,9 @@ class Settings:
     sandbox_port: int = field(default_factory=lambda: int(_env("GOMOBILE_SANDBOX_PORT", "8089")))
     sandbox_time_scale: float = field(default_factory=lambda: float(_env("GOMOBILE_SANDBOX_TIME_SCALE", "0.2")))
     worker_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_THREADS", "8")))
+    # Dial jobs the dispatcher sends in one message (Dialer.dial_many): one load, one
+    # claim save and one state read for them all. 1 sends a message a call.
+    dial_batch: int = field(default_factory=lambda: int(_env("GOMOBILE_DIAL_BATCH", "8")))
     pool_size: int = field(default_factory=lambda: int(_env("GOMOBILE_POSTGRES_POOL_SIZE", "1")))
     pool_max_overflow: int = field(default_factory=lambda: int(_env("GOMOBILE_POSTGRES_MAX_OVERFLOW", "5")))
     reconcile_after: float = field(default_factory=lambda: float(_env("GOMOBILE_RECONCILE_AFTER", "120")))
@@ -60,6 +63,8 @@ class Settings:
             self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         if self.telephony not in ("sandbox", "twilio"):
             raise ValueError("GOMOBILE_TELEPHONY must be 'sandbox' or 'twilio'")
+        if not 1 <= self.dial_batch <= 100:
+            raise ValueError(f"GOMOBILE_DIAL_BATCH must be from 1 to 100, not {self.dial_batch}")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise ValueError("GOMOBILE_DATABASE_URL must be a postgresql:// URL")
 

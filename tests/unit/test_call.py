@@ -454,3 +454,32 @@ def test_an_update_brings_the_call_it_kept_forward_instead_of_replaying_it(clock
         assert loads == [call.id]  # read again, not kept across the erasure
     finally:
         c.close()
+
+
+def test_a_batch_that_conflicts_is_saved_each_alone_and_nothing_else_is_lost(clock: Clock) -> None:
+    """A shared save fails as a whole when one of its calls lost a race; the others are
+    then saved one by one, with their events (a failed save had already taken them)."""
+    from application.calls import CallsApp
+
+    calls = CallsApp()
+    taken, free = new_call(), new_call()
+    calls.save(taken, free)
+    mine = [calls.call(taken.id), calls.call(free.id)]  # loaded before the rival's claim
+    rival = calls.call(taken.id)
+    rival.claim(1, T0, "w2")
+    calls.save(rival)
+    for c in mine:
+        c.claim(1, T0, "w1")
+    assert calls.save_all_or_each(mine) == {free.id}
+    claimed_by = lambda c: [e.worker for e in calls.events.get(c.id) if type(e).__name__ == "DialClaimed"]
+    assert claimed_by(free) == ["w1"]
+    assert claimed_by(taken) == ["w2"]
+    # New calls beside one that exists already: the new ones are all stored.
+    fresh = [new_call(), new_call()]
+    assert calls.save_all_or_each([new_call_like(taken), *fresh]) == {c.id for c in fresh}
+    assert all(calls.find(c.id) is not None for c in fresh)
+
+
+def new_call_like(call: Call) -> Call:
+    """A second Call of the same execution and contact (the same stream id)."""
+    return Call(call.execution_id, call.contact_id, call.organization_id, call.program_id, call.to, call.contact, T0)
