@@ -149,6 +149,20 @@ class CallsApp(App):
                 return mutate_all(call, new)  # type: ignore[no-any-return]
         return self.call(id_)
 
+    def erasures_seen(self) -> int:
+        keys = getattr(self.mapper, "keystore", None)
+        return keys.forgets if keys is not None else 0
+
+    def hand_over(self, call: Call, erasures_at_load: int) -> None:
+        """Keep ``call``, just saved, for the next ``update`` of it (as an update keeps
+        the call it leaves): the caller must not touch it again. The dialer hands over
+        the claimed call before it dials, so recording the dial reads only the events
+        stored since (the provider's first callbacks), not the whole stream. Not kept if
+        this process has seen an erasure since it was loaded (``erasures_seen`` then)."""
+        if not call.pending_events and self.erasures_seen() == erasures_at_load:
+            with self._stripes[hash(call.id) % UPDATE_STRIPES]:
+                self._keep(call)
+
     def _keep(self, call: Call) -> None:
         keys = getattr(self.mapper, "keystore", None)
         erasures, ttl = (keys.forgets, float(keys.ttl)) if keys is not None else (0, 3600.0)

@@ -73,6 +73,7 @@ class Dialer:
         results: list[DialResult | None] = [None] * len(jobs)
         with audit_context(actor=f"worker:{self.worker_name}"):
             keys = [_uuid(call_id) for call_id, _ in jobs]
+            erasures = self.calls.erasures_seen()
             found = self.calls.load_many([k for k in keys if k is not None])
             live: list[tuple[int, Call, int]] = []  # (position, call, attempt)
             for n, (key, (_, attempt)) in enumerate(zip(keys, jobs)):
@@ -116,7 +117,7 @@ class Dialer:
             for (n, call, attempt), (execution, _, suppressed) in zip(claimed, state):
                 with audit_context(correlationId=str(call.id)):
                     try:
-                        results[n] = self._dial_claimed(call, attempt, now, execution, suppressed)
+                        results[n] = self._dial_claimed(call, attempt, now, execution, suppressed, erasures)
                     except Exception:
                         # The batch's other claimed calls are still dialled; this one stays
                         # claimed, and the reconciler settles it as it does a worker's crash.
@@ -125,7 +126,7 @@ class Dialer:
         return [r if r is not None else DialResult("stale") for r in results]
 
     def _dial_claimed(
-        self, call: Call, attempt: int, now: datetime, execution: Execution, suppressed: bool | None
+        self, call: Call, attempt: int, now: datetime, execution: Execution, suppressed: bool | None, erasures: int
     ) -> DialResult:
         if execution.status != "running":
             self.calls.update(call.id, lambda c: c.release_claim(attempt, "not_running"))
@@ -138,23 +139,25 @@ class Dialer:
         info = self.executions.get(call.execution_id)
         pool = info.did_pool
         from_number = pool[(call.version + attempt) % len(pool)] if pool else ""
+        call_id, to = call.id, call.to
+        # Not saved on the claimed Call in hand: the provider's first callbacks (ringing,
+        # answered) are usually stored by the time the dial is recorded, and a save on
+        # it would fail. Handed over instead: the update brings it forward.
+        self.calls.hand_over(call, erasures)
         try:
             sid = self.telephony.place_call(
-                to=call.to,
+                to=to,
                 from_=from_number,
-                call_id=str(call.id),
+                call_id=str(call_id),
                 attempt=attempt,
                 timeout_seconds=info.ring_timeout_seconds,
                 machine_detection=info.machine_detection,
             )
         except TelephonyError as exc:
-            log.warning("dial of %s attempt %s failed: %s", call.id, attempt, exc)
-            self._fail(call.id, attempt, str(exc), now, info)
+            log.warning("dial of %s attempt %s failed: %s", call_id, attempt, exc)
+            self._fail(call_id, attempt, str(exc), now, info)
             return DialResult("failed")
-        # Loaded again rather than saved on the claimed Call in hand: the provider's first
-        # callbacks (ringing, answered) are usually stored by now, and a save on the stale
-        # Call would fail, then load anyway (against the sandbox, every time).
-        self.calls.update(call.id, lambda c: c.record_placed(attempt, sid, from_number))
+        self.calls.update(call_id, lambda c: c.record_placed(attempt, sid, from_number))
         return DialResult("placed", sid)
 
     def _now(

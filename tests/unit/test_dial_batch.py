@@ -124,3 +124,33 @@ def test_a_batch_paused_between_its_check_and_its_claims_dials_nobody() -> None:
             assert calls.call(cid).status == "pending"
     finally:
         base.set_clock(previous)
+
+
+def test_the_dial_is_recorded_on_the_claimed_call_brought_forward_past_the_callbacks() -> None:
+    """The claimed call is handed over before the dial: the provider's ringing callback,
+    stored while the dial request is answered, and then the dial's record both land on
+    it, with no replay of the stream."""
+    clock = Clock(T0)
+    previous = base._clock[0]
+    base.set_clock(clock.now)
+    try:
+        campaigns, calls, _, ids, _ = setup(clock, 2)
+        loads: list[Any] = []
+        full_load = calls.call
+        calls.call = lambda id_: loads.append(id_) or full_load(id_)  # type: ignore[method-assign]
+
+        class RingingNetwork(PhoneNetwork):
+            def place_call(self, **kw: Any) -> str:
+                sid = super().place_call(**kw)
+                calls.update(kw["call_id"], lambda c: c.record_ringing(kw["attempt"]))  # the callback
+                return sid
+
+        dialer = Dialer(campaigns, calls, ExecutionCache(campaigns), RingingNetwork(clock), clock, "w1")
+        assert [r.status for r in dialer.dial_many([(i, 1) for i in ids])] == ["placed", "placed"]
+        assert loads == []  # no stream replayed after the batch's load
+        for cid in ids:
+            names = [type(e).__name__ for e in calls.events.get(UUID(cid))]
+            assert names[-3:] == ["DialClaimed", "Ringing", "Placed"], names
+            assert full_load(cid).provider_call_id is not None
+    finally:
+        base.set_clock(previous)
