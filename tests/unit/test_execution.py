@@ -158,3 +158,58 @@ def test_an_audience_of_few_versions_but_many_members_is_snapshotted_by_referenc
     packed = MemberIds(members)
     assert len(packed) == n and packed[0] == members[0] and packed[-1] == members[-1]
     assert packed[5:9] == members[5:9] and packed[n - 1 : n + 5] == members[n - 1 :]
+
+
+def test_an_audience_keeps_its_members_in_joining_order_once_each():
+    """Members kept in an ordered dict: a member added again keeps its place, one removed
+    and added again joins at the end, and removing a stranger changes nothing."""
+    from uuid import uuid4
+
+    from application.dispatcher import MemberIds
+    from domain.audience import Audience
+
+    a, b, c, d = (str(uuid4()) for _ in range(4))
+    audience = Audience(uuid4(), "Order", None)
+    audience.add_members([a, b, c, b])
+    audience.add_members([b, d])
+    assert audience.members == [a, b, c, d] and audience.member_count == 4
+    audience.remove_members([b, str(uuid4())])
+    assert audience.members == [a, c, d] and not audience.has_member(b)
+    audience.add_members([b])
+    assert audience.members == [a, c, d, b]
+    assert audience.members_slice(1, 3) == [c, d] and audience.members_slice(3, 99) == [b]
+    # Packed ids read back the same, whether given in the canonical form or not.
+    assert list(MemberIds(audience.members)) == [a, c, d, b]
+    assert list(MemberIds([x.upper() for x in audience.members])) == [a, c, d, b]
+    assert list(MemberIds([x.replace("-", "") for x in audience.members])) == [a, c, d, b]
+
+
+def test_the_dispatcher_keeps_dispatching_while_a_large_launch_is_being_queued():
+    """Queueing runs in a thread of its own: a batch that takes a second or two (2,000
+    calls under load) does not hold back the ticks that send due calls to be dialled."""
+    import threading
+    import time
+
+    from application.dispatcher import Dispatcher
+
+    class Progress:
+        def executions_to_queue(self) -> list[str]:
+            return ["e1"]
+
+    d = Dispatcher(None, None, Progress(), None, None)  # type: ignore[arg-type]
+    queueing = threading.Event()
+    ticks: list[tuple[bool, bool]] = []
+
+    def slow_batch(eid: str) -> int:
+        queueing.set()
+        time.sleep(1.0)
+        return 0
+
+    d._queue_calls = slow_batch  # type: ignore[method-assign]
+    d._tick = lambda queue=True: ticks.append((queue, queueing.is_set())) or {}  # type: ignore[method-assign]
+    d.start(0.05)
+    time.sleep(0.8)
+    d.stop()
+    during = [q for q, busy in ticks if busy]
+    assert len(during) >= 5, ticks  # ticked while the batch was being queued
+    assert not any(q for q, _ in ticks)  # and never queued in a tick
