@@ -29,9 +29,17 @@ from projections.store import loads
 
 log = logging.getLogger("gomobile.dispatcher")
 QUEUE_BATCH = 2000
-# The first batch of a launch is smaller: its calls are stored, projected and dialable
-# sooner (the first call of a million-contact launch), the rest go 2,000 at a time.
 FIRST_QUEUE_BATCH = 200
+
+
+def queue_batch_size(queued: int) -> int:
+    """How many calls the next batch of a launch queues, ``queued`` being queued already:
+    200, 200, 400, 800, 1,600, then 2,000 a batch. A tick queues one batch, then sends
+    the calls that are due: the calls of a batch are sent by the tick after the next (they
+    must be projected first), so the first batches are small and the first call goes out
+    soon (the million's first call waited for a whole second batch of 2,000, 2 s under
+    load). Growing back to 2,000 keeps the per-batch cost of a large launch low."""
+    return max(FIRST_QUEUE_BATCH, min(QUEUE_BATCH, queued))
 
 
 class MemberIds(Sequence[str]):
@@ -103,19 +111,11 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def tick(self, queue: bool = True) -> dict[str, int]:
-        """One round of everything. ``queue=False``: all but queueing the calls of new
-        executions, which ``run`` does in a thread of its own (a batch of 2,000 takes a
-        second or two under load, and dispatching must not wait for it)."""
+    def tick(self) -> dict[str, int]:
         with audit_context(actor="dispatcher"):
-            return self._tick(queue)
+            return self._tick()
 
-    def queue_round(self) -> int:
-        """Queue one batch of calls of each execution still being queued."""
-        with audit_context(actor="dispatcher"):
-            return sum(self._queue_calls(eid) for eid in self.progress.executions_to_queue())
-
-    def _tick(self, queue: bool = True) -> dict[str, int]:
+    def _tick(self) -> dict[str, int]:
         now = self.clock.now()
         now_key = sortable(now)
         counts = {"started": 0, "queued": 0, "dispatched": 0, "skipped": 0, "completed": 0, "stopped": 0, "paused": 0}
@@ -123,9 +123,8 @@ class Dispatcher:
             counts["stopped"] += self._change_execution(eid, lambda e: e.stop(now))
         for eid in self.progress.executions_due_to_start(now_key):
             counts["started"] += self._change_execution(eid, lambda e: e.start(now))
-        if queue:
-            for eid in self.progress.executions_to_queue():
-                counts["queued"] += self._queue_calls(eid)
+        for eid in self.progress.executions_to_queue():
+            counts["queued"] += self._queue_calls(eid)
         for call_id in self.progress.pending_calls_of_ended_executions():
             counts["skipped"] += int(self.calls.update(call_id, lambda c: c.skip("execution_ended", now)))
         running = self.progress.running_executions()
@@ -291,7 +290,7 @@ class Dispatcher:
             if execution.snapshot_total is None:
                 execution.record_snapshot(len(members))
             start = execution.queued_upto
-            batch_ids = members[start : start + (QUEUE_BATCH if start else FIRST_QUEUE_BATCH)]
+            batch_ids = members[start : start + queue_batch_size(start)]
             contacts = self.campaigns.contacts_of(execution.organization_id, batch_ids)
             if len(contacts) < len(batch_ids):
                 log.warning(
@@ -326,26 +325,12 @@ class Dispatcher:
         return self._snapshots[key]
 
     def run(self, interval: float = 0.1) -> None:
-        """Tick every ``interval`` until stopped, with the calls of new executions queued
-        by a second thread, back to back while there are some."""
-        queuer = threading.Thread(target=self._run_queueing, args=(interval,), name="dispatcher-queue", daemon=True)
-        queuer.start()
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.tick(queue=False)
-                except Exception:
-                    log.exception("dispatcher tick failed")
-                self._stop.wait(interval)
-        finally:
-            queuer.join(timeout=10)
-
-    def _run_queueing(self, interval: float) -> None:
         while not self._stop.is_set():
             try:
-                busy = self.queue_round() > 0
+                counts = self.tick()
+                busy = counts["queued"] > 0
             except Exception:
-                log.exception("dispatcher queueing failed")
+                log.exception("dispatcher tick failed")
                 busy = False
             if not busy:
                 self._stop.wait(interval)
@@ -358,4 +343,4 @@ class Dispatcher:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=20)
+            self._thread.join(timeout=10)

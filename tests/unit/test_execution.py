@@ -184,32 +184,14 @@ def test_an_audience_keeps_its_members_in_joining_order_once_each():
     assert list(MemberIds([x.replace("-", "") for x in audience.members])) == [a, c, d, b]
 
 
-def test_the_dispatcher_keeps_dispatching_while_a_large_launch_is_being_queued():
-    """Queueing runs in a thread of its own: a batch that takes a second or two (2,000
-    calls under load) does not hold back the ticks that send due calls to be dialled."""
-    import threading
-    import time
+def test_a_launch_is_queued_in_batches_that_start_small_and_grow():
+    """The first batches are small, so the first calls are stored, projected and sent
+    soon; then 2,000 a batch. Every member is queued once, in order."""
+    from application.dispatcher import QUEUE_BATCH, queue_batch_size
 
-    from application.dispatcher import Dispatcher
-
-    class Progress:
-        def executions_to_queue(self) -> list[str]:
-            return ["e1"]
-
-    d = Dispatcher(None, None, Progress(), None, None)  # type: ignore[arg-type]
-    queueing = threading.Event()
-    ticks: list[tuple[bool, bool]] = []
-
-    def slow_batch(eid: str) -> int:
-        queueing.set()
-        time.sleep(1.0)
-        return 0
-
-    d._queue_calls = slow_batch  # type: ignore[method-assign]
-    d._tick = lambda queue=True: ticks.append((queue, queueing.is_set())) or {}  # type: ignore[method-assign]
-    d.start(0.05)
-    time.sleep(0.8)
-    d.stop()
-    during = [q for q, busy in ticks if busy]
-    assert len(during) >= 5, ticks  # ticked while the batch was being queued
-    assert not any(q for q, _ in ticks)  # and never queued in a tick
+    sizes, queued = [], 0
+    while queued < 10_000:
+        sizes.append(queue_batch_size(queued))
+        queued += sizes[-1]
+    assert sizes[:6] == [200, 200, 400, 800, 1600, 2000]
+    assert set(sizes[5:]) == {QUEUE_BATCH}
