@@ -221,7 +221,11 @@ class Container:
     def telephony(self) -> TwilioTelephony:
         if self._telephony is None:
             s = self.settings
-            http_client = None
+            from twilio.http.http_client import TwilioHttpClient
+
+            # A request to Twilio gives up after 10 s (the SDK's default waits for ever): a
+            # dial batch's other calls are not held behind one that hangs.
+            http_client = TwilioHttpClient(timeout=10)
             if s.telephony == "sandbox":
                 from infrastructure.telephony.sandbox.http_client import SandboxHttpClient
 
