@@ -52,16 +52,12 @@ class DramatiqDialQueue:
                 result = self._handler(call_id, attempt)
                 log.info("dial %s attempt %s: %s", call_id, attempt, getattr(result, "status", result))
 
-        self.actor = dramatiq.actor(
-            dial,
-            broker=broker,
-            actor_name="dial",
-            queue_name=DIAL_QUEUE,
-            max_retries=5,
-            min_backoff=500,
-            max_backoff=30000,
-            time_limit=120_000,
-        )
+        # Both dial actors: one queue, the same retries of a crashed job, the same limit.
+        options: dict[str, Any] = {
+            "broker": broker, "queue_name": DIAL_QUEUE, "max_retries": 5, "min_backoff": 500,
+            "max_backoff": 30000, "time_limit": 120_000,
+        }  # fmt: skip
+        self.actor = dramatiq.actor(dial, actor_name="dial", **options)
 
         def dial_batch(jobs: list[list[Any]], correlation_id: str | None = None) -> None:
             """Several dial jobs in one message (``[[call id, attempt], ...]``): one
@@ -74,16 +70,7 @@ class DramatiqDialQueue:
                 for (call_id, attempt), result in zip(jobs, results):
                     log.info("dial %s attempt %s: %s", call_id, attempt, getattr(result, "status", result))
 
-        self.batch_actor = dramatiq.actor(
-            dial_batch,
-            broker=broker,
-            actor_name="dial_batch",
-            queue_name=DIAL_QUEUE,
-            max_retries=5,
-            min_backoff=500,
-            max_backoff=30000,
-            time_limit=120_000,
-        )
+        self.batch_actor = dramatiq.actor(dial_batch, actor_name="dial_batch", **options)
 
     def set_handler(
         self, handler: Callable[[str, int], Any], batch_handler: Callable[[list[tuple[str, int]]], list[Any]] | None = None
