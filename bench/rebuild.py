@@ -209,9 +209,9 @@ def raw_read(url: str) -> dict[str, Any]:
 
 def rebuild(env: dict[str, str], name: str, batch_size: int, processes: int = 1) -> dict[str, Any]:
     """What ``gomobile projections rebuild NAME`` does, in this process (its collector
-    tuned as the command's is: interfaces/cli.py tune_gc)."""
+    tuned as the command's is: infrastructure/gc_tuning.py)."""
     from application.calls import CallsApp
-    from interfaces.cli import tune_gc
+    from infrastructure.gc_tuning import tune_gc
 
     tune_gc()
     from application.campaigns import CampaignsApp

@@ -109,8 +109,8 @@ def _rebuild_part(name: str, env: dict[str, str], bound: list[tuple[str, tuple[A
     """One process of a rebuild: the stores and the read model opened again, the part applied."""
     from application.calls import CallsApp
     from application.campaigns import CampaignsApp
+    from infrastructure.gc_tuning import tune_gc
     from infrastructure.privacy import bind
-    from interfaces.cli import tune_gc
 
     tune_gc()
     _rebind(env, bound)

@@ -174,11 +174,10 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
         if args.name not in container.views:
             print(f"unknown read model '{args.name}' (known: {', '.join(container.views)})", file=sys.stderr)
             return 2
-        view = container.views[args.name]
-        view.reset()
         runner = container.runner(args.name)
         processes = args.processes or ((os.cpu_count() or 1) if container.settings.uses_postgres else 1)
-        total = runner.catch_up(
+        # Safe while the projector runs: it holds off this read model until the rebuild ends.
+        total = runner.rebuild(
             lambda n: print(f"\r{args.name}: {n} events applied", end="", file=sys.stderr, flush=True),
             processes=processes,
         )
@@ -229,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--timezone", default="Africa/Casablanca")
     oc.set_defaults(func=cmd_org_create)
     proj = sub.add_parser("projections", help="read models").add_subparsers(dest="proj_command", required=True)
-    rb = proj.add_parser("rebuild", help="drop a read model and rebuild it from the events")
+    rb = proj.add_parser("rebuild", help="drop a read model and rebuild it from the events (a running projector holds off this read model until it is done)")
     rb.add_argument("name")
     rb.add_argument("--processes", type=int, default=0,
                     help="processes sharing the replay (PostgreSQL; default: one per core)")  # fmt: skip
@@ -253,26 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def tune_gc() -> None:
-    """For the commands that work in batches (an import, a rebuild, the projector's pages
-    of events): collect the young generation every 50,000 allocations rather than 700
-    (then the older ones every 20 and 10 of those), and leave what start-up made out of
-    every collection. They make many short-lived dicts (rows, events): the collector took
-    13% of an import's time (50,000 rows: 10.5 s, 9.2 s tuned), and with the projector
-    tuned too the import ran at 5,051 rows/s end to end against 4,857 (bench/contacts_import.py).
-    The request-serving processes (API, workers, sandbox) keep Python's defaults: tuned, the
-    calls benchmark spent 10-25% more CPU a call (bench/calls_e2e.py, two pairs of runs).
-    GOMOBILE_GC_THRESHOLD=700 restores the default."""
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(int(os.environ.get("GOMOBILE_GC_THRESHOLD", "50000")), 20, 10)
-
-
 BATCH_COMMANDS = frozenset({"cmd_contacts_import", "cmd_projections_rebuild", "cmd_projector"})
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infrastructure.gc_tuning import tune_gc
+
     _setup_logging()
     args = build_parser().parse_args(argv)
     if argv is None and getattr(args.func, "__name__", "") in BATCH_COMMANDS:  # a process of its own

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, Self
 from uuid import UUID
 
@@ -24,6 +24,8 @@ from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
+
+from projections.store import HeldOff
 
 log = logging.getLogger("gomobile.projections")
 
@@ -294,6 +296,9 @@ class ProjectionRunner:
         # size) and returns it (``join``, ``exitcode``); set where the runner can be made
         # again in another process (infrastructure.bootstrap.rebuild_spawner).
         self.spawn_partition: Callable[[str, int], Any] | None = None
+        # A live runner (the projector's loop) gives way to a rebuild of its read model,
+        # in any process: each batch it applies is guarded (ViewMixin.live_guard).
+        self.live = False
 
     def position(self, app: Application[Any]) -> int:
         return self.view.max_tracking_id(app.name) or 0
@@ -368,11 +373,26 @@ class ProjectionRunner:
         name = app.name
         return [(e, Tracking(name, n.id)) for e, n in zip(events, notes, strict=True)]
 
-    def _apply(self, items: list[tuple[Any, Tracking]], last: Tracking) -> None:
-        if items and items[-1][1].notification_id == last.notification_id:
-            self.view.apply_batch(items, self.view.handle)
-        else:
-            self.view.apply_batch(items, self.view.handle, last)
+    def _guarded(self, name: str | None, after: int | None) -> Any:
+        """A live runner's batch read from position ``after`` of ``name``: applied only if no
+        rebuild holds the read model and the position has not moved (else ``HeldOff``)."""
+        guard = getattr(self.view, "live_guard", None)
+        return guard(name, after) if self.live and guard is not None else nullcontext()
+
+    def _apply(self, items: list[tuple[Any, Tracking]], last: Tracking, after: int) -> None:
+        with self._guarded(last.application_name, after):
+            if items and items[-1][1].notification_id == last.notification_id:
+                self.view.apply_batch(items, self.view.handle)
+            else:
+                self.view.apply_batch(items, self.view.handle, last)
+
+    def rebuild(self, progress: Callable[[int], None] | None = None, processes: int = 1) -> int:
+        """Drop the read model and apply every event again (``catch_up``), holding it
+        against its live runners in every process meanwhile: they apply nothing until the
+        rebuild is done, then go on from where it left the read model."""
+        with self.view.held_for_rebuild():  # type: ignore[attr-defined]
+            self.view.reset()  # type: ignore[attr-defined]
+            return self.catch_up(progress, processes=processes)
 
     def _catch_up(self, app: Application[Any], until: int | None = None, batch_size: int | None = None) -> int:
         done = 0
@@ -383,7 +403,7 @@ class ProjectionRunner:
             batch, last = self._read(app, pos, batch_size or self.batch_size, until)
             if last is None:
                 return done
-            self._apply(batch, last)
+            self._apply(batch, last, pos)
             done += last.notification_id - pos
 
     def run_once(self, batch_size: int | None = None) -> int:
@@ -400,7 +420,7 @@ class ProjectionRunner:
             done += self._catch_up(app, batch_size=batch_size)
         if last is not None:
             # Decoded after the earlier logs: a contact erased meanwhile reads erased here.
-            self._apply(self._decode(last_app, pending), last)
+            self._apply(self._decode(last_app, pending), last, pos)
             done += last.notification_id - pos
         return done
 
@@ -503,7 +523,8 @@ class ProjectionRunner:
                 return done
             m = _PARTITION.match(names[0])
             assert m is not None
-            self.view.merge_partitions(names, Tracking(self.upstreams[-1].name, int(m["stop"])))
+            with self._guarded(None, None):
+                self.view.merge_partitions(names, Tracking(self.upstreams[-1].name, int(m["stop"])))
         self._partitions_checked = True
         return done
 
@@ -528,7 +549,8 @@ class ProjectionRunner:
                 while pos < stop:
                     items, read = self._read(app, pos, batch_size, stop, part=part)
                     last = read.notification_id if read is not None else stop
-                    self.view.apply_batch(items, self.view.handle, Tracking(name, last))
+                    with self._guarded(name, pos):
+                        self.view.apply_batch(items, self.view.handle, Tracking(name, last))
                     collector.batch_done()
                     done += last - pos
                     pos = last
@@ -542,6 +564,7 @@ class ProjectionRunner:
         return {app.name: (app.recorder.max_notification_id() or 0) - self.position(app) for app in self.upstreams}
 
     def _loop(self) -> None:
+        self.live = True
         with watch_heads(self.upstreams, self.poll_interval) as watches:
             self._rounds(watches)
 
@@ -552,6 +575,11 @@ class ProjectionRunner:
             try:
                 n = self.run_once()
                 failures = 0
+            except HeldOff as exc:  # a rebuild of this read model runs: wait for it
+                log.info("projection %s waits: %s", self.name, exc)
+                self._partitions_checked = False  # parts a rebuild that dies leaves: finished first
+                self._stop.wait(IDLE_ROUND)
+                continue
             except Exception as exc:  # keep the read side alive; the next round retries
                 failures += 1
                 self.error = exc

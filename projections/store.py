@@ -8,17 +8,28 @@ placeholders become ``%s``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from eventsourcing.persistence import InfrastructureFactory, Tracking, TrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
+
+# PostgreSQL advisory lock class of a read model held by its rebuild (7420003: the parts).
+REBUILD_LOCK = 7420004
+
+
+class HeldOff(Exception):
+    """A live runner's batch was not applied, and nothing of it was written: a rebuild holds
+    the read model, or the view's position moved since the batch was read (a rebuild ran
+    meanwhile). The next round reads again from the position as it stands."""
 
 
 class ViewMixin:
@@ -37,8 +48,118 @@ class ViewMixin:
 
     @contextmanager
     def transaction(self, commit: bool = True) -> Iterator[Any]:
-        with self.datastore.transaction(commit=commit) as c:
+        guard = self._take_guard() if commit else None
+        if guard is None:
+            with self.datastore.transaction(commit=commit) as c:
+                yield c
+            return
+        with self._shared_hold(), self.datastore.transaction(commit=True) as c:
+            self._check_guard(c, *guard)
             yield c
+
+    # -- a rebuild against the live runners ------------------------------------------------
+    #
+    # A rebuild drops the read model and applies every event again, in many transactions
+    # (and maybe several processes). A live runner of the same read model (the projector,
+    # in this process or another) must not write in between: it would apply events to the
+    # emptied tables that the rebuild then applies again, or move the position past what
+    # the rebuild has not applied yet. So the rebuild holds the read model exclusively for
+    # its whole run (``held_for_rebuild``), and each live batch's transaction first takes
+    # it shared, without waiting, and checks that the position is still the one the batch
+    # was read from (``live_guard``): otherwise the batch is refused (``HeldOff``) and
+    # nothing of it is written. The rebuild waits for a live batch in progress to commit.
+    # On PostgreSQL the hold is an advisory lock (released with its session, however the
+    # rebuild ends); on a SQLite file, a lock on a file beside it (released with the
+    # process). An in-memory SQLite store belongs to one process: nothing to hold.
+
+    def _hold_name(self) -> str:
+        return getattr(self, "tracking_table_name", "tracking")
+
+    def _lock_path(self) -> str | None:
+        pool = getattr(self.datastore, "pool", None)
+        if self.is_postgres or pool is None or getattr(pool, "is_sqlite_memory_mode", True):
+            return None
+        return f"{pool.db_name}.{self._hold_name()}.rebuild-lock"
+
+    @contextmanager
+    def held_for_rebuild(self) -> Iterator[None]:
+        """Hold this read model for a rebuild: live runners of it (any process) apply
+        nothing until the block ends. Waits for a live batch in progress to commit."""
+        name = self._hold_name()
+        if self.is_postgres:
+            with self.datastore.get_connection() as conn:
+                conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (REBUILD_LOCK, name))
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (REBUILD_LOCK, name))
+                    conn.commit()
+            return
+        path = self._lock_path()
+        if path is None:
+            yield
+            return
+        with open(path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextmanager
+    def live_guard(self, name: str | None, after: int | None) -> Iterator[None]:
+        """The next transaction that commits, on this thread, is a live runner's batch:
+        refused (``HeldOff``) while a rebuild holds the read model, or if the position
+        tracked under ``name`` is no longer ``after`` (``name`` None: no position check)."""
+        local = self.__dict__.get("_guard_local")
+        if local is None:
+            local = self.__dict__.setdefault("_guard_local", threading.local())
+        local.guard = (name, after)
+        try:
+            yield
+        finally:
+            local.guard = None
+
+    def _take_guard(self) -> tuple[str | None, int | None] | None:
+        local = self.__dict__.get("_guard_local")
+        guard = getattr(local, "guard", None) if local is not None else None
+        if guard is not None:
+            local.guard = None  # one batch, one transaction (after_batch's upkeep is not checked)
+        return guard
+
+    @contextmanager
+    def _shared_hold(self) -> Iterator[None]:
+        path = self._lock_path()
+        if path is None:  # PostgreSQL: taken inside the transaction (_check_guard)
+            yield
+            return
+        f: IO[str] | None = self.__dict__.get("_lock_file")
+        if f is None:
+            f = self.__dict__["_lock_file"] = open(path, "a+")  # noqa: SIM115 (kept open: one a view)
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HeldOff(f"{self._hold_name()}: a rebuild holds this read model") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _check_guard(self, c: Any, name: str | None, after: int | None) -> None:
+        if self.is_postgres:
+            c.execute("SELECT pg_try_advisory_xact_lock_shared(%s, hashtext(%s)) AS held", (REBUILD_LOCK, self._hold_name()))
+            row = c.fetchone()
+            if not (row["held"] if isinstance(row, dict) else row[0]):
+                raise HeldOff(f"{self._hold_name()}: a rebuild holds this read model")
+        if name is not None:
+            # Read after the hold is taken (a statement of its own: a fresh snapshot).
+            table = self._hold_name()
+            c.execute(self.q(f"SELECT MAX(notification_id) AS pos FROM {table} WHERE application_name = ?"), (name,))
+            row = c.fetchone()
+            pos = (row["pos"] if isinstance(row, dict) else row[0]) or 0
+            if pos != (after or 0):
+                raise HeldOff(f"{self._hold_name()}: {name} moved from {after} to {pos} since the batch was read")
 
     def ex(self, c: Any, sql: str, params: Sequence[Any] = ()) -> None:
         c.execute(self.q(sql), tuple(params))
