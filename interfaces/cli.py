@@ -199,6 +199,7 @@ def cmd_projections_status(args: argparse.Namespace) -> int:
                     "projection": name,
                     "positions": {a.name: runner.position(a) for a in runner.upstreams},
                     "lag": runner.lag(),
+                    "rebuilding": runner.view.rebuilding(),  # a rebuild holds it (the projector waits)
                 }
             )
         print(json.dumps(out, indent=2))

@@ -107,6 +107,26 @@ class ViewMixin:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def rebuilding(self) -> bool:
+        """Whether a rebuild holds this read model now (``gomobile projections status``)."""
+        if self.is_postgres:
+            row = self.one(
+                "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND mode = 'ExclusiveLock' AND classid = ?::oid AND objid = hashtext(?)::oid AND objsubid = 2",
+                (REBUILD_LOCK, self._hold_name()),
+            )
+            return bool(row and row["n"])
+        path = self._lock_path()
+        if path is None:
+            return False
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
     @contextmanager
     def live_guard(self, name: str | None, after: int | None) -> Iterator[None]:
         """The next transaction that commits, on this thread, is a live runner's batch:

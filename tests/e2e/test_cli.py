@@ -43,6 +43,16 @@ def test_org_create_key_works_and_projection_commands(tmp_path: Path) -> None:
     assert set(names) == set(PROJECTIONS)  # every registered read model has its status
     assert {"progress", "call_history", "directory", "reports", "assets", "client_webhooks"} <= set(names)
     assert names["directory"]["lag"]["campaigns"] == 2  # organization created + admin key issued, not yet projected
+    assert not any(s["rebuilding"] for s in names.values())
+
+    # A rebuild in another process holds its read model: the status says so.
+    container = Container(Settings(data_dir=data))
+    try:
+        with container.views["directory"].held_for_rebuild():
+            during = {s["projection"]: s["rebuilding"] for s in json.loads(gomobile(data, "projections", "status").stdout)}
+    finally:
+        container.close()
+    assert during == {n: n == "directory" for n in names}
 
     rebuilt = gomobile(data, "projections", "rebuild", "directory")
     assert rebuilt.returncode == 0, rebuilt.stderr

@@ -89,13 +89,16 @@ def test_a_live_runner_applies_nothing_while_a_rebuild_holds_its_read_model(
         head = apps["calls"].recorder.max_notification_id()
         assert live.position(apps["calls"]) == head
         _put(apps, _events(12))
+        assert not live.view.rebuilding()
         with rebuilder.view.held_for_rebuild():
+            assert live.view.rebuilding()  # as `gomobile projections status` shows it
             with pytest.raises(HeldOff, match="a rebuild holds this read model"):
                 live.run_once(40)
             assert live.position(apps["calls"]) == head  # nothing written
             # The rebuild itself (not live) is not held off by its own hold.
             rebuilder.view.reset()
             rebuilder.catch_up(batch_size=40)
+        assert not live.view.rebuilding()
         new_head = apps["calls"].recorder.max_notification_id()
         assert rebuilder.position(apps["calls"]) == new_head
         assert live.run_once(40) == 0  # nothing left: the rebuild applied it all, once
