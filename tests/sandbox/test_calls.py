@@ -213,3 +213,46 @@ def test_the_platform_adapter_asks_for_asynchronous_amd(client, sandbox, receive
     assert (reports[on]["machine_detection"], reports[on]["async_amd"]) == ("Enable", True)
     assert (reports[beep]["machine_detection"], reports[beep]["async_amd"]) == ("DetectMessageEnd", True)
     assert (reports[off]["machine_detection"], reports[off]["async_amd"]) == (None, False)
+
+
+def test_dials_reuse_a_kept_alive_connection_until_it_idles(sandbox, receiver, number, monkeypatch):
+    """Each thread keeps its connection to the sandbox between dials (no TCP set-up a
+    dial); one idle for IDLE_SECONDS is dropped before the server could close it under a
+    request, and a dial on it then makes a new connection. A server restart under a kept
+    connection costs no dial either."""
+    import urllib3.connection
+
+    from infrastructure.telephony.sandbox import http_client
+    from infrastructure.telephony.sandbox.server import run_sandbox_in_thread
+
+    opened: list[int] = []
+    new_conn = urllib3.connection.HTTPConnection._new_conn
+
+    def counting(self):  # a spy: the real connection is made
+        opened.append(self.port)
+        return new_conn(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "_new_conn", counting)
+    monkeypatch.setattr(http_client, "IDLE_SECONDS", 0.3)
+    c = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=SandboxHttpClient(sandbox.base_url, timeout=10))
+    for _ in range(3):
+        place(c, receiver, number("5"))
+    assert len(opened) == 1
+    import time
+
+    time.sleep(0.4)
+    place(c, receiver, number("5"))
+    assert len(opened) == 2
+
+    # Another sandbox, stopped and started again on its port while a connection is kept.
+    first = run_sandbox_in_thread(sandbox.config, "127.0.0.1", 0)
+    port = first.port
+    other = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=SandboxHttpClient(first.base_url, timeout=10))
+    place(other, receiver, number("5"))
+    first.stop()
+    again = run_sandbox_in_thread(sandbox.config, "127.0.0.1", port)
+    try:
+        assert place(other, receiver, number("5")).sid.startswith("CA")
+    finally:
+        again.stop()
+    assert opened[2:] == [port, port]
