@@ -33,7 +33,7 @@ from interfaces.http.recordings import RECORDING_HANDLERS
 from interfaces.http.reports import REPORT_HANDLERS
 from interfaces.http.resources import RESOURCE_HANDLERS
 from interfaces.http.suppression import SUPPRESSION_HANDLERS
-from interfaces.webhooks.twilio import WEBHOOK_HANDLERS
+from interfaces.webhooks.twilio import TwilioWebhooks
 
 
 @get("/health", sync_to_thread=False)
@@ -47,7 +47,7 @@ def _camel(name: str) -> str:
 
 
 def create_app(container: Any) -> Litestar:
-    handlers = [health, *ORGANIZATION_HANDLERS, *CALL_REQUEST_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *EVENT_HANDLERS, *DASHBOARD_HANDLERS, *METRICS_HANDLERS, *WEBHOOK_HANDLERS]
+    handlers = [health, *ORGANIZATION_HANDLERS, *CALL_REQUEST_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *EVENT_HANDLERS, *DASHBOARD_HANDLERS, *METRICS_HANDLERS]
     handlers += [*ASSET_HANDLERS, *RECORDING_HANDLERS]  # flow assets and recordings (issue 4)
     handlers += EXPORT_HANDLERS  # streamed CSV / NDJSON exports (issue 6)
     from interfaces.http.audit import AUDIT_HANDLERS
@@ -67,8 +67,7 @@ def create_app(container: Any) -> Litestar:
         # Handlers run in threads; name operations after the handler, not its wrapper.
         if handler.operation_id is None:
             handler.operation_id = _camel(handler.handler_name)
-        if handler not in WEBHOOK_HANDLERS:  # Twilio's callbacks answer Twilio, not API clients
-            document_errors(handler)  # our error body, not litestar's default 400
+        document_errors(handler)  # our error body, not litestar's default 400
     app = Litestar(
         route_handlers=handlers,
         exception_handlers={
@@ -97,5 +96,9 @@ def create_app(container: Any) -> Litestar:
         # While PostgreSQL is down, 503 + Retry-After at once (not after the store's retries).
         app.state.store_watch = StoreWatch(settings.database_url).start()
         app.asgi_handler = OutageGate(app.asgi_handler, app.state.store_watch)  # type: ignore[method-assign]
+    # Twilio's callbacks, before litestar's routing (interfaces/webhooks/twilio.py says why).
+    app.asgi_handler = TwilioWebhooks(  # type: ignore[method-assign]
+        app.asgi_handler, container, getattr(app.state, "store_watch", None)
+    )
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler, observe_request)  # type: ignore[method-assign]
     return app

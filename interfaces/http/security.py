@@ -136,7 +136,6 @@ def R(permission: str, resource: str | None = None) -> Rule:
 
 
 PUBLIC = Rule(None, "public")
-TWILIO = Rule(None, "public")  # the handlers check X-Twilio-Signature
 
 
 def DASH(permission: str | None) -> Rule:
@@ -281,11 +280,8 @@ ROUTES: dict[str, Rule] = {
     "POST /dashboard/executions/{execution_id}/cancel": DASH("executions:control"),
     "GET /dashboard/calls/{call_id}": DASH("reports:read"),
     "GET /dashboard/audit": DASH("audit:read"),
-    # Twilio's callbacks: signed by Twilio, no key
-    "POST /twilio/voice/{call_id}/{attempt}": TWILIO,
-    "POST /twilio/voice/{call_id}/{attempt}/input/{seq}": TWILIO,
-    "POST /twilio/status/{call_id}/{attempt}": TWILIO,
-    "POST /twilio/amd/{call_id}/{attempt}": TWILIO,
+    # (Twilio's callbacks, POST /twilio/..., are signed by Twilio and served before this
+    # table is read: interfaces/webhooks/twilio.py.)
 }
 
 # -- accepted body fields ----------------------------------------------------------------

@@ -167,6 +167,69 @@ def test_twilio_webhooks_reject_bad_signatures(platform: Platform) -> None:
     assert r.status_code == 403
     r = httpx.post(f"{platform.base_url}/twilio/voice/{UUID(int=5)}/1", data={"CallStatus": "in-progress"})
     assert r.status_code == 403
+    assert r.headers["x-request-id"]  # the request-id middleware wraps Twilio's callbacks too
+
+
+def test_twilio_webhooks_refuse_what_twilio_never_sends(platform: Platform) -> None:
+    """Each with a status and a line that name the problem, before any signature check."""
+    import httpx
+
+    base = f"{platform.base_url}/twilio"
+    r = httpx.get(f"{base}/status/{UUID(int=5)}/1")
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
+    r = httpx.post(f"{base}/status/{UUID(int=5)}/1", json={"CallStatus": "completed"})
+    assert r.status_code == 415 and "x-www-form-urlencoded" in r.text
+    r = httpx.post(f"{base}/status/{UUID(int=5)}/1", data={"CallStatus": "x" * 300_000})
+    assert r.status_code == 413 and "at most" in r.text
+    for path in (f"/status/{UUID(int=5)}/one", f"/voice/{UUID(int=5)}/1/input/x", "/recording/a/1", "/status/a/1/input/2"):
+        assert httpx.post(base + path, data={"CallStatus": "completed"}).status_code == 404, path
+
+
+def test_twilio_webhooks_answer_503_while_the_store_is_unreachable() -> None:
+    """Twilio retries a 5xx, then falls back: an outage is a 503 with Retry-After (as the
+    API's), a bug a 500 with our error body; neither leaks the exception."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    import psycopg
+    from twilio.request_validator import RequestValidator
+
+    from interfaces.webhooks.twilio import TwilioWebhooks
+
+    class Conversation:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def status(self, *args: Any) -> None:
+            raise self.exc
+
+    def post(exc: Exception) -> tuple[int, dict[bytes, bytes], dict[str, Any]]:
+        settings = SimpleNamespace(public_base_url="https://calls.example.com", twilio_auth_token="secret")
+        suspected: list[bool] = []
+        watch = SimpleNamespace(suspect=lambda: suspected.append(True))
+        app = TwilioWebhooks(None, SimpleNamespace(settings=settings, conversation=Conversation(exc)), watch)
+        path = f"/twilio/status/{UUID(int=5)}/1"
+        form = {"CallStatus": "completed", "CallSid": "CA1"}
+        signature = RequestValidator("secret").compute_signature(settings.public_base_url + path, form)
+        scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": [
+            (b"content-type", b"application/x-www-form-urlencoded"), (b"x-twilio-signature", signature.encode())]}
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"CallStatus=completed&CallSid=CA1", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))
+        assert suspected == ([True] if isinstance(exc, psycopg.OperationalError) else [])
+        return sent[0]["status"], dict(sent[0]["headers"]), json.loads(sent[1]["body"])
+
+    status, headers, body = post(psycopg.OperationalError("connection refused"))
+    assert (status, headers[b"retry-after"], body["error"]) == (503, b"5", "SERVICE_UNAVAILABLE")
+    status, headers, body = post(KeyError("a bug"))
+    assert (status, body["error"]) == (500, "INTERNAL_ERROR") and "a bug" not in json.dumps(body)
 
 
 def test_lists_search_sort_and_pages(platform: Platform) -> None:
