@@ -266,14 +266,16 @@ class ProgressView(ViewMixin):
     def mark_dispatched(self, items: list[tuple[str, int]], at_key: str) -> None:
         if not items:
             return
+        # One statement for the batch (a row each was one statement per call dialled);
+        # a key given twice is one row (a statement may not upsert a row twice).
+        rows = [(call_id, attempt, at_key) for call_id, attempt in dict.fromkeys(items)]
         with self.transaction() as c:
-            for call_id, attempt in items:
-                self.ex(
-                    c,
-                    "INSERT INTO dispatch_log (call_id, attempt, dispatched_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (call_id, attempt) DO UPDATE SET dispatched_at = excluded.dispatched_at",
-                    (call_id, attempt, at_key),
-                )
+            _insert_rows(
+                self, c,
+                "INSERT INTO dispatch_log (call_id, attempt, dispatched_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (call_id, attempt) DO UPDATE SET dispatched_at = excluded.dispatched_at",
+                ("text", "bigint", "text"), rows,
+            )
 
     # -- event handlers ------------------------------------------------------------
 

@@ -293,3 +293,28 @@ def test_progress_batches_equal_events_one_by_one_on_sqlite(
         _check(view)
     finally:
         view.datastore.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_the_dispatch_log_keeps_each_sent_call_once_with_its_latest_time(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The dispatcher logs the calls it sent, a batch in one statement: each (call, attempt) once,
+    a repeated one in the same batch too, and a later send moves its time (its lease)."""
+    from infrastructure.settings import Settings
+
+    env = (Settings(database_url=request.getfixturevalue("postgres_database")).persistence_env() if store == "postgres"
+           else {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "PROGRESS_SQLITE_DBNAME": str(tmp_path / "p.sqlite")})
+    view = make_view(ProgressView, "progress", env)
+    try:
+        sent = [(f"c{i}", 1 + i % 2) for i in range(1200)]  # over one SQLite statement's 500 rows
+        view.mark_dispatched([*sent, sent[0]], "2025-01-01T00:00:00.000")
+        view.mark_dispatched([sent[1], ("c1", 3)], "2025-01-01T00:05:00.000")
+        rows = {(r["call_id"], int(r["attempt"])): r["dispatched_at"]
+                for r in view.rows("SELECT call_id, attempt, dispatched_at FROM dispatch_log", ())}
+        assert len(rows) == 1201
+        assert rows[("c0", 1)] == "2025-01-01T00:00:00.000"
+        assert rows[("c1", 2)] == rows[("c1", 3)] == "2025-01-01T00:05:00.000"
+        view.mark_dispatched([], "2025-01-01T00:09:00.000")  # nothing to log
+    finally:
+        view.datastore.close()
