@@ -85,6 +85,11 @@ def acting(principal: Principal, request: Request[Any, Any, Any]) -> Any:
 
 
 REQUEST_IDS = "gomobile_request_ids"
+_ID_HEADERS = (b"x-request-id", b"x-correlation-id")
+
+
+def _latin1(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
 access_log = logging.getLogger("gomobile.http")
 
 
@@ -105,9 +110,10 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-        request_id = safe_id(headers.get("x-request-id")) or new_id()
-        correlation_id = safe_id(headers.get("x-correlation-id")) or request_id
+        # (ASGI header names are lower-case bytes; only these two are decoded.)
+        sent = {k: v for k, v in scope.get("headers") or [] if k in _ID_HEADERS}
+        request_id = safe_id(_latin1(sent.get(b"x-request-id"))) or new_id()
+        correlation_id = safe_id(_latin1(sent.get(b"x-correlation-id"))) or request_id
         scope.setdefault("state", {})[REQUEST_IDS] = {"requestId": request_id, "correlationId": correlation_id}
         status = [500]
         started = time.perf_counter()
@@ -125,11 +131,12 @@ class RequestIdMiddleware:
             finally:
                 if self.observe is not None:
                     self.observe(scope.get("path") or "", status[0], time.perf_counter() - started)
-                access_log.info(
-                    "%s %s %s", scope.get("method"), scope.get("path"), status[0],
-                    extra={"method": scope.get("method"), "path": scope.get("path"), "status": status[0],
-                           "durationMs": round((time.perf_counter() - started) * 1000, 1)},
-                )  # fmt: skip
+                if access_log.isEnabledFor(logging.INFO):
+                    access_log.info(
+                        "%s %s %s", scope.get("method"), scope.get("path"), status[0],
+                        extra={"method": scope.get("method"), "path": scope.get("path"), "status": status[0],
+                               "durationMs": round((time.perf_counter() - started) * 1000, 1)},
+                    )  # fmt: skip
 
 
 def body_object(data: Any) -> dict[str, Any]:
