@@ -29,6 +29,8 @@ def _key(value: Any) -> str:
     return sortable(value)
 
 
+_SENT_SQLITE = "DELETE FROM dispatch_log WHERE call_id = ? AND attempt = ?"
+
 class ProgressView(ViewMixin):
     PARTITIONED_REBUILD = True  # a call's rows, counters that add (written in key order)
     PERSONAL = frozenset()  # a contact's time zone and a turn's nodes are kept in clear
@@ -50,7 +52,9 @@ class ProgressView(ViewMixin):
             contact_id TEXT NOT NULL, timezone TEXT, bucket TEXT NOT NULL, attempt INTEGER NOT NULL,
             not_before TEXT NOT NULL, result TEXT, updated_at TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS progress_calls_due ON progress_calls (bucket, not_before)",
-        "CREATE INDEX IF NOT EXISTS progress_calls_execution ON progress_calls (execution_id, bucket)",
+        # An execution's due calls in order (the dispatcher's LIMIT stops early), and its
+        # calls by bucket.
+        "CREATE INDEX IF NOT EXISTS progress_calls_execution_due ON progress_calls (execution_id, bucket, not_before)",
         # How often each node ran, per execution and auto-pause epoch (a resume or new
         # rules start a new epoch), for auto-pause rules and node statistics.
         """CREATE TABLE IF NOT EXISTS progress_node_counts (
@@ -63,9 +67,13 @@ class ProgressView(ViewMixin):
         "CREATE INDEX IF NOT EXISTS progress_dials_contact ON progress_dials (contact_id, claimed_at)",
         # The dispatcher's own memory of what it sent (not part of the projection: a
         # rebuild keeps it, and a lost message is sent again once the lease expires).
+        # A row lives from the send to the claim (the projector deletes it then), so the
+        # rows sent within a lease are the calls waiting in the dial queue: few, found by
+        # this index whatever the size of the execution.
         """CREATE TABLE IF NOT EXISTS dispatch_log (
             call_id TEXT NOT NULL, attempt INTEGER NOT NULL, dispatched_at TEXT NOT NULL,
             PRIMARY KEY (call_id, attempt))""",
+        "CREATE INDEX IF NOT EXISTS dispatch_log_sent ON dispatch_log (dispatched_at)",
     )
     DROP = tuple(
         f"DROP TABLE IF EXISTS {t}"
@@ -161,10 +169,14 @@ class ProgressView(ViewMixin):
         """Per execution of the organization: calls in progress plus calls sent to the
         dial queue and not yet claimed, read in one statement (one snapshot), so that a
         call moving from one to the other between two reads is never missed."""
+        # From the sends within the lease (dispatch_log_sent: claimed calls' rows are gone)
+        # to their calls, never from the execution's pending calls (a launch's million):
+        # each send's call is looked up by its key in a subquery of its own, which the
+        # planner cannot turn round, even on tables not analysed yet (a fresh execution's).
         rows = self.rows(
-            "SELECT e.id, e.in_progress + (SELECT COUNT(*) FROM progress_calls c JOIN dispatch_log d "
-            "ON d.call_id = c.call_id AND d.attempt = c.attempt WHERE c.execution_id = e.id "
-            "AND c.bucket = 'pending' AND d.dispatched_at >= ?) AS n "
+            "SELECT e.id, e.in_progress + (SELECT COUNT(*) FROM dispatch_log d WHERE d.dispatched_at >= ? "
+            "AND (SELECT c.execution_id FROM progress_calls c WHERE c.call_id = d.call_id AND c.attempt = d.attempt "
+            "AND c.bucket = 'pending') = e.id) AS n "
             "FROM progress_executions e WHERE e.organization_id = ? AND (e.in_progress > 0 OR e.status = 'running')",
             (lease_key, organization_id),
         )
@@ -526,6 +538,7 @@ class ProgressView(ViewMixin):
             "ON CONFLICT (call_id, attempt) DO NOTHING",
             (e.attempt, _key(e.timestamp), str(e.originator_id)),
         )
+        self.ex(c, _SENT_SQLITE, (str(e.originator_id), e.attempt))  # out of the dial queue
 
     def on_Call_ClaimReleased(self, c: Any, e: Any) -> None:
         self._move(c, e, "pending")
@@ -585,6 +598,10 @@ class _Batch:
         "WHERE d.call_id = u.call_id AND d.attempt = u.attempt"
     )
     UNDIAL_SQLITE = "DELETE FROM progress_dials WHERE call_id = ? AND attempt = ?"
+    SENT_PG = (  # claimed: no longer waiting in the dial queue (ProgressView.in_flight)
+        "DELETE FROM dispatch_log AS d USING unnest(%b::text[], %b::bigint[]) AS u(call_id, attempt) "
+        "WHERE d.call_id = u.call_id AND d.attempt = u.attempt"
+    )
 
     def __init__(self, view: ProgressView, c: Any) -> None:
         self.view = view
@@ -787,4 +804,8 @@ class _Batch:
                     c.executemany(self.UNDIAL_SQLITE, undial)
             if dials:
                 _insert_rows(v, c, self.DIALS_SQL, (t, i, t, t, t), dials)
+                if pg:
+                    c.execute(self.SENT_PG, [[d[0] for d in dials], [d[1] for d in dials]])
+                else:
+                    c.executemany(_SENT_SQLITE, [(d[0], d[1]) for d in dials])
         self._clear()

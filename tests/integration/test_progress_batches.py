@@ -318,3 +318,55 @@ def test_the_dispatch_log_keeps_each_sent_call_once_with_its_latest_time(
         view.mark_dispatched([], "2025-01-01T00:09:00.000")  # nothing to log
     finally:
         view.datastore.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_a_claim_takes_its_call_out_of_the_dial_queue_and_in_flight_counts_each_call_once(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest, scenario_clock: None
+) -> None:
+    """In flight = calls in progress + calls sent and not claimed yet (within the lease).
+    A claim moves a call from the second to the first: its send is forgotten (the rows
+    sent within the lease stay the dial queue's few, whatever the execution's size), and
+    the count neither drops nor counts it twice, batched or one event at a time."""
+    from infrastructure.settings import Settings
+
+    env = (Settings(database_url=request.getfixturevalue("postgres_database")).persistence_env() if store == "postgres"
+           else {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "PROGRESS_SQLITE_DBNAME": str(tmp_path / "p.sqlite")})
+    view = make_view(ProgressView, "progress", env)
+    base.set_clock(lambda: T0)
+    try:
+        for size in (1, 10):
+            view.reset()
+            with view.transaction() as c:
+                c.execute(view.q("DELETE FROM dispatch_log"))
+            org = uuid.uuid4()
+            contacts = [uuid.uuid4() for _ in range(5)]
+            execution = Execution(org, uuid.uuid4(), {"name": "P", "retryStrategy": {"type": "none"}},
+                                  {"flowId": "f", "flowVersion": 1, "graph": {}}, [str(c) for c in contacts], T0, None)  # fmt: skip
+            execution.start(T0)
+            calls = [Call(execution.id, c, org, execution.program_id, "+212612345678", {}, T0) for c in contacts]
+            events = [*execution.collect_events()] + [e for call in calls for e in call.collect_events()]
+            n = 0
+
+            def apply(events: list[Any], size: int = size) -> None:
+                nonlocal n
+                items = [(e, Tracking("t", n + k)) for k, e in enumerate(events, 1)]
+                n += len(items)
+                for i in range(0, len(items), size):
+                    view.apply_batch(items[i : i + size], view.handle)
+
+            apply(events)
+            eid, key = str(execution.id), "2026-03-02T09:00:01.000"
+            lease = "2026-03-02T08:58:00.000"
+            view.mark_dispatched([(str(c.id), 1) for c in calls[:4]], key)  # the fifth is not sent
+            view.mark_dispatched([(str(calls[3].id), 1)], "2026-03-02T08:50:00.000")  # sent long ago: lease over
+            assert view.in_flight(str(org), lease) == {eid: 3}
+            for call in calls[:2]:
+                call.claim(1, T0, "w1")
+            apply([e for call in calls[:2] for e in call.collect_events()])
+            assert view.in_flight(str(org), lease) == {eid: 3}  # two in progress, one sent
+            sent = {r["call_id"] for r in view.rows("SELECT call_id FROM dispatch_log", ())}
+            assert sent == {str(calls[2].id), str(calls[3].id)}
+            assert view.due_calls_of(eid, key, lease, 10, [None]) == [(str(calls[3].id), 1), (str(calls[4].id), 1)]
+    finally:
+        view.datastore.close()
