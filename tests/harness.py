@@ -36,7 +36,13 @@ def free_port() -> int:
 
 class Platform:
     def __init__(self, data_dir: Path, *, database_url: str = "", redis_url: str = "", redis_namespace: str = "gomobile-test", time_scale: float = 0.01, start_dispatcher: bool = True) -> None:
-        self.port = free_port()
+        # The API's socket is bound now and handed to uvicorn: a port only looked up here
+        # and bound seconds later (after the sandbox, the stores' connections and the
+        # worker) could be taken meanwhile, by another bind or a connection's local port.
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
         self.clock = OffsetClock()
         self.sandbox: SandboxServer = run_sandbox_in_thread(
             SandboxConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, time_scale=time_scale), "127.0.0.1", 0
@@ -64,7 +70,7 @@ class Platform:
         if start_dispatcher:
             self.container.start_dispatcher()
         self.server = uvicorn.Server(uvicorn.Config(create_app(self.container), host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -83,6 +89,7 @@ class Platform:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self._socket.close()
         self.container.close()
         self.sandbox.stop()
 
