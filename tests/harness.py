@@ -28,7 +28,29 @@ ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token"
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A port free now, for a server started a moment later (a subprocess, which cannot be
+    handed a bound socket). Taken below the kernel's ephemeral range: no connection's local
+    port and no other ``bind(0)`` can take it in between, as CI once saw happen."""
+    import random
+
+    low, _ = _ephemeral_ports()
+    if low > 20_000 + 100:
+        for port in random.sample(range(20_000, low), 50):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
