@@ -29,8 +29,6 @@ def _key(value: Any) -> str:
     return sortable(value)
 
 
-_SENT_SQLITE = "DELETE FROM dispatch_log WHERE call_id = ? AND attempt = ?"
-
 class ProgressView(ViewMixin):
     PARTITIONED_REBUILD = True  # a call's rows, counters that add (written in key order)
     PERSONAL = frozenset()  # a contact's time zone and a turn's nodes are kept in clear
@@ -538,7 +536,7 @@ class ProgressView(ViewMixin):
             "ON CONFLICT (call_id, attempt) DO NOTHING",
             (e.attempt, _key(e.timestamp), str(e.originator_id)),
         )
-        self.ex(c, _SENT_SQLITE, (str(e.originator_id), e.attempt))  # out of the dial queue
+        self.ex(c, _Batch.SENT_SQLITE, (str(e.originator_id), e.attempt))  # out of the dial queue
 
     def on_Call_ClaimReleased(self, c: Any, e: Any) -> None:
         self._move(c, e, "pending")
@@ -598,6 +596,7 @@ class _Batch:
         "WHERE d.call_id = u.call_id AND d.attempt = u.attempt"
     )
     UNDIAL_SQLITE = "DELETE FROM progress_dials WHERE call_id = ? AND attempt = ?"
+    SENT_SQLITE = "DELETE FROM dispatch_log WHERE call_id = ? AND attempt = ?"
     SENT_PG = (  # claimed: no longer waiting in the dial queue (ProgressView.in_flight)
         "DELETE FROM dispatch_log AS d USING unnest(%b::text[], %b::bigint[]) AS u(call_id, attempt) "
         "WHERE d.call_id = u.call_id AND d.attempt = u.attempt"
@@ -807,5 +806,5 @@ class _Batch:
                 if pg:
                     c.execute(self.SENT_PG, [[d[0] for d in dials], [d[1] for d in dials]])
                 else:
-                    c.executemany(_SENT_SQLITE, [(d[0], d[1]) for d in dials])
+                    c.executemany(self.SENT_SQLITE, [(d[0], d[1]) for d in dials])
         self._clear()

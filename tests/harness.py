@@ -4,6 +4,7 @@ sandbox phone network, Dramatiq worker, dispatcher and projections, on a fresh s
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
@@ -40,8 +41,6 @@ def free_port() -> int:
     """A port free now, for a server started a moment later (a subprocess, which cannot be
     handed a bound socket). Taken below the kernel's ephemeral range: no connection's local
     port and no other ``bind(0)`` can take it in between, as CI once saw happen."""
-    import random
-
     low, _ = _ephemeral_ports()
     if low > 20_000 + 100:
         for port in random.sample(range(20_000, low), 50):

@@ -86,11 +86,11 @@ def acting(principal: Principal, request: Request[Any, Any, Any]) -> Any:
 
 REQUEST_IDS = "gomobile_request_ids"
 _ID_HEADERS = (b"x-request-id", b"x-correlation-id")
+access_log = logging.getLogger("gomobile.http")
 
 
 def _latin1(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value is not None else None
-access_log = logging.getLogger("gomobile.http")
 
 
 class RequestIdMiddleware:

@@ -31,15 +31,17 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
 log = logging.getLogger("gomobile.api")
 
 
+def outage_detail(exc: Exception) -> str:
+    """The 503's message, for the API's handlers and Twilio's callbacks alike."""
+    return f"A data store is unavailable ({type(exc).__name__}); retry in {RETRY_AFTER_SECONDS} seconds"
+
+
 def outage_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning("store unavailable on %s: %s", request.url.path, exc)
     watch = getattr(request.app.state, "store_watch", None)
     if watch is not None and isinstance(exc, (OperationalError, InterfaceError, psycopg.Error)):
         watch.suspect()  # probe now rather than at the next tick
-    response = _problem(
-        request, 503, "SERVICE_UNAVAILABLE",
-        f"A data store is unavailable ({type(exc).__name__}); retry in {RETRY_AFTER_SECONDS} seconds",
-    )
+    response = _problem(request, 503, "SERVICE_UNAVAILABLE", outage_detail(exc))
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

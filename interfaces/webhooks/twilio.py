@@ -196,18 +196,15 @@ class TwilioWebhooks:
     async def _failed(self, scope: Any, send: Any, exc: Exception) -> None:
         """As the API's error handlers answer: 503 + Retry-After while a store is
         unreachable (Twilio retries, then falls back), 500 for anything else."""
-        from interfaces.http.outage import OUTAGE_ERRORS, RETRY_AFTER_SECONDS
+        from interfaces.http.outage import OUTAGE_ERRORS, RETRY_AFTER_SECONDS, outage_detail
         from interfaces.http.security import send_problem
 
         if isinstance(exc, OUTAGE_ERRORS):
             log.warning("store unavailable on %s: %s", scope["path"], exc)
             if self.store_watch is not None:
                 self.store_watch.suspect()  # probe now rather than at the next tick
-            await send_problem(
-                scope, send, 503, "SERVICE_UNAVAILABLE",
-                f"A data store is unavailable ({type(exc).__name__}); retry in {RETRY_AFTER_SECONDS} seconds",
-                headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
-            )
+            await send_problem(scope, send, 503, "SERVICE_UNAVAILABLE", outage_detail(exc),
+                               headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             return
         log.error("unhandled error on %s", scope["path"], exc_info=exc)
         await send_problem(scope, send, 500, "INTERNAL_ERROR", "Internal server error")
