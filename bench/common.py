@@ -56,6 +56,20 @@ def raw_commit_rate(url: str, seconds: float = 3.0) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def python_speed(seconds: float = 1.0) -> float:
+    """Rounds a second of a fixed pure-Python workload (dicts, strings, JSON) on one core:
+    how fast this VM's CPU is at the moment, beside the raw commit rate. The same code has
+    measured a third faster or slower on different days here (the host's load, not ours):
+    figures from different runs compare through this."""
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        row = {f"k{i}": (i, str(i) * 3) for i in range(40)}
+        text = json.dumps(row)
+        assert len(json.loads(text)) == 40 and "k7" in text.upper().lower()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
