@@ -46,9 +46,17 @@ class Reconciler:
         self.stale_after = stale_after
         self.unplaced_after = unplaced_after
         self._checked: dict[str, datetime] = {}
+        # A look at most this often (on the platform's clock), not at each of the
+        # dispatcher's ten ticks a second: the look reads every call in progress (thousands
+        # at 200 calls a second, 7 ms a look), for calls whose callback is minutes late.
+        self.every = min(timedelta(seconds=5), stale_after / 10)
+        self._next: datetime | None = None
 
     def tick(self) -> int:
         now = self.clock.now()
+        if self._next is not None and now < self._next:
+            return 0
+        self._next = now + self.every
         ended = 0
         with audit_context(actor="reconciler"):
             for call_id in self.progress.stale_live_calls(sortable(now - self.stale_after)):

@@ -251,6 +251,7 @@ class DirectoryView(ViewMixin):
                     handle(c, event)
             batch.flush()
             self._insert_tracking(c, last or items[-1][1])  # type: ignore[attr-defined]
+        self.after_batch()
 
     def handle(self, c: Any, event: Any) -> None:
         if _name(event) in CONTACT_EVENTS:

@@ -484,9 +484,11 @@ class ProgressView(ViewMixin):
 
     def after_batch(self) -> None:
         self._keep_statistics()
+        super().after_batch()
 
     _inserted_since_analyze = 0
     _rows_at_analyze = 0.0
+    ANALYZED_BY_VIEW = frozenset({"progress_calls", "dispatch_log"})  # (the rest: ViewMixin.keep_statistics)
 
     def _keep_statistics(self) -> None:
         """PostgreSQL plans the dispatcher's per-tick queries from table statistics. With

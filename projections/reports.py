@@ -209,6 +209,7 @@ class ReportsView(ViewMixin):
                 self._handle(pending, event)
             pending.flush()
             self._insert_tracking(c, last or items[-1][1])  # type: ignore[attr-defined]
+        self.after_batch()
 
     def handle(self, c: Any, event: Any) -> None:
         pending = _Pending(self, c)
