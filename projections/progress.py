@@ -251,11 +251,15 @@ class ProgressView(ViewMixin):
         return (int(row["n"]), row["oldest"]) if row else (0, None)
 
     def pending_calls_of_ended_executions(self, limit: int = 1000) -> list[str]:
+        # From the few executions that are ended and still count pending contacts (the
+        # counter counts the snapshot's, so it is never under the pending calls): the
+        # dispatcher asks at each tick, and from the calls' side this scanned every pending
+        # call of every running execution (2.4 ms a tick at 20,000).
         return [
             r["call_id"]
             for r in self.rows(
-                "SELECT c.call_id FROM progress_calls c JOIN progress_executions e ON e.id = c.execution_id "
-                "WHERE e.status IN ('cancelled', 'stopped') AND c.bucket = 'pending' LIMIT ?",
+                "SELECT c.call_id FROM progress_executions e JOIN progress_calls c ON c.execution_id = e.id "
+                "AND c.bucket = 'pending' WHERE e.status IN ('cancelled', 'stopped') AND e.pending > 0 LIMIT ?",
                 (limit,),
             )
         ]
