@@ -92,6 +92,7 @@ class Dispatcher:
         live_members: Any = None,
         live_every: int = 10,
         zones_ttl: float = 5.0,
+        backlog: int | None = None,
     ) -> None:
         self.zones_ttl = zones_ttl
         self._zones: dict[str, tuple[float, set[str | None]]] = {}
@@ -108,6 +109,8 @@ class Dispatcher:
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
         self.batch = batch
+        # An execution's calls sent to the dial queue and not yet claimed: at most this many.
+        self.backlog = batch if backlog is None else backlog
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -162,8 +165,7 @@ class Dispatcher:
                         org = self.campaigns.organization(execution.organization_id)
                         zones: set[str | None] = set()
                         self.calls.queue_calls(execution, contacts, now, org.country, org.timezone, zones)
-                        if (cached := self._zones.get(row["id"])) is not None:
-                            cached[1].update(zones)
+                        self._add_zones(row["id"], zones)
                     joined += len(contacts)
             for contact_id, (call_id, bucket) in calls.items():
                 if bucket == "pending" and contact_id not in members:
@@ -197,7 +199,7 @@ class Dispatcher:
         now_key, lease_key = sortable(now), sortable(now - self.lease)
         orgs: dict[str, Any] = {}
         org_budget: dict[str, int] = {}
-        flights: dict[str, dict[str, int]] = {}
+        flights: dict[str, dict[str, tuple[int, int]]] = {}
         total = 0
         for gone in set(self._zones) - {row["id"] for row in running}:
             self._zones.pop(gone, None)
@@ -205,16 +207,19 @@ class Dispatcher:
             org_id = row["organization_id"]
             if org_id not in orgs:
                 orgs[org_id] = self.campaigns.organization(UUID(org_id))
-                flights[org_id] = self.progress.in_flight(org_id, lease_key)
-                org_budget[org_id] = orgs[org_id].max_concurrent_calls - sum(flights[org_id].values())
+                flights[org_id] = self.progress.flights(org_id, lease_key)
+                org_budget[org_id] = orgs[org_id].max_concurrent_calls - sum(map(sum, flights[org_id].values()))
             org = orgs[org_id]
             program = loads(row["program"]) or {}
             windows = PauseWindows.parse(program.get("pauseWindows"))
             if in_pause_window(now, windows, org.timezone):
                 continue
-            budget = min(self.batch, org_budget[org_id])
+            live, sent = flights[org_id].get(row["id"], (0, 0))
+            # No more waiting in the dial queue than a batch: more would not dial sooner,
+            # and every tick's two queries read each call sent and not yet claimed.
+            budget = min(self.batch, org_budget[org_id], self.backlog - sent)
             if program.get("maxConcurrentCalls"):
-                budget = min(budget, int(program["maxConcurrentCalls"]) - flights[org_id].get(row["id"], 0))
+                budget = min(budget, int(program["maxConcurrentCalls"]) - live - sent)
             paces = [(f"org:{org_id}", org.settings.get("callsPerSecond")), (f"program:{row['id']}", program.get("callsPerSecond"))]
             budget = min(budget, *(self._pace_allows(key, rate) for key, rate in paces))
             if budget <= 0:
@@ -271,6 +276,17 @@ class Dispatcher:
             cached = self._zones[eid] = (now + (self.zones_ttl if zones else min(0.5, self.zones_ttl)), zones)
         return cached[1]
 
+    def _add_zones(self, eid: str, zones: set[str | None]) -> None:
+        """The time zones of calls this dispatcher has just queued: dialled at once. When
+        none were known, all are read again within half a second (another dispatcher's)."""
+        if not zones:
+            return
+        cached = self._zones.get(eid)
+        if cached is None or not cached[1]:
+            self._zones[eid] = (time.monotonic() + min(0.5, self.zones_ttl), set(zones))
+        else:
+            cached[1].update(zones)
+
     def _change_execution(self, eid: str, change: Any) -> int:
         execution = self.campaigns.execution(None, eid)
         try:
@@ -306,8 +322,7 @@ class Dispatcher:
             n = self.calls.queue_calls(
                 execution, contacts, execution.scheduled_start_at, org.country, org.timezone, zones
             )
-            if (cached := self._zones.get(eid)) is not None:
-                cached[1].update(zones)
+            self._add_zones(eid, zones)
             execution.record_queue_progress(start + len(batch_ids), len(batch_ids) - len(contacts))
             if execution.queued_upto >= len(members):
                 execution.record_calls_queued(len(members) - execution.missing_contacts)

@@ -165,20 +165,25 @@ class ProgressView(ViewMixin):
 
     def in_flight(self, organization_id: str, lease_key: str) -> dict[str, int]:
         """Per execution of the organization: calls in progress plus calls sent to the
-        dial queue and not yet claimed, read in one statement (one snapshot), so that a
-        call moving from one to the other between two reads is never missed."""
+        dial queue and not yet claimed."""
+        return {eid: live + sent for eid, (live, sent) in self.flights(organization_id, lease_key).items()}
+
+    def flights(self, organization_id: str, lease_key: str) -> dict[str, tuple[int, int]]:
+        """Per execution of the organization: (calls in progress, calls sent to the dial
+        queue within the lease and not yet claimed), read in one statement (one snapshot),
+        so that a call moving from one to the other between two reads is never missed."""
         # From the sends within the lease (dispatch_log_sent: claimed calls' rows are gone)
         # to their calls, never from the execution's pending calls (a launch's million):
         # each send's call is looked up by its key in a subquery of its own, which the
         # planner cannot turn round, even on tables not analysed yet (a fresh execution's).
         rows = self.rows(
-            "SELECT e.id, e.in_progress + (SELECT COUNT(*) FROM dispatch_log d WHERE d.dispatched_at >= ? "
+            "SELECT e.id, e.in_progress AS live, (SELECT COUNT(*) FROM dispatch_log d WHERE d.dispatched_at >= ? "
             "AND (SELECT c.execution_id FROM progress_calls c WHERE c.call_id = d.call_id AND c.attempt = d.attempt "
-            "AND c.bucket = 'pending') = e.id) AS n "
+            "AND c.bucket = 'pending') = e.id) AS sent "
             "FROM progress_executions e WHERE e.organization_id = ? AND (e.in_progress > 0 OR e.status = 'running')",
             (lease_key, organization_id),
         )
-        return {r["id"]: int(r["n"]) for r in rows}
+        return {r["id"]: (int(r["live"]), int(r["sent"])) for r in rows}
 
     def in_progress_of_organization(self, organization_id: str) -> int:
         row = self.one(
