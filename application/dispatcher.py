@@ -210,13 +210,16 @@ class Dispatcher:
                 flights[org_id] = self.progress.flights(org_id, lease_key)
                 org_budget[org_id] = orgs[org_id].max_concurrent_calls - sum(map(sum, flights[org_id].values()))
             org = orgs[org_id]
-            if not row.get("pending"):  # (the counter counts the snapshot: never under the pending calls)
-                continue  # the last calls in progress: no query of the calls at each tick
+            live, sent = flights[org_id].get(row["id"], (0, 0))
+            # Every pending call sent (the pending counter counts the snapshot's contacts, so
+            # it is never under the pending calls): none due, and no query of the calls at
+            # each tick while the last of a run wait to be claimed or are in progress.
+            if int(row.get("pending") or 0) <= sent:
+                continue
             program = loads(row["program"]) or {}
             windows = PauseWindows.parse(program.get("pauseWindows"))
             if in_pause_window(now, windows, org.timezone):
                 continue
-            live, sent = flights[org_id].get(row["id"], (0, 0))
             # No more waiting in the dial queue than a batch: more would not dial sooner,
             # and every tick's two queries read each call sent and not yet claimed.
             budget = min(self.batch, org_budget[org_id], self.backlog - sent)

@@ -78,5 +78,18 @@ def test_no_more_than_the_backlog_waits_in_the_dial_queue(tmp_path: Path, postgr
         assert dispatcher.tick()["dispatched"] == 2 and dispatcher.tick()["dispatched"] == 0  # (zones known by now)
         assert len(set(queue.sent)) == 14  # never the same call twice
         assert container.progress.in_flight(org_id, "0") == {eid: 14}
+
+        # Every pending call sent: no more queries of the calls at each tick.
+        dispatcher.backlog = 100
+        wait_for(lambda: ticks(30), 20, what="the 30 calls sent")
+        view, asked = container.progress, []
+        due_calls_of = view.due_calls_of
+        view.due_calls_of = lambda *a: asked.append(a) or due_calls_of(*a)  # type: ignore[method-assign]
+        try:
+            wait_for(lambda: container.progress.flights(org_id, "0") == {eid: (2, 28)}, 20, what="28 sent, 2 claimed")
+            assert [dispatcher.tick()["dispatched"] for _ in range(5)] == [0] * 5 and asked == []
+        finally:
+            del view.due_calls_of
+        assert len(set(queue.sent)) == 30
     finally:
         p.close()
