@@ -78,6 +78,10 @@ class MemberIds(Sequence[str]):
         return str(UUID(bytes=self._packed[16 * i : 16 * i + 16]))
 
 
+# Seconds before an execution's time zones are read again when none was found (none pending).
+EMPTY_ZONES_TTL = 0.5
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -278,7 +282,7 @@ class Dispatcher:
         now = time.monotonic()
         if cached is None or now >= cached[0]:
             zones = set(self.progress.due_timezones(eid, "9999"))  # due or not: all pending
-            cached = self._zones[eid] = (now + (self.zones_ttl if zones else min(0.5, self.zones_ttl)), zones)
+            cached = self._zones[eid] = (now + (self.zones_ttl if zones else min(EMPTY_ZONES_TTL, self.zones_ttl)), zones)
         return cached[1]
 
     def _add_zones(self, eid: str, zones: set[str | None]) -> None:
@@ -288,7 +292,7 @@ class Dispatcher:
             return
         cached = self._zones.get(eid)
         if cached is None or not cached[1]:
-            self._zones[eid] = (time.monotonic() + min(0.5, self.zones_ttl), set(zones))
+            self._zones[eid] = (time.monotonic() + min(EMPTY_ZONES_TTL, self.zones_ttl), set(zones))
         else:
             cached[1].update(zones)
 
