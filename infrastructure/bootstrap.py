@@ -221,15 +221,25 @@ class Container:
     def telephony(self) -> TwilioTelephony:
         if self._telephony is None:
             s = self.settings
-            from twilio.http.http_client import TwilioHttpClient
+            from twilio.http import HttpClient
+
+            from infrastructure.telephony.twilio.http import PROXY_ENV, PooledHttpClient
 
             # A request to Twilio gives up after 10 s (the SDK's default waits for ever): a
-            # dial batch's other calls are not held behind one that hangs.
-            http_client = TwilioHttpClient(timeout=10)
+            # dial batch's other calls are not held behind one that hangs. The SDK's own
+            # client (requests) when the environment names a proxy: it honours NO_PROXY
+            # and netrc too.
+            http_client: HttpClient
             if s.telephony == "sandbox":
                 from infrastructure.telephony.sandbox.http_client import SandboxHttpClient
 
                 http_client = SandboxHttpClient(s.sandbox_url, timeout=10)
+            elif any(os.environ.get(name) for name in PROXY_ENV):
+                from twilio.http.http_client import TwilioHttpClient
+
+                http_client = TwilioHttpClient(timeout=10)
+            else:
+                http_client = PooledHttpClient(timeout=10)
             client = Client(s.twilio_account_sid, s.twilio_auth_token, http_client=http_client)
             self._telephony = TwilioTelephony(client, s.public_base_url)
         return self._telephony
