@@ -56,10 +56,7 @@ class CallsApp(App):
         contacts = list(contacts)
         # Calls already there (a batch resumed after a crash, or done by another
         # dispatcher) are found in one query rather than by a failed insert each.
-        existing = {
-            s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))
-            for s in select_events_of(self, [call_id(execution.id, c.id) for c in contacts])
-        }
+        existing = self.existing([call_id(execution.id, c.id) for c in contacts])
         calls: list[Call] = []
         for contact in contacts:
             if call_id(execution.id, contact.id) in existing:
@@ -84,6 +81,13 @@ class CallsApp(App):
         for i in range(0, len(calls), QUEUE_BATCH):
             count += self._save_new(calls[i : i + QUEUE_BATCH])
         return count
+
+    def existing(self, ids: list[UUID]) -> set[UUID]:
+        """Which of these calls are stored (one query)."""
+        return {
+            s.originator_id if isinstance(s.originator_id, UUID) else UUID(str(s.originator_id))
+            for s in select_events_of(self, ids)
+        }
 
     def _save_new(self, calls: list[Call]) -> int:
         # Some may exist already (another dispatcher's batch): then the others one by one.

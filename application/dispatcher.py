@@ -22,6 +22,7 @@ from application.calls import CallsApp
 from application.campaigns import CampaignsApp
 from application.ports import Clock, DialQueue
 from domain.base import audit_context
+from domain.call import call_id
 from domain.errors import InvalidStateTransition
 from domain.timeparse import sortable
 from domain.windows import CallingHours, PauseWindows, in_pause_window, is_allowed
@@ -132,8 +133,8 @@ class Dispatcher:
             counts["started"] += self._change_execution(eid, lambda e: e.start(now))
         for eid in self.progress.executions_to_queue():
             counts["queued"] += self._queue_calls(eid)
-        for call_id in self.progress.pending_calls_of_ended_executions():
-            counts["skipped"] += int(self.calls.update(call_id, lambda c: c.skip("execution_ended", now)))
+        for cid in self.progress.pending_calls_of_ended_executions():
+            counts["skipped"] += int(self.calls.update(cid, lambda c: c.skip("execution_ended", now)))
         running = self.progress.running_executions()
         counts["joined"], counts["left"] = self._follow_live_audiences(running, now)
         counts["paused"] = self._auto_pause(running)
@@ -160,20 +161,26 @@ class Dispatcher:
             calls = self.progress.calls_by_contact(row["id"])
             new = sorted(members - set(calls))
             if new:
+                # The read model may not show calls made a moment ago (a join seen at the
+                # last check, the launch's last batch): the calls' own streams say.
+                have = self.calls.existing([call_id(row["id"], c) for c in new])
+                new = [c for c in new if call_id(row["id"], c) not in have]
+            if new:
                 execution = self.campaigns.execution(None, row["id"])
                 contacts = self.campaigns.contacts_of(execution.organization_id, new)
                 if contacts:
                     with audit_context(correlationId=row["id"]):
                         execution.record_joined([str(c.id) for c in contacts])
-                        self.campaigns.save(execution)
+                        if execution.pending_events:
+                            self.campaigns.save(execution)
                         org = self.campaigns.organization(execution.organization_id)
                         zones: set[str | None] = set()
                         self.calls.queue_calls(execution, contacts, now, org.country, org.timezone, zones)
                         self._add_zones(row["id"], zones)
                     joined += len(contacts)
-            for contact_id, (call_id, bucket) in calls.items():
+            for contact_id, (cid, bucket) in calls.items():
                 if bucket == "pending" and contact_id not in members:
-                    left += int(self.calls.update(call_id, lambda c: c.skip("left_audience", now)))
+                    left += int(self.calls.update(cid, lambda c: c.skip("left_audience", now)))
         return joined, left
 
     def _auto_pause(self, running: list[dict[str, Any]]) -> int:

@@ -71,10 +71,19 @@ class Execution(AuditedAggregate):
         self.queued_upto = upto
         self.missing_contacts += missing
 
-    @event("ContactsJoined")
     def record_joined(self, contact_ids: list[str]) -> None:
-        """Contacts who joined the (live) audience while this execution runs: called too."""
+        """Contacts who joined the (live) audience while this execution runs: called too.
+        Each is counted once, whatever the number of times the dispatcher sees it join
+        before its call shows in the read model."""
+        known = getattr(self, "joined_ids", frozenset())
+        fresh = [c for c in dict.fromkeys(contact_ids) if c not in known]
+        if fresh:
+            self._joined(fresh)
+
+    @event("ContactsJoined")
+    def _joined(self, contact_ids: list[str]) -> None:
         self.joined = getattr(self, "joined", 0) + len(contact_ids)
+        self.joined_ids = getattr(self, "joined_ids", frozenset()) | frozenset(contact_ids)
 
     @event("CallsQueued")
     def record_calls_queued(self, count: int) -> None:

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -399,3 +400,55 @@ def _follows_live_audience(platform: Platform) -> None:
         rows = {r["contactId"]: r for r in c.get(f"/api/program-execution/{eid}/report/calls").json()["data"]}
         assert rows[b["id"]]["outcomeReason"] == "left_audience" and rows[joined["id"]]["outcome"] == "completed"
         assert rows[a["id"]]["outcome"] == "completed"
+
+
+def test_a_contact_who_joins_is_counted_once_while_the_read_model_lags(tmp_path: Path) -> None:
+    """The dispatcher finds who joined a live audience by the calls the progress read
+    model lists. While that model has not yet applied a joiner's new call (its lag, here
+    held for 2.5 s: five checks), the joiner looks new at every check: it is still
+    recorded once, its call made once, and the total grows by one."""
+    platform = Platform(tmp_path / "var")
+    try:
+        _, key = platform.new_org("Lagging")
+        with platform.client(key) as c:
+            for phone in ("+212612341604", "+212612341605"):
+                c.post("/api/contact", json={"primaryPhone": phone, "city": "Oujda"})
+            wait_for(lambda: c.get("/api/contact", params={"search": "+2126123416"}).json()["meta"]["total"] == 2, 10)
+            live = c.post("/api/audience", json={"name": "Oujda", "type": "live",
+                                                 "rules": {"combinator": "AND", "rules": [{"field": "city", "operator": "equals", "value": "Oujda"}]}}).json()  # fmt: skip
+            wait_for(lambda: c.get(f"/api/audience/{live['id']}").json()["contactCount"] == 2, 10)
+            flow = c.post("/api/flows", json=FLOW).json()
+            now = platform.clock.now()
+            program = c.post("/api/programs", json={
+                "name": "Lagging", "audienceId": live["id"], "flowId": flow["id"], "startAt": "2025-01-01T00:00:00Z",
+                "didPool": ["+212500000001"], "retryStrategy": {"type": "none"},
+                "pauseWindows": {"advanced": [{"startAt": iso(now - timedelta(hours=1)), "endAt": iso(now + timedelta(hours=1))}]},
+            }).json()  # fmt: skip
+            eid = c.post(f"/api/programs/{program['id']}/launch").json()["executionId"]
+            wait_for(lambda: execution(c, eid)["totalContacts"] == 2 and execution(c, eid)["status"] == "running", 10)
+
+            progress = platform.container.progress
+            listed = progress.calls_by_contact
+            hidden: dict[str, float] = {}
+
+            def lagging(execution_id: str) -> dict[str, tuple[str, str]]:
+                rows = listed(execution_id)
+                return {k: v for k, v in rows.items() if time.monotonic() > hidden.get(k, 0.0)}
+
+            progress.calls_by_contact = lagging  # type: ignore[method-assign]
+            joined = c.post("/api/contact", json={"primaryPhone": "+212612341606", "city": "Oujda"}).json()["id"]
+            hidden[joined] = time.monotonic() + 2.5
+            wait_for(lambda: execution(c, eid)["totalContacts"] >= 3, 15)
+            time.sleep(3.0)  # the lag, and a check after it
+            e = execution(c, eid)
+            assert (e["totalContacts"], e["contactsPending"]) == (3, 3), e
+            stored = platform.container.campaigns.execution(None, eid)
+            assert stored.joined == 1 and stored.joined_ids == {joined}
+            names = [type(ev).__name__ for ev in platform.container.campaigns.events.get(UUID(eid))]
+            assert names.count("ContactsJoined") == 1
+            platform.clock.advance(3601)
+            done = wait_for(lambda: execution(c, eid), 20, until=lambda e: e["status"] == "completed")
+            assert (done["contactsCompleted"], done["totalContacts"]) == (3, 3)
+            assert len(dialled(platform, ["+212612341606"])) == 1
+    finally:
+        platform.close()
