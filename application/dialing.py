@@ -140,9 +140,9 @@ class Dialer:
         pool = info.did_pool
         from_number = pool[(call.version + attempt) % len(pool)] if pool else ""
         call_id, to = call.id, call.to
-        # Not saved on the claimed Call in hand: the provider's first callbacks (ringing,
-        # answered) are usually stored by the time the dial is recorded, and a save on
-        # it would fail. Handed over instead: the update brings it forward.
+        # Handed over, and the dial recorded by an update, which starts from it: if the
+        # provider's first callbacks (ringing, answered) were stored first, that save
+        # conflicts and the update records the dial on the stream as stored.
         self.calls.hand_over(call, erasures)
         try:
             sid = self.telephony.place_call(

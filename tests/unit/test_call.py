@@ -417,10 +417,14 @@ def test_one_process_updates_a_call_in_turns_instead_of_racing_to_one_version(cl
     assert calls.call(call.id).not_before == T0 + timedelta(minutes=12)
 
 
-def test_an_update_brings_the_call_it_kept_forward_instead_of_replaying_it(clock: Clock, tmp_path: Any) -> None:
-    """The Call an update leaves is kept and brought forward by the events stored after it
-    (here by another process's save): the next change runs once, on the current state.
-    Once this process has seen an erasure, nothing kept is used: the stream is read again."""
+def test_an_update_starts_from_the_call_it_kept_and_reloads_only_on_a_conflict(clock: Clock, tmp_path: Any) -> None:
+    """The Call an update leaves is kept, and the next update starts from it without
+    reading the stream at all. When another process appended meanwhile, the save made
+    from the kept call conflicts (the events' unique stream version): the stream is then
+    loaded and the change runs again on it, so what is stored follows every event. A
+    change that finds nothing to do on the kept call is checked against the stream, and
+    one the kept call refuses runs again on the stream. Once this process has seen an
+    erasure, nothing kept is used."""
     from pathlib import Path
 
     from infrastructure.bootstrap import Container
@@ -432,23 +436,73 @@ def test_an_update_brings_the_call_it_kept_forward_instead_of_replaying_it(clock
         call = Call(uuid4(), uuid4(), uuid4(), uuid4(), "+212600000001", {}, T0)
         calls.save(call)
         calls.update(call.id, lambda x: x.defer(1, T0 + timedelta(minutes=5), "first"))
-        elsewhere = calls.call(call.id)  # as another process would: replayed, changed, saved
-        elsewhere.defer(1, T0 + timedelta(minutes=9), "elsewhere")
-        calls.save(elsewhere)
-        runs: list[int] = []
         loads: list[object] = []
-        replay = calls.call
+        reads: list[object] = []
+        replay, read = calls.call, calls.repository.event_store.get
         calls.call = lambda id_: loads.append(id_) or replay(id_)  # type: ignore[method-assign]
+        calls.repository.event_store.get = lambda *a, **kw: reads.append((a, kw)) or read(*a, **kw)  # type: ignore[method-assign]
+        runs: list[int] = []
 
         def later(x: Call) -> None:
             runs.append(x.version)
             x.defer(1, x.not_before + timedelta(minutes=1), "later")
 
+        # Nothing stored elsewhere: no read, one run.
         calls.update(call.id, later)
-        assert runs == [elsewhere.version] and loads == []  # brought forward, not replayed, no conflict
-        assert replay(call.id).not_before == T0 + timedelta(minutes=10)
-        assert replay(call.id).to == "+212600000001"
+        assert runs == [2] and loads == [] and reads == []
+        assert replay(call.id).not_before == T0 + timedelta(minutes=6)
 
+        # Another process's save: the kept call's save conflicts, the stream is loaded,
+        # the change runs again on it, and both changes are stored.
+        elsewhere = replay(call.id)
+        elsewhere.defer(1, elsewhere.not_before + timedelta(minutes=9), "elsewhere")
+        calls.save(elsewhere)
+        runs.clear()
+        calls.update(call.id, later)
+        assert runs == [3, 4] and loads == [call.id]
+        stored = replay(call.id)
+        assert stored.not_before == T0 + timedelta(minutes=16) and stored.version == 5
+        assert [type(e).__name__ for e in read(call.id)].count("Deferred") == 4
+
+        # Nothing to do on the kept state: checked against the stream, where another
+        # process's event makes it something to do.
+        elsewhere = replay(call.id)
+        elsewhere.defer(1, elsewhere.not_before + timedelta(minutes=2), "elsewhere again")
+        calls.save(elsewhere)
+        seen: list[int] = []
+
+        def only_after_18_minutes(x: Call) -> None:
+            seen.append(x.version)
+            if x.not_before >= T0 + timedelta(minutes=18):
+                x.defer(1, x.not_before + timedelta(minutes=1), "saw the other")
+
+        loads.clear()
+        calls.update(call.id, only_after_18_minutes)
+        assert seen == [5, 6] and loads == []  # brought forward by the newer event, not replayed
+        assert replay(call.id).not_before == T0 + timedelta(minutes=19)
+
+        # A change the kept state refuses runs again on the stream as stored; one that
+        # the stored state refuses too fails.
+        later_on = T0 + timedelta(hours=1)
+        calls.update(call.id, lambda x: x.claim(1, later_on, "w1"))
+        elsewhere = replay(call.id)
+        elsewhere.release_claim(1, "paused")
+        calls.save(elsewhere)
+        tried: list[str] = []
+
+        def claim(x: Call) -> None:
+            tried.append(x.status)
+            x.claim(1, later_on, "w3")
+
+        calls.update(call.id, claim)
+        assert tried == ["dialing", "pending"]
+        assert [getattr(e, "worker", None) for e in read(call.id)][-3:] == ["w1", None, "w3"]
+        tried.clear()
+        with pytest.raises(AlreadyClaimed):
+            calls.update(call.id, claim)
+        assert tried == ["dialing", "dialing"]
+
+        loads.clear()
         calls.mapper.keystore.forget(call.contact_id)  # an erasure seen by this process
         calls.update(call.id, later)
         assert loads == [call.id]  # read again, not kept across the erasure
