@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar.concurrency import sync_to_thread
-from twilio.request_validator import RequestValidator
 
 from application.ports import TelephonyError
 from infrastructure.telephony.twilio.provider import callback_result, render_twiml
+from infrastructure.telephony.twilio.signature import Validator
 
 log = logging.getLogger("gomobile.twilio")
 
@@ -42,7 +42,7 @@ def _answered_by(value: str | None) -> str | None:
     return "machine" if value.startswith(("machine", "fax")) else "human"
 
 
-class _Validator(RequestValidator):
+class _Validator(Validator):
     """The SDK's validator, trying the URL as we know it first. The SDK signs two variants
     of it (with and without the port, as Twilio's own signing has varied), always both:
     our public URL is one of the two, so a signature that matches it is valid for the SDK

@@ -49,7 +49,8 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 import yarl
 from litestar import Litestar, Request, Response, delete, get, post, put
-from twilio.request_validator import RequestValidator
+
+from infrastructure.telephony.twilio.signature import Validator
 
 from .callee import (
     SIP_CODES,
@@ -265,7 +266,7 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig):
         self.config = config
-        self.validator = RequestValidator(config.auth_token)
+        self.validator = Validator(config.auth_token)
         self.calls: dict[str, Call] = {}
         self.attempts: dict[str, int] = {}
         self.config_scripts: dict[str, CalleeScript] = {
