@@ -194,11 +194,22 @@ def select_events_after(app: Application[UUID], after: Sequence[tuple[UUID, int]
         ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, ([i for i, _ in after], [v for _, v in after]), prepare=True)
-            return [
+            found = [
                 StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
                 for r in curs.fetchall()
             ]
+        _learn_origins(recorder, found)
+        return found
     return [e for i, v in after for e in recorder.select_events(i, gt=v or None)]
+
+
+def _learn_origins(recorder: Any, stored_events: list[StoredEvent]) -> None:
+    """Tell the audit recorder which organization each stream read from its start
+    belongs to (its later saves then name it: ``AuditChainMixin.learn_origins``). The
+    recorder's own ``select_events`` does this for reads that go through it."""
+    learn = getattr(recorder, "learn_origins", None)
+    if learn is not None:
+        learn(stored_events)
 
 
 def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEvent]:
@@ -219,10 +230,12 @@ def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEven
         ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(table))
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, (list(ids),))
-            return [
+            found = [
                 StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
                 for r in curs.fetchall()
             ]
+        _learn_origins(recorder, found)
+        return found
     out: list[StoredEvent] = []
     for i in range(0, len(ids), 500):  # SQLite: a bounded number of parameters per query
         chunk = [u.hex for u in ids[i : i + 500]]
@@ -237,4 +250,5 @@ def select_events_of(app: Application[UUID], ids: list[UUID]) -> list[StoredEven
                 StoredEvent(recorder.convert_originator_id(r["originator_id"]), r["originator_version"], r["topic"], r["state"])
                 for r in c.fetchall()
             ]
+    _learn_origins(recorder, out)
     return out
