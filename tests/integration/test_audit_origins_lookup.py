@@ -26,9 +26,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_stream_of_an_organization_unknown_here_is_looked_up_by_its_key(tmp_path: Path, postgres_database: str) -> None:
-    container = Container(Settings(data_dir=tmp_path / "var", database_url=postgres_database))
-    recorder = audit_recorder_of(container.calls)
-    assert recorder is not None
+    container = Container(Settings(data_dir=tmp_path / "var", database_url=postgres_database))  # makes the tables
+    try:
+        recorder = audit_recorder_of(container.calls)
+        assert recorder is not None
+        table, sql_save = recorder.origins_table, recorder.sql_save
+    finally:
+        container.close()
     orgs = [uuid.uuid4() for _ in range(3)]
     streams = [uuid.uuid4() for _ in range(8)]
     with psycopg.connect(postgres_database) as db:
@@ -36,10 +40,10 @@ def test_a_stream_of_an_organization_unknown_here_is_looked_up_by_its_key(tmp_pa
         # is not made again as the table grows); never analysed (autovacuum
         # is off on this server, and a young table in production has no statistics yet).
         db.execute(
-            f"INSERT INTO {recorder.origins_table} SELECT gen_random_uuid(), %s FROM generate_series(1, 1500)", (orgs[0],)
+            f"INSERT INTO {table} SELECT gen_random_uuid(), %s FROM generate_series(1, 1500)", (orgs[0],)
         )
         db.execute(
-            f"INSERT INTO {recorder.origins_table} SELECT * FROM unnest(%s::uuid[], %s::uuid[])",
+            f"INSERT INTO {table} SELECT * FROM unnest(%s::uuid[], %s::uuid[])",
             (streams, [orgs[i % 3] for i in range(len(streams))]),
         )
         db.commit()
@@ -56,17 +60,17 @@ def test_a_stream_of_an_organization_unknown_here_is_looked_up_by_its_key(tmp_pa
         # Version 2 of each stream, its organization unknown to this process (None): the
         # save function finds it in the origins table. Rolled back: nothing is stored.
         row = db.execute(
-            recorder.sql_save,
+            sql_save,
             (streams, [2] * len(streams), ["t.Event"] * len(streams), [b"{}"] * len(streams), [None] * len(streams)),
         ).fetchone()
         db.rollback()
     assert row is not None and row[0] is not None, row  # every stream found: the events went in
     assert list(row[1]) == [orgs[i % 3] for i in range(len(streams))]
-    lookups = [n for n in notices if recorder.origins_table in n and "unnest" in n]
+    lookups = [n for n in notices if table in n and "unnest" in n]
     assert lookups, notices
     for plan in lookups:
-        assert f"Seq Scan on {recorder.origins_table}" not in plan, plan
-        assert f"{recorder.origins_table}_pkey" in plan, plan
+        assert f"Seq Scan on {table}" not in plan, plan
+        assert f"{table}_pkey" in plan, plan
 
 
 def test_a_stream_read_from_its_start_is_saved_under_its_organization_without_a_lookup(
