@@ -125,6 +125,42 @@ class DuringRun:
                 self.stop.wait(1 / self.rate)
 
 
+def sustained_rate(counted: list[tuple[float, int]], contacts: int, low: float = 0.1, high: float = 0.9) -> float | None:
+    """Calls a second between the first polls that saw ``low`` and ``high`` of the
+    contacts counted done (None when the run was too short to have both)."""
+    start = next(((t, n) for t, n in counted if n >= low * contacts), None)
+    end = next(((t, n) for t, n in counted if n >= high * contacts), None)
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return round((end[1] - start[1]) / (end[0] - start[0]), 1)
+
+
+def per_second(counted: list[tuple[float, int]], start: float) -> list[int]:
+    """Calls counted done in each second from ``start`` (where the rate sagged, if it did)."""
+    totals: dict[int, int] = {}
+    for t, n in counted:
+        totals[int(t - start)] = n
+    out, last = [], 0
+    for second in range(max(totals, default=-1) + 1):
+        last = max(last, totals.get(second, last))
+        out.append(last)
+    return [b - a for a, b in zip([0, *out], out)]
+
+
+def dialled_each_second(placed: list[dict[str, Any]]) -> list[int]:
+    """Calls the sandbox created in each wall-clock second, from the first."""
+    import email.utils
+
+    seconds = [int(email.utils.parsedate_to_datetime(c["date_created"]).timestamp()) for c in placed if c.get("date_created")]
+    if not seconds:
+        return []
+    first = min(seconds)
+    out = [0] * (max(seconds) - first + 1)
+    for s in seconds:
+        out[s - first] += 1
+    return out
+
+
 def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, read_api: bool = False,
              pace: float | None = None, reads: float = 4.0, concurrency: int | None = None) -> dict[str, Any]:
     """One execution over ``contacts`` callees. ``read_api``: the reads go to an API process
@@ -181,10 +217,13 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, re
             execution = container.campaigns.launch_program(org, str(program.id), container.clock.now())
             during = DuringRun(container, f"http://127.0.0.1:{read_port}", api_key, str(execution.id), reads).start()
             first_dial = None
+            counted: list[tuple[float, int]] = []  # (when, calls counted done) each poll
             while True:
                 row = container.progress.execution(str(execution.id))
                 if row and first_dial is None and (row["in_progress"] or row["completed"]):
                     first_dial = time.perf_counter()
+                if row:
+                    counted.append((time.perf_counter(), row["completed"] + row["failed"]))
                 if row and row["completed"] + row["failed"] == contacts:
                     t_end = time.perf_counter()
                     break
@@ -211,6 +250,11 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, re
                 "contacts": contacts,
                 "secondsFirstDialToAllCounted": round(elapsed, 2),
                 "completedCallsPerSecond": round(contacts / elapsed, 1),
+                # The steady rate, without the ramp up and the last calls' tail: calls
+                # counted between the polls that first saw 10% and 90% of them done.
+                "sustainedCallsPerSecond": sustained_rate(counted, contacts),
+                "countedEachSecond": per_second(counted, first_dial or t_launch),
+                "dialledEachSecond": dialled_each_second(placed),
                 "rawPostgresCommitsPerSecond": round(raw, 0),
                 "ratioToRawCommits": round(contacts / elapsed / raw, 4),
                 "pythonRoundsPerSecond": round(speed),

@@ -31,6 +31,11 @@ class Settings:
     sandbox_port: int = field(default_factory=lambda: int(_env("GOMOBILE_SANDBOX_PORT", "8089")))
     sandbox_time_scale: float = field(default_factory=lambda: float(_env("GOMOBILE_SANDBOX_TIME_SCALE", "0.2")))
     worker_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_THREADS", "8")))
+    # Threads an API process runs its synchronous handlers in (Twilio's callbacks among
+    # them). They wait on PostgreSQL, so they bound the callbacks in flight and the size of
+    # the shared commits: asyncio's default, min(32, cores + 4), is 6 here, and 16 gave a
+    # quarter more completed calls a second (docs/PERFORMANCE.md, session 15).
+    api_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_API_THREADS", "16")))
     # Dial jobs the dispatcher sends in one message (Dialer.dial_many): one load, one
     # claim save and one state read for them all. 1 sends a message a call.
     dial_batch: int = field(default_factory=lambda: int(_env("GOMOBILE_DIAL_BATCH", "8")))
@@ -63,6 +68,8 @@ class Settings:
             self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         if self.telephony not in ("sandbox", "twilio"):
             raise ValueError("GOMOBILE_TELEPHONY must be 'sandbox' or 'twilio'")
+        if not 1 <= self.api_threads <= 256:
+            raise ValueError(f"GOMOBILE_API_THREADS must be from 1 to 256, not {self.api_threads}")
         if not 1 <= self.dial_batch <= 100:
             raise ValueError(f"GOMOBILE_DIAL_BATCH must be from 1 to 100, not {self.dial_batch}")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
@@ -115,6 +122,10 @@ class Settings:
                 # Each process holds one pool per application and read model: keep the
                 # resident connections few and let bursts overflow.
                 "POSTGRES_MAX_OVERFLOW": str(self.pool_max_overflow),
+                # Except the calls application's: every API handler thread may read a call
+                # at once (a call's first callback), and a thread that waited on the pool
+                # past the connect timeout would fail the callback.
+                "CALLS_POSTGRES_MAX_OVERFLOW": str(max(self.pool_max_overflow, self.api_threads - self.pool_size)),
                 "POSTGRES_CONNECT_TIMEOUT": "5",
             }
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,61 @@
+"""The API runs its synchronous handlers (Twilio's callbacks among them) in as many threads
+as GOMOBILE_API_THREADS says, not asyncio's default of min(32, cores + 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from infrastructure.settings import Settings
+from interfaces.http.app import _handler_threads, create_app
+
+
+def test_the_setting_reads_the_environment_and_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOMOBILE_API_THREADS", raising=False)
+    assert Settings().api_threads == 16
+    monkeypatch.setenv("GOMOBILE_API_THREADS", "3")
+    assert Settings().api_threads == 3
+    monkeypatch.setenv("GOMOBILE_API_THREADS", "0")
+    with pytest.raises(ValueError, match="GOMOBILE_API_THREADS must be from 1 to 256, not 0"):
+        Settings()
+
+
+def test_the_calls_pool_holds_a_connection_for_every_handler_thread() -> None:
+    env = Settings(database_url="postgresql://postgres@127.0.0.1/x", api_threads=24).persistence_env()
+    assert int(env["POSTGRES_POOL_SIZE"]) + int(env["CALLS_POSTGRES_MAX_OVERFLOW"]) == 24
+    assert env["POSTGRES_MAX_OVERFLOW"] == "5"  # the other pools stay small
+    env = Settings(database_url="postgresql://postgres@127.0.0.1/x", api_threads=2).persistence_env()
+    assert env["CALLS_POSTGRES_MAX_OVERFLOW"] == "5"  # never below the others'
+
+
+def test_handlers_run_in_that_many_threads_at_once() -> None:
+    container = SimpleNamespace(settings=SimpleNamespace(api_threads=3))
+    inside, release, lock = [0], threading.Event(), threading.Lock()
+
+    def handler() -> str:
+        with lock:
+            inside[0] += 1
+        release.wait(10)
+        return threading.current_thread().name
+
+    async def main() -> tuple[int, list[str]]:
+        _handler_threads(container)()
+        loop = asyncio.get_running_loop()
+        running = [loop.run_in_executor(None, handler) for _ in range(8)]
+        await asyncio.sleep(0.3)  # every thread there is has taken a handler by now
+        with lock:
+            at_once = inside[0]
+        release.set()
+        return at_once, await asyncio.gather(*running)
+
+    at_once, names = asyncio.run(main())
+    assert at_once == 3  # not asyncio's default (6 on 2 cores) nor all 8
+    assert all(name.startswith("api-handler") for name in names)
+
+
+def test_the_app_sets_them_at_startup() -> None:
+    app = create_app(None)
+    assert any(getattr(hook, "__qualname__", "").startswith("_handler_threads") for hook in app.on_startup)
