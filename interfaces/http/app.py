@@ -115,8 +115,8 @@ def create_app(container: Any) -> Litestar:
         app.state.store_watch = StoreWatch(settings.database_url).start()
         app.asgi_handler = OutageGate(app.asgi_handler, app.state.store_watch)  # type: ignore[method-assign]
     # Twilio's callbacks, before litestar's routing (interfaces/webhooks/twilio.py says why).
-    app.asgi_handler = TwilioWebhooks(  # type: ignore[method-assign]
-        app.asgi_handler, container, getattr(app.state, "store_watch", None)
-    )
+    webhooks = TwilioWebhooks(app.asgi_handler, container, getattr(app.state, "store_watch", None))
+    app.asgi_handler = webhooks  # type: ignore[method-assign]
+    app.on_shutdown.append(webhooks.close)
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler, observe_request)  # type: ignore[method-assign]
     return app

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from litestar.concurrency import sync_to_thread
-
 from application.ports import TelephonyError
 from infrastructure.telephony.twilio.provider import callback_result, render_twiml
 from infrastructure.telephony.twilio.signature import Validator
+from interfaces.http.handoff import HandOff
 
 log = logging.getLogger("gomobile.twilio")
 
@@ -155,6 +154,12 @@ class TwilioWebhooks:
         self.app = app
         self.container = container
         self.store_watch = store_watch
+        # The handlers' threads (interfaces/http/handoff.py says why not run_in_executor).
+        self.threads = HandOff(container.settings.api_threads, "twilio-webhook") if container is not None else None
+
+    def close(self) -> None:
+        if self.threads is not None:
+            self.threads.close()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         match = _ROUTE.match(scope["path"]) if scope["type"] == "http" else None
@@ -187,7 +192,8 @@ class TwilioWebhooks:
             await _send(send, 403, TEXT, b"invalid Twilio signature")
             return
         try:
-            answer = await sync_to_thread(HANDLERS[kind], c, call_id, attempt, int(seq) if seq else None, params)
+            assert self.threads is not None
+            answer = await self.threads.run(HANDLERS[kind], c, call_id, attempt, int(seq) if seq else None, params)
         except Exception as exc:  # noqa: BLE001 - answered as the API's error handlers answer
             await self._failed(scope, send, exc)
             return

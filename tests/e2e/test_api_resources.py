@@ -205,7 +205,7 @@ def test_twilio_webhooks_answer_503_while_the_store_is_unreachable() -> None:
             raise self.exc
 
     def post(exc: Exception) -> tuple[int, dict[bytes, bytes], dict[str, Any]]:
-        settings = SimpleNamespace(public_base_url="https://calls.example.com", twilio_auth_token="secret")
+        settings = SimpleNamespace(public_base_url="https://calls.example.com", twilio_auth_token="secret", api_threads=2)
         suspected: list[bool] = []
         watch = SimpleNamespace(suspect=lambda: suspected.append(True))
         app = TwilioWebhooks(None, SimpleNamespace(settings=settings, conversation=Conversation(exc)), watch)
@@ -223,6 +223,7 @@ def test_twilio_webhooks_answer_503_while_the_store_is_unreachable() -> None:
             sent.append(message)
 
         asyncio.run(app(scope, receive, send))
+        app.close()
         assert suspected == ([True] if isinstance(exc, psycopg.OperationalError) else [])
         return sent[0]["status"], dict(sent[0]["headers"]), json.loads(sent[1]["body"])
 
