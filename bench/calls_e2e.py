@@ -125,16 +125,6 @@ class DuringRun:
                 self.stop.wait(1 / self.rate)
 
 
-def sustained_rate(counted: list[tuple[float, int]], contacts: int, low: float = 0.1, high: float = 0.9) -> float | None:
-    """Calls a second between the first polls that saw ``low`` and ``high`` of the
-    contacts counted done (None when the run was too short to have both)."""
-    start = next(((t, n) for t, n in counted if n >= low * contacts), None)
-    end = next(((t, n) for t, n in counted if n >= high * contacts), None)
-    if start is None or end is None or end[0] <= start[0]:
-        return None
-    return round((end[1] - start[1]) / (end[0] - start[0]), 1)
-
-
 def per_second(counted: list[tuple[float, int]], start: float) -> list[int]:
     """Calls counted done in each second from ``start`` (where the rate sagged, if it did)."""
     totals: dict[int, int] = {}
@@ -250,9 +240,9 @@ def run_once(contacts: int, workers: int, threads: int, api_workers: int = 1, re
                 "contacts": contacts,
                 "secondsFirstDialToAllCounted": round(elapsed, 2),
                 "completedCallsPerSecond": round(contacts / elapsed, 1),
-                # The steady rate, without the ramp up and the last calls' tail: calls
-                # counted between the polls that first saw 10% and 90% of them done.
-                "sustainedCallsPerSecond": sustained_rate(counted, contacts),
+                # Where the time went: calls the progress view counted done, and calls the
+                # sandbox was asked to place, in each second of the run. Dials outrun the
+                # callbacks when nothing bounds the calls in flight (--concurrency).
                 "countedEachSecond": per_second(counted, first_dial or t_launch),
                 "dialledEachSecond": dialled_each_second(placed),
                 "rawPostgresCommitsPerSecond": round(raw, 0),
