@@ -328,7 +328,7 @@ class Container:
         from application.client_webhooks import ClientWebhooks
 
         self.webhook_queue.set_handler(ClientWebhooks.for_container(self).deliver)
-        self.worker = start_worker(self.broker, self.settings.worker_threads)
+        self.worker = start_worker(self.broker, self.settings.worker_threads, self.settings.worker_poll_ms)
 
     def close(self) -> None:
         if self.dispatcher is not None:

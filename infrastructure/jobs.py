@@ -92,8 +92,10 @@ class DramatiqDialQueue:
                 self.batch_actor.send([[str(c), a] for c, a in part], correlation_id)
 
 
-def start_worker(broker: dramatiq.Broker, threads: int) -> dramatiq.Worker:
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+def start_worker(broker: dramatiq.Broker, threads: int, poll_ms: int = 100) -> dramatiq.Worker:
+    """``poll_ms``: how long an idle consumer waits at most between two fetches (Dramatiq's
+    ``worker_timeout``; it backs off up to that while its queue stays empty)."""
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=poll_ms)
     worker.start()
     return worker
 

@@ -31,6 +31,12 @@ class Settings:
     sandbox_port: int = field(default_factory=lambda: int(_env("GOMOBILE_SANDBOX_PORT", "8089")))
     sandbox_time_scale: float = field(default_factory=lambda: float(_env("GOMOBILE_SANDBOX_TIME_SCALE", "0.2")))
     worker_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_THREADS", "8")))
+    # How long an idle Dramatiq consumer waits at most between two fetches (it backs off up
+    # to that while its queue is empty). On Redis each fetch is a script call, and a worker
+    # consumes six (three queues and their delay queues): at 100 ms an idle worker took 5% of a core, and four workers
+    # cost a quarter more worker CPU a call than at 500 ms (docs/PERFORMANCE.md, session
+    # 15). The embedded broker's consumers block on their queue instead: 100 ms there.
+    worker_poll_ms: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_POLL_MS", "0")))
     # Threads an API process runs its synchronous handlers in (Twilio's callbacks among
     # them). They wait on PostgreSQL, so they bound the callbacks in flight and the size of
     # the shared commits: asyncio's default, min(32, cores + 4), is 6 here, and 16 gave a
@@ -68,6 +74,10 @@ class Settings:
             self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         if self.telephony not in ("sandbox", "twilio"):
             raise ValueError("GOMOBILE_TELEPHONY must be 'sandbox' or 'twilio'")
+        if not self.worker_poll_ms:
+            self.worker_poll_ms = 500 if self.redis_url else 100
+        if not 10 <= self.worker_poll_ms <= 10_000:
+            raise ValueError(f"GOMOBILE_WORKER_POLL_MS must be from 10 to 10000, not {self.worker_poll_ms}")
         if not 1 <= self.api_threads <= 256:
             raise ValueError(f"GOMOBILE_API_THREADS must be from 1 to 256, not {self.api_threads}")
         if not 1 <= self.dial_batch <= 100:
@@ -120,12 +130,11 @@ class Settings:
                 "POSTGRES_PASSWORD": unquote(url.password or ""),
                 "POSTGRES_POOL_SIZE": str(self.pool_size),
                 # Each process holds one pool per application and read model: keep the
-                # resident connections few and let bursts overflow.
+                # resident connections few and let bursts overflow. (Not one a handler
+                # thread: 16 API threads each with a connection of the calls pool took
+                # the test suite's processes past PostgreSQL's 100 connections. A thread
+                # that finds the pool busy waits for a connection, a few milliseconds.)
                 "POSTGRES_MAX_OVERFLOW": str(self.pool_max_overflow),
-                # Except the calls application's: every API handler thread may read a call
-                # at once (a call's first callback), and a thread that waited on the pool
-                # past the connect timeout would fail the callback.
-                "CALLS_POSTGRES_MAX_OVERFLOW": str(max(self.pool_max_overflow, self.api_threads - self.pool_size)),
                 "POSTGRES_CONNECT_TIMEOUT": "5",
             }
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -23,14 +23,6 @@ def test_the_setting_reads_the_environment_and_rejects_nonsense(monkeypatch: pyt
         Settings()
 
 
-def test_the_calls_pool_holds_a_connection_for_every_handler_thread() -> None:
-    env = Settings(database_url="postgresql://postgres@127.0.0.1/x", api_threads=24).persistence_env()
-    assert int(env["POSTGRES_POOL_SIZE"]) + int(env["CALLS_POSTGRES_MAX_OVERFLOW"]) == 24
-    assert env["POSTGRES_MAX_OVERFLOW"] == "5"  # the other pools stay small
-    env = Settings(database_url="postgresql://postgres@127.0.0.1/x", api_threads=2).persistence_env()
-    assert env["CALLS_POSTGRES_MAX_OVERFLOW"] == "5"  # never below the others'
-
-
 def test_handlers_run_in_that_many_threads_at_once() -> None:
     container = SimpleNamespace(settings=SimpleNamespace(api_threads=3))
     inside, release, lock = [0], threading.Event(), threading.Lock()
@@ -59,3 +51,15 @@ def test_handlers_run_in_that_many_threads_at_once() -> None:
 def test_the_app_sets_them_at_startup() -> None:
     app = create_app(None)
     assert any(getattr(hook, "__qualname__", "").startswith("_handler_threads") for hook in app.on_startup)
+
+
+def test_idle_workers_poll_redis_less_often_than_the_embedded_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOMOBILE_WORKER_POLL_MS", raising=False)
+    monkeypatch.delenv("GOMOBILE_REDIS_URL", raising=False)
+    assert Settings().worker_poll_ms == 100  # the embedded broker's consumers block, not poll
+    assert Settings(redis_url="redis://127.0.0.1:6379/0").worker_poll_ms == 500
+    monkeypatch.setenv("GOMOBILE_WORKER_POLL_MS", "250")
+    assert Settings(redis_url="redis://127.0.0.1:6379/0").worker_poll_ms == 250
+    monkeypatch.setenv("GOMOBILE_WORKER_POLL_MS", "5")
+    with pytest.raises(ValueError, match="GOMOBILE_WORKER_POLL_MS must be from 10 to 10000, not 5"):
+        Settings()
