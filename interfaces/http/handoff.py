@@ -17,6 +17,7 @@ import asyncio
 import contextvars
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -84,10 +85,13 @@ class HandOff:
                 pass
 
     def close(self, timeout: float = 10.0) -> None:
+        """Stop taking calls; wait up to ``timeout`` in all for the threads to finish what
+        they hold (they are daemons: one stuck past it does not hold the process)."""
         with self._lock:
             self._closed = True
             threads, self._threads = self._threads, []
         for _ in threads:
             self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))

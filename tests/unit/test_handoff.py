@@ -93,3 +93,19 @@ def test_closed_means_closed_and_sizes_are_checked() -> None:
         asyncio.run(pool.run(lambda: None))
     with pytest.raises(ValueError, match="at least one thread, not 0"):
         HandOff(0)
+
+
+def test_close_waits_once_for_all_its_threads_not_once_each() -> None:
+    pool = HandOff(4, "stuck")
+    release = threading.Event()
+
+    async def main() -> None:
+        for _ in range(4):
+            asyncio.ensure_future(pool.run(release.wait, 5))
+        await asyncio.sleep(0.2)  # all four threads hold a call that will not end soon
+
+    asyncio.run(main())
+    started = time.monotonic()
+    pool.close(timeout=0.5)
+    assert time.monotonic() - started < 1.5  # 0.5 s in all, not 0.5 s a thread
+    release.set()
