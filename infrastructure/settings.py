@@ -33,13 +33,14 @@ class Settings:
     worker_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_THREADS", "8")))
     # How long an idle Dramatiq consumer waits at most between two fetches (it backs off up
     # to that while its queue is empty). On Redis each fetch is a script call, and a worker
-    # consumes six (three queues and their delay queues): at 100 ms an idle worker took 5% of a core, and four workers
-    # cost a quarter more worker CPU a call than at 500 ms (docs/PERFORMANCE.md, session
-    # 15). The embedded broker's consumers block on their queue instead: 100 ms there.
+    # consumes six queues (three and their delay queues): at 100 ms an idle worker took
+    # 4.5% of a core, and four workers cost a quarter more worker CPU a call than at 500 ms
+    # (docs/PERFORMANCE.md, session 15). The embedded broker's consumers block on their
+    # queue instead: 100 ms there.
     worker_poll_ms: int = field(default_factory=lambda: int(_env("GOMOBILE_WORKER_POLL_MS", "0")))
-    # Threads an API process runs its synchronous handlers in (Twilio's callbacks among
-    # them). They wait on PostgreSQL, so they bound the callbacks in flight and the size of
-    # the shared commits: asyncio's default, min(32, cores + 4), is 6 here, and 16 gave a
+    # Threads an API process runs Twilio's callbacks in (interfaces/http/handoff.py). They
+    # wait on PostgreSQL, so they bound the callbacks in flight and the size of the shared
+    # commits: asyncio's default executor, min(32, cores + 4), is 6 here, and 16 gave a
     # quarter more completed calls a second (docs/PERFORMANCE.md, session 15).
     api_threads: int = field(default_factory=lambda: int(_env("GOMOBILE_API_THREADS", "16")))
     # Dial jobs the dispatcher sends in one message (Dialer.dial_many): one load, one

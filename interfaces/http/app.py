@@ -46,23 +46,6 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def _handler_threads(container: Any) -> Any:
-    """The loop's default executor, where litestar runs synchronous handlers: as many
-    threads as the settings say (GOMOBILE_API_THREADS)."""
-
-    def start() -> None:
-        import asyncio
-        from concurrent.futures import ThreadPoolExecutor
-
-        settings = getattr(container, "settings", None)
-        if settings is not None:
-            asyncio.get_running_loop().set_default_executor(
-                ThreadPoolExecutor(settings.api_threads, thread_name_prefix="api-handler")
-            )
-
-    return start
-
-
 def create_app(container: Any) -> Litestar:
     handlers = [health, *ORGANIZATION_HANDLERS, *CALL_REQUEST_HANDLERS, *CONTACT_HANDLERS, *AUDIENCE_HANDLERS, *INGESTION_HANDLERS, *SUPPRESSION_HANDLERS, *RESOURCE_HANDLERS, *FLOW_HANDLERS, *EXECUTION_HANDLERS, *REPORT_HANDLERS, *EVENT_HANDLERS, *DASHBOARD_HANDLERS, *METRICS_HANDLERS]
     handlers += [*ASSET_HANDLERS, *RECORDING_HANDLERS]  # flow assets and recordings (issue 4)
@@ -104,7 +87,6 @@ def create_app(container: Any) -> Litestar:
         logging_config=None,
         # Keys, roles, rate limits, If-Match/ETag, Idempotency-Key: one table for every route.
         middleware=[SecurityMiddleware],
-        on_startup=[_handler_threads(container)],
     )
     app.state.container = container
     install(app, container)

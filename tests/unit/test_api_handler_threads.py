@@ -1,5 +1,5 @@
-"""The API runs its synchronous handlers (Twilio's callbacks among them) in as many threads
-as GOMOBILE_API_THREADS says, not asyncio's default of min(32, cores + 4)."""
+"""The API runs Twilio's callbacks in as many threads as GOMOBILE_API_THREADS says, not
+asyncio's default executor's min(32, cores + 4); idle workers poll Redis less often."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from infrastructure.settings import Settings
-from interfaces.http.app import _handler_threads, create_app
+from interfaces.webhooks.twilio import TwilioWebhooks
 
 
 def test_the_setting_reads_the_environment_and_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,8 +23,9 @@ def test_the_setting_reads_the_environment_and_rejects_nonsense(monkeypatch: pyt
         Settings()
 
 
-def test_handlers_run_in_that_many_threads_at_once() -> None:
-    container = SimpleNamespace(settings=SimpleNamespace(api_threads=3))
+def test_the_callbacks_run_in_that_many_threads_at_once() -> None:
+    webhooks = TwilioWebhooks(None, SimpleNamespace(settings=SimpleNamespace(api_threads=3)))
+    assert webhooks.threads is not None
     inside, release, lock = [0], threading.Event(), threading.Lock()
 
     def handler() -> str:
@@ -34,23 +35,18 @@ def test_handlers_run_in_that_many_threads_at_once() -> None:
         return threading.current_thread().name
 
     async def main() -> tuple[int, list[str]]:
-        _handler_threads(container)()
-        loop = asyncio.get_running_loop()
-        running = [loop.run_in_executor(None, handler) for _ in range(8)]
-        await asyncio.sleep(0.3)  # every thread there is has taken a handler by now
+        assert webhooks.threads is not None
+        running = [asyncio.ensure_future(webhooks.threads.run(handler)) for _ in range(8)]
+        await asyncio.sleep(0.3)  # every thread there is has taken a callback by now
         with lock:
             at_once = inside[0]
         release.set()
         return at_once, await asyncio.gather(*running)
 
     at_once, names = asyncio.run(main())
+    webhooks.close()
     assert at_once == 3  # not asyncio's default (6 on 2 cores) nor all 8
-    assert all(name.startswith("api-handler") for name in names)
-
-
-def test_the_app_sets_them_at_startup() -> None:
-    app = create_app(None)
-    assert any(getattr(hook, "__qualname__", "").startswith("_handler_threads") for hook in app.on_startup)
+    assert all(name.startswith("twilio-webhook") for name in names)
 
 
 def test_idle_workers_poll_redis_less_often_than_the_embedded_queues(monkeypatch: pytest.MonkeyPatch) -> None:
