@@ -337,9 +337,9 @@ class _Pending:
         jobs, attempts = set(), set()
         for e in events:
             name = type(e).__qualname__
-            if not name.startswith("Call.") or name == "Call.Created":
+            if not name.startswith("Call."):
                 continue
-            jobs.add(self.job_of(e))
+            jobs.add(self.job_of(e))  # a Created one too: is its call counted already (a replay)?
             if name in ("Call.FlowAdvanced", "Call.AttemptEnded"):
                 attempts.add(self.attempt_of(e))
         missing = sorted(jobs - set(self.jobs))

@@ -162,6 +162,43 @@ def test_other_account_is_404_and_missing_to_is_400(sandbox):
     assert r.json()["code"] == 21201
 
 
+@pytest.mark.parametrize(
+    ("form", "code", "message"),
+    [
+        ({"To": "phone", "From": "+15557654321", "Url": "http://x/"}, 21211, "Invalid 'To' Phone Number: phone"),
+        ({"To": "+15551234567", "Url": "http://x/"}, 21603, "A 'From' phone number is required."),
+        ({"To": "+15551234567", "From": "+15557654321", "Url": "http://x/", "Method": "PUT"}, 21207, "Method must be GET or POST"),
+        ({"To": "+15551234567", "From": "+15557654321", "Url": "http://x/", "MachineDetection": "Maybe"}, 21626,
+         "MachineDetection must be Enable or DetectMessageEnd"),
+        ({"To": "+15551234567", "From": "+15557654321", "Url": "http://x/", "AsyncAmd": "yes"}, 21263, "AsyncAmd must be true or false"),
+    ],
+)
+def test_a_bad_create_is_twilios_400_and_places_nothing(sandbox, form, code, message):
+    before = len(sandbox.calls())
+    r = httpx.post(f"{sandbox.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json", data=form, auth=(ACCOUNT_SID, AUTH_TOKEN))
+    assert (r.status_code, r.headers["content-type"]) == (400, "application/json")
+    assert r.json() == {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": 400}
+    assert len(sandbox.calls()) == before
+
+
+def test_no_credentials_is_401_with_a_basic_challenge(sandbox):
+    r = httpx.post(f"{sandbox.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
+                   data={"To": "+15551234567", "From": "+15557654321", "Url": "http://x/"})
+    assert r.status_code == 401 and r.json()["code"] == 20003
+    assert r.headers["www-authenticate"] == 'Basic realm="Twilio API"'
+
+
+def test_a_created_call_is_twilios_resource(sandbox, receiver):
+    r = httpx.post(f"{sandbox.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
+                   data={"To": "+15551234567", "From": "+15557654321", "Url": receiver.base_url + "/voice"},
+                   auth=(ACCOUNT_SID, AUTH_TOKEN))
+    assert (r.status_code, r.headers["content-type"]) == (201, "application/json")
+    body = r.json()
+    assert body["sid"].startswith("CA") and body["to"] == "+15551234567" and body["from"] == "+15557654321"
+    assert body["uri"] == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{body['sid']}.json"
+    assert any(c["sid"] == body["sid"] for c in sandbox.calls())
+
+
 def test_missing_url_raises_via_sdk(client):
     with pytest.raises(TwilioRestException) as exc:
         client.calls.create(to="+15551234567", from_="+15557654321")
