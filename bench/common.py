@@ -81,6 +81,8 @@ def machine() -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        # Which build: a distribution's (optimised) or a default source build (the Makefile says why it matters).
+        "pythonExecutable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
         "postgres": pg,
         "eventsourcing": version("eventsourcing"),
         "dramatiq": version("dramatiq"),
