@@ -537,3 +537,22 @@ def test_a_batch_that_conflicts_is_saved_each_alone_and_nothing_else_is_lost(clo
 def new_call_like(call: Call) -> Call:
     """A second Call of the same execution and contact (the same stream id)."""
     return Call(call.execution_id, call.contact_id, call.organization_id, call.program_id, call.to, call.contact, T0)
+
+
+def test_the_calls_in_flight_at_200_calls_a_second_stay_kept_for_their_next_callback(clock: Clock) -> None:
+    """A kept call lives as long as its contact's key (30 s): every call between its
+    first and last callbacks at 200 calls a second (6,000) is still kept at its next
+    callback, which then reads nothing."""
+    from application.calls import CallsApp
+
+    calls = CallsApp()
+    in_flight = [new_call() for _ in range(200 * 30)]
+    calls.save(*in_flight)
+    for call in in_flight:  # each call's first callback
+        calls.update(call.id, lambda c: c.claim(1, T0, "w1"))
+    loads: list[object] = []
+    replay = calls.call
+    calls.call = lambda id_: loads.append(id_) or replay(id_)  # type: ignore[method-assign]
+    for call in in_flight:  # and its next, in the same order
+        calls.update(call.id, lambda c: c.record_placed(1, f"CA{c.id.hex}", "+212500000001"))
+    assert loads == []
