@@ -2,9 +2,10 @@
 # The interpreter the virtualenv is made from. A distribution's CPython (Debian's
 # /usr/bin/python3, as the official Docker image's) is built with profile-guided and
 # link-time optimisation and linked statically; a default source build (pyenv's, first on
-# this machine's PATH) is neither, and its platform processes took 12-15% more CPU a call
-# (docs/PERFORMANCE.md, session 16). So the distribution's is taken when it is 3.11 or
-# newer and can make a virtualenv, else python3; `make PYTHON=...` chooses another.
+# this machine's PATH) is neither: on the distribution's, the platform's processes took
+# 9-27% less CPU a call, 15% on average (docs/PERFORMANCE.md, session 16). So it is taken
+# when it is 3.11 or newer and can make a virtualenv, else python3; `make PYTHON=...`
+# chooses another.
 PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && echo /usr/bin/python3 || echo python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
