@@ -776,8 +776,10 @@ class SandboxApp:
             chunks = []
             while True:
                 message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client went away mid-request: nothing is placed
                 chunks.append(message.get("body", b""))
-                if message["type"] == "http.disconnect" or not message.get("more_body"):
+                if not message.get("more_body"):
                     break
             answer = _create_call(self.sandbox, _parse_form(b"".join(chunks)))
         status, body, extra = answer
