@@ -31,6 +31,14 @@ from projections.store import loads
 log = logging.getLogger("gomobile.dispatcher")
 QUEUE_BATCH = 2000
 FIRST_QUEUE_BATCH = 200
+# At most this many events of the calls log not yet applied by the progress read model
+# once a batch of a launch is queued: a batch is no larger than the room left, and waits
+# for a later tick if that is less than a first batch. Queueing outran the projection: a
+# 6,000-call launch made its calls in 1.5 s while the dials' events came in, the read
+# models fell 1.2-1.4 s behind (issue 6's bound is 1 s), and the calls could not be sent
+# any sooner (the dispatcher sends what the progress view has projected). The view still
+# always has a batch to apply, so a large launch is queued no slower.
+PROJECTION_BACKLOG = 2000
 
 
 def queue_batch_size(queued: int) -> int:
@@ -98,7 +106,9 @@ class Dispatcher:
         live_every: int = 10,
         zones_ttl: float = 5.0,
         backlog: int | None = None,
+        projection_backlog: int | None = PROJECTION_BACKLOG,
     ) -> None:
+        self.projection_backlog = projection_backlog
         self.zones_ttl = zones_ttl
         self._zones: dict[str, tuple[float, set[str | None]]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -131,8 +141,14 @@ class Dispatcher:
             counts["stopped"] += self._change_execution(eid, lambda e: e.stop(now))
         for eid in self.progress.executions_due_to_start(now_key):
             counts["started"] += self._change_execution(eid, lambda e: e.start(now))
-        for eid in self.progress.executions_to_queue():
-            counts["queued"] += self._queue_calls(eid)
+        to_queue = self.progress.executions_to_queue()
+        room = self._projection_room() if to_queue else 0
+        for eid in to_queue:
+            if room is not None and room < FIRST_QUEUE_BATCH:
+                break
+            n = self._queue_calls(eid, room)
+            counts["queued"] += n
+            room = None if room is None else room - n
         for cid in self.progress.pending_calls_of_ended_executions():
             counts["skipped"] += int(self.calls.update(cid, lambda c: c.skip("execution_ended", now)))
         running = self.progress.running_executions()
@@ -144,6 +160,14 @@ class Dispatcher:
         for eid in self.progress.executions_to_complete():
             counts["completed"] += self._change_execution(eid, lambda e: e.complete(now))
         return counts
+
+    def _projection_room(self) -> int | None:
+        """How many calls may be queued now: ``projection_backlog`` less the events of the
+        calls log the progress read model has not applied yet (None: no bound)."""
+        if self.projection_backlog is None:
+            return None
+        head = self.calls.recorder.max_notification_id() or 0
+        return self.projection_backlog - (head - (self.progress.max_tracking_id(self.calls.name) or 0))
 
     def _follow_live_audiences(self, running: list[dict[str, Any]], now: datetime) -> tuple[int, int]:
         """A running execution of a live audience follows it: a contact who joins is
@@ -312,7 +336,7 @@ class Dispatcher:
             return 0
         return 1
 
-    def _queue_calls(self, eid: str) -> int:
+    def _queue_calls(self, eid: str, room: int | None = None) -> int:
         """Queue the calls of an execution's snapshot, one batch per tick (so a large
         launch never stalls dispatching), checkpointed on the Execution: a restarted
         dispatcher resumes where the last batch ended, and existing calls are kept.
@@ -326,7 +350,8 @@ class Dispatcher:
             if execution.snapshot_total is None:
                 execution.record_snapshot(len(members))
             start = execution.queued_upto
-            batch_ids = members[start : start + queue_batch_size(start)]
+            size = queue_batch_size(start) if room is None else min(queue_batch_size(start), room)
+            batch_ids = members[start : start + size]
             contacts = self.campaigns.contacts_of(execution.organization_id, batch_ids)
             if len(contacts) < len(batch_ids):
                 log.warning(
