@@ -36,9 +36,10 @@ FIRST_QUEUE_BATCH = 200
 # for a later tick if that is less than a first batch. Queueing outran the projection: a
 # 6,000-call launch made its calls in 1.5 s while the dials' events came in, the read
 # models fell 1.2-1.4 s behind (issue 6's bound is 1 s), and the calls could not be sent
-# any sooner (the dispatcher sends what the progress view has projected). The view still
-# always has a batch to apply, so a large launch is queued no slower.
-PROJECTION_BACKLOG = 2000
+# any sooner (the dispatcher sends what the progress view has projected). At 2,000 the lag
+# at a launch still reached 1.07 s with four workers; at 1,000 a million calls took 433 s
+# to queue, against 375 s at 1,500 and 310 s unbounded (docs/PERFORMANCE.md, session 17).
+PROJECTION_BACKLOG = 1500
 
 
 def queue_batch_size(queued: int) -> int:
